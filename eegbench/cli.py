@@ -1,0 +1,161 @@
+"""Command-line interface: ``eegbench run | compare | ls | plugins | env``.
+
+User errors (unknown names, missing data or weights, bad options) print one line
+``eegbench: error: ...`` to stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from eegbench import __version__
+from eegbench.errors import EegbenchError
+
+EPILOG = """\
+examples:
+  eegbench run --method synapse --setting multi-subject
+  eegbench run --method synapse --setting single-subject --subject 1 --seed 1
+  eegbench compare
+  eegbench ls methods
+"""
+
+
+def _kv(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    k, _, v = text.partition("=")
+    return k.strip(), v.strip()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="eegbench", description="Benchmark harness for EEG-to-image generation.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"eegbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="train, generate and score one method", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("what to run")
+    g.add_argument("--method", default="synapse", help="registered method name (default: synapse)")
+    g.add_argument("--dataset", default="eegnb-n170", help="registered dataset name (default: eegnb-n170)")
+    g.add_argument("--setting", default="multi-subject", help="multi-subject | single-subject | cross-subject")
+    g.add_argument("--subject", type=int, default=None, help="subject for single-/cross-subject settings")
+    g.add_argument("--profile", default="small", help="backbone/method size profile (default: small)")
+    g.add_argument("--seed", type=int, default=0, help="run seed (default: 0)")
+    g = p.add_argument_group("paths")
+    g.add_argument("--data-root", type=Path, default=None,
+                   help="folder holding the datasets (default: $EEGBENCH_DATA or ../shared/data)")
+    g.add_argument("--weights-root", type=Path, default=None,
+                   help="folder holding local weights (default: $EEGBENCH_WEIGHTS or ../shared/weights)")
+    g.add_argument("--cache-dir", type=Path, default=None, help="cache (default: $EEGBENCH_CACHE or ~/.cache/eegbench)")
+    g.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders go (default: runs)")
+    g.add_argument("--run-id", default=None, help="run folder name (default: derived from the run)")
+    g = p.add_argument_group("budget and protocol")
+    g.add_argument("--set", dest="overrides", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="override a method hyperparameter, e.g. --set stage1_steps=50 (repeatable)")
+    g.add_argument("--backbone-set", dest="backbone_overrides", type=_kv, action="append", default=[],
+                   metavar="KEY=VALUE", help="override a backbone setting, e.g. --backbone-set denoiser_steps=100")
+    g.add_argument("--n-samples", type=int, default=None, help="images per test trial (protocol)")
+    g.add_argument("--steps", type=int, default=None, help="sampler steps (protocol)")
+    g.add_argument("--max-test-trials", type=int, default=None,
+                   help="score only the first N test trials (quick checks; recorded in the protocol hash)")
+    g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    p = sub.add_parser("compare", help="write markdown leaderboards from run results")
+    p.add_argument("paths", nargs="*", type=Path, default=[Path("runs")], help="run folders or result files")
+    p.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: reports)")
+    p.add_argument("--protocol", default=None, help="only runs with this protocol hash (prefix)")
+
+    p = sub.add_parser("ls", help="list registered methods, datasets, settings, metrics or backbones")
+    p.add_argument("kind", choices=["methods", "datasets", "settings", "metrics", "backbones"])
+
+    sub.add_parser("plugins", help="list loaded plugins as JSON")
+    sub.add_parser("env", help="print the environment record as JSON")
+    return parser
+
+
+def _cmd_run(args) -> int:
+    from eegbench.runner import RunConfig, run
+
+    cfg = RunConfig(
+        method=args.method, dataset=args.dataset, setting=args.setting, subject=args.subject,
+        profile=args.profile, seed=args.seed, data_root=args.data_root, weights_root=args.weights_root,
+        cache_dir=args.cache_dir, runs_dir=args.runs_dir, run_id=args.run_id,
+        overrides=dict(args.overrides), backbone_overrides=dict(args.backbone_overrides),
+        n_samples_per_trial=args.n_samples, num_inference_steps=args.steps,
+        max_test_trials=args.max_test_trials, progress=not args.no_progress,
+    )
+    result = run(cfg)
+    if result:
+        m = result["metrics"]
+        print(f"run folder: {result['run_dir']}")
+        print(f"FID {m['fid']['value']:.2f} | KID {m['kid']['value']:.4f} | class accuracy "
+              f"{m['probe_accuracy']['value']:.3f} (chance {m['probe_accuracy']['chance']:.3f}) | "
+              f"trainable params {result['parameters']['trainable_total']:,} | "
+              f"total {result['durations_s']['total']:.0f} s")
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from eegbench.leaderboard import compare
+    from eegbench.results import load_results
+
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        raise EegbenchError(f"no such run folder or file: {', '.join(missing)}")
+    for path in compare(load_results(args.paths), args.out, protocol_hash=args.protocol):
+        print(path)
+    return 0
+
+
+def _cmd_ls(args, plugins) -> int:
+    registry = plugins.registries[args.kind]
+    width = max((len(n) for n in registry.names()), default=0)
+    for entry in registry.entries():
+        print(f"{entry.name:<{width}}  {entry.summary}  [{entry.plugin}]")
+    for name, err in plugins.broken.items():
+        print(f"(plugin {name!r} failed to load: {err})", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``eegbench`` console script; returns the exit status."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "compare":
+            return _cmd_compare(args)
+        from eegbench.plugins import get_plugin_manager
+
+        plugins = get_plugin_manager()
+        if args.command == "ls":
+            return _cmd_ls(args, plugins)
+        if args.command == "plugins":
+            print(json.dumps(plugins.plugin_info(), indent=2))
+            return 0
+        if args.command == "env":
+            from eegbench.results import environment_info
+
+            print(json.dumps(environment_info(), indent=2))
+            return 0
+    except EegbenchError as exc:
+        print(f"eegbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("eegbench: interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

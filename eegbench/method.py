@@ -1,0 +1,303 @@
+"""The method-plugin interface: :class:`Method` and the :class:`RunContext` handed to ``fit``.
+
+A method plugin turns EEG into images. It declares its trainable pieces through
+:meth:`Method.components` and :meth:`Method.configure_stage`, so the *harness* counts trainable and
+total parameters per training stage with one convention for every method. Plugins never compute
+metrics.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+from eegbench.data import DatasetInfo, EEGDataset
+from eegbench.errors import ConfigError
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from eegbench.backbones import Backbones
+
+
+@dataclass
+class RunContext:
+    """What the harness hands to :meth:`Method.fit`.
+
+    Parameters
+    ----------
+    accelerator : accelerate.Accelerator
+        Owns the device, mixed precision and processes; use ``accelerator.prepare`` and
+        ``accelerator.backward``.
+    seed : int
+        Run seed (already applied with ``accelerate.utils.set_seed``).
+    work_dir : Path
+        Folder for checkpoints and training logs of this run.
+    progress : bool
+        Whether to show tqdm bars (False on non-main processes or with ``--no-progress``).
+    logger : logging.Logger
+        Run logger (writes to the run's ``log.txt``).
+    """
+
+    accelerator: Accelerator
+    seed: int
+    work_dir: Path
+    progress: bool = True
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("eegbench.run"))
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the accelerator."""
+        return self.accelerator.device
+
+    def log_metrics(self, values: Mapping[str, float], *, stage: str, step: int) -> None:
+        """Record training metrics (kept in ``history`` and written to ``train_log.jsonl``)."""
+        row = {"stage": stage, "step": int(step), **{k: float(v) for k, v in values.items()}}
+        self.history.append(row)
+        if self.accelerator.is_main_process:
+            with open(self.work_dir / "train_log.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+
+def apply_overrides(config: Any, overrides: Mapping[str, str]) -> Any:
+    """Return a copy of dataclass ``config`` with string ``overrides`` parsed to the field types.
+
+    Parameters
+    ----------
+    config : dataclass instance
+    overrides : mapping of str to str
+        ``{"stage1_steps": "10"}``; values are parsed as JSON when possible, else kept as str.
+
+    Raises
+    ------
+    ConfigError
+        If a key is not a field of the config, or a value cannot be converted.
+    """
+    names = {f.name: f for f in dataclasses.fields(config)}
+    changes = {}
+    for key, raw in overrides.items():
+        if key not in names:
+            raise ConfigError(f"--set {key}=...: unknown option; known: {', '.join(sorted(names))}")
+        current = getattr(config, key)
+        try:
+            value = json.loads(raw) if isinstance(raw, str) else raw
+        except json.JSONDecodeError:
+            value = raw
+        try:
+            if isinstance(current, bool):
+                if not isinstance(value, bool):
+                    raise ValueError("expected true or false")
+            elif isinstance(current, int):
+                if isinstance(value, bool) or float(value) != int(value):
+                    raise ValueError("expected an integer")
+                value = int(value)
+            elif isinstance(current, float):
+                value = float(value)
+            elif isinstance(current, tuple):
+                value = tuple(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"--set {key}={raw}: {exc}") from None
+        changes[key] = value
+    return dataclasses.replace(config, **changes)
+
+
+class Method(abc.ABC):
+    """Base class of every EEG-to-image method plugin.
+
+    Subclasses set the class attributes, a ``Config`` dataclass and implement the abstract methods.
+
+    Attributes
+    ----------
+    name : str
+        Registered name (``"synapse"``).
+    version : str
+        Version of the implementation; recorded in every result.
+    paper : str
+        Citation/URL of the method's paper and reference repository.
+    Config : type
+        Dataclass of hyperparameters. :meth:`default_config` returns it per profile.
+    stages : tuple of str
+        Training stages in order (``("stage1", "stage2")``); :meth:`configure_stage` knows each.
+    inference_components : tuple of str
+        Names from :meth:`components` that :meth:`generate` uses.
+
+    Parameters
+    ----------
+    config : Config
+        Resolved hyperparameters.
+    info : DatasetInfo
+        Description of the dataset (``n_chans``, ``n_times``, ``sfreq``, classes).
+    backbones : eegbench.backbones.Backbones
+        Shared pretrained pieces of the profile (image autoencoder, denoiser, embedders).
+    device : torch.device
+        Device to build modules on.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "0.1.0"
+    paper: ClassVar[str] = ""
+    Config: ClassVar[type]
+    stages: ClassVar[tuple[str, ...]] = ()
+    inference_components: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Any, *, info: DatasetInfo, backbones: Backbones, device: torch.device) -> None:
+        self.config = config
+        self.info = info
+        self.backbones = backbones
+        self.device = torch.device(device)
+
+    @classmethod
+    def default_config(cls, profile: str = "small") -> Any:
+        """Hyperparameters for a profile (``"small"`` or ``"paper"``).
+
+        Raises
+        ------
+        ConfigError
+            If the method has no defaults for ``profile``.
+        """
+        if profile != "small":
+            raise ConfigError(f"method {cls.name!r} has no {profile!r} profile")
+        return cls.Config()
+
+    @abc.abstractmethod
+    def components(self) -> dict[str, nn.Module]:
+        """Every module of the method by name (trainable and frozen), for parameter counting."""
+
+    @abc.abstractmethod
+    def configure_stage(self, stage: str) -> None:
+        """Set ``requires_grad`` for ``stage``: exactly the parameters that stage trains.
+
+        Called by :meth:`fit` and by the harness's parameter counter.
+        """
+
+    @abc.abstractmethod
+    def fit(self, train: EEGDataset, val: EEGDataset, ctx: RunContext) -> None:
+        """Train every stage on ``train``; ``val`` may be used for model selection (never test)."""
+
+    @abc.abstractmethod
+    def generate(
+        self,
+        eeg: torch.Tensor,
+        *,
+        generators: Sequence[torch.Generator],
+        n_samples: int,
+        num_inference_steps: int,
+        subject: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Generate images from EEG.
+
+        Parameters
+        ----------
+        eeg : torch.Tensor, shape (batch, n_chans, n_times), float32
+            EEG in ``info.unit``.
+        generators : sequence of torch.Generator, length batch * n_samples
+            One generator per output image (trial-major order), so each image is reproducible
+            independently of batch size.
+        n_samples : int
+            Images per trial.
+        num_inference_steps : int
+            Sampler steps (from the evaluation protocol).
+        subject : torch.Tensor, shape (batch,), int64, optional
+            Subject id per trial.
+
+        Returns
+        -------
+        torch.Tensor, shape (batch, n_samples, 3, H, W), uint8
+        """
+
+    # ---------------------------------------------------------------- persistence
+    def state_components(self) -> dict[str, nn.Module]:
+        """Components whose weights :meth:`save` stores (default: all of :meth:`components`)."""
+        return self.components()
+
+    def save(self, directory: Path) -> None:
+        """Save weights (one safetensors file per component) and ``config.json`` into ``directory``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for cname, module in self.state_components().items():
+            state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+            save_file(state, str(directory / f"{cname}.safetensors"))
+        cfg = dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else dict(self.config)
+        (directory / "config.json").write_text(json.dumps({"method": self.name, "config": cfg}, indent=2))
+
+    def load(self, directory: Path) -> None:
+        """Load weights written by :meth:`save` into this instance.
+
+        Raises
+        ------
+        FileNotFoundError
+            If a component file is missing.
+        """
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        for cname, module in self.state_components().items():
+            path = directory / f"{cname}.safetensors"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: missing weights of component {cname!r}")
+            module.load_state_dict(load_file(str(path), device=str(self.device)))
+
+
+def count_parameters(method: Method) -> dict[str, Any]:
+    """Trainable and total parameters per stage and component, under one convention.
+
+    For each stage the method's own :meth:`Method.configure_stage` sets ``requires_grad``; a
+    parameter counts as trainable in a stage if it requires grad then. ``trainable_total`` sums the
+    trainable parameters of all stages (a parameter trained in two stages counts once);
+    ``inference_total`` counts the unique parameters of ``inference_components``; ``total`` all
+    unique parameters. Shared modules are counted once (by tensor identity).
+
+    Returns
+    -------
+    dict
+        ``{"per_stage": {stage: {component: n, "total": n}}, "per_component": {component:
+        {"total": n}}, "trainable_total": n, "inference_total": n, "total": n}``.
+    """
+    comps = method.components()
+
+    def unique(mods):
+        seen: dict[int, int] = {}
+        for m in mods:
+            for p in m.parameters():
+                seen[id(p)] = p.numel()
+        return seen
+
+    per_stage: dict[str, dict[str, int]] = {}
+    trained: dict[int, int] = {}
+    saved = {id(p): p.requires_grad for m in comps.values() for p in m.parameters()}
+    try:
+        for stage in method.stages:
+            method.configure_stage(stage)
+            row, stage_ids = {}, {}
+            for cname, module in comps.items():
+                ids = {id(p): p.numel() for p in module.parameters() if p.requires_grad}
+                if ids:
+                    row[cname] = sum(ids.values())
+                stage_ids.update(ids)
+            row["total"] = sum(stage_ids.values())
+            per_stage[stage] = row
+            trained.update(stage_ids)
+    finally:
+        for m in comps.values():
+            for p in m.parameters():
+                p.requires_grad_(saved[id(p)])
+    inference = unique(comps[c] for c in method.inference_components if c in comps)
+    return {
+        "per_stage": per_stage,
+        "per_component": {c: {"total": sum(unique([m]).values())} for c, m in comps.items()},
+        "trainable_total": sum(trained.values()),
+        "inference_total": sum(inference.values()),
+        "total": sum(unique(comps.values()).values()),
+    }

@@ -1,0 +1,451 @@
+"""The run pipeline: data → split → shared backbones → fit → generate → score → ``result.json``.
+
+Everything a run writes goes to ``runs/.partial-<run_id>/`` first and is renamed to
+``runs/<run_id>/`` only when the run succeeded, so a failed run leaves nothing half-written.
+Only the main process writes files; generation is sharded over processes when launched with
+``torchrun``/``accelerate launch``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import resource
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from eegbench.backbones import Backbones, SmallProfile, default_weights_root
+from eegbench.errors import ConfigError, EegbenchError
+from eegbench.method import RunContext, apply_overrides, count_parameters
+from eegbench.protocol import EvalProtocol, image_seed
+from eegbench.results import SCHEMA_VERSION, environment_info, write_json_atomic
+
+log = logging.getLogger("eegbench.run")
+
+
+def default_data_root() -> Path:
+    """``$EEGBENCH_DATA``, else ``../shared/data`` beside the checkout, else ``~/.cache/eegbench/data``."""
+    env = os.environ.get("EEGBENCH_DATA")
+    if env:
+        return Path(env)
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if shared.is_dir():
+        return shared
+    return Path.home() / ".cache" / "eegbench" / "data"
+
+
+def default_cache_dir() -> Path:
+    """``$EEGBENCH_CACHE``, else ``~/.cache/eegbench``."""
+    return Path(os.environ.get("EEGBENCH_CACHE") or Path.home() / ".cache" / "eegbench")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines one run (the CLI fills it).
+
+    Parameters
+    ----------
+    method, dataset, setting : str
+        Registered names.
+    subject : int, optional
+        Subject for ``single-subject`` / ``cross-subject``.
+    profile : str
+        ``"small"`` (CPU-friendly backbones) or ``"paper"``.
+    seed : int
+        Run seed: training, sampling noise and metric RNGs.
+    data_root, weights_root, cache_dir, runs_dir : Path, optional
+        Roots; defaults from ``EEGBENCH_DATA`` / ``EEGBENCH_WEIGHTS`` / ``EEGBENCH_CACHE`` / ``runs``.
+    overrides : dict of str to str
+        ``--set key=value`` method hyperparameter overrides.
+    backbone_overrides : dict of str to str
+        ``--backbone-set key=value`` overrides of :class:`~eegbench.backbones.SmallProfile`.
+    n_samples_per_trial, num_inference_steps : int, optional
+        Protocol overrides.
+    max_test_trials : int, optional
+        Score only the first N test trials (quick checks; recorded in the protocol, so such runs
+        never mix with full runs on a leaderboard).
+    progress : bool
+        Show tqdm progress bars.
+    run_id : str, optional
+        Folder name under ``runs_dir``; default ``<method>_<dataset>_<setting>_seed<seed>_<UTC time>``.
+    """
+
+    method: str = "synapse"
+    dataset: str = "eegnb-n170"
+    setting: str = "multi-subject"
+    subject: int | None = None
+    profile: str = "small"
+    seed: int = 0
+    data_root: Path | None = None
+    weights_root: Path | None = None
+    cache_dir: Path | None = None
+    runs_dir: Path = Path("runs")
+    overrides: dict[str, str] = field(default_factory=dict)
+    backbone_overrides: dict[str, str] = field(default_factory=dict)
+    n_samples_per_trial: int | None = None
+    num_inference_steps: int | None = None
+    max_test_trials: int | None = None
+    progress: bool = True
+    run_id: str | None = None
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+@dataclass
+class _Timer:
+    durations: dict[str, float] = field(default_factory=dict)
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Ctx:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.durations[name] = round(time.perf_counter() - self.t0, 3)
+
+        return _Ctx()
+
+
+def _make_accelerator():
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available())
+
+
+def _setup_file_logging(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "log.txt", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("eegbench")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return handler
+
+
+def _grid(reference: np.ndarray, generated: np.ndarray, labels: np.ndarray, class_names, path: Path,
+          rows_per_class: int = 4) -> None:
+    """Grid PNG: one row per shown test trial, ground-truth stimulus first, then its samples."""
+    from diffusers.utils import make_image_grid
+    from PIL import Image, ImageDraw
+
+    picks = []
+    for c in range(len(class_names)):
+        idx = np.flatnonzero(labels == c)[:rows_per_class]
+        picks.extend(idx.tolist())
+    n_cols = 1 + generated.shape[1]
+    size = reference.shape[-1]
+    tiles = []
+    for i in picks:
+        gt = Image.fromarray(reference[i].transpose(1, 2, 0))
+        ImageDraw.Draw(gt).text((2, 1), str(class_names[labels[i]]), fill=(255, 0, 0))
+        tiles.append(gt)
+        tiles.extend(Image.fromarray(g.transpose(1, 2, 0)) for g in generated[i])
+    grid = make_image_grid(tiles, rows=len(picks), cols=n_cols)
+    if size < 128:
+        grid = grid.resize((grid.width * 2, grid.height * 2), Image.NEAREST)
+    grid.save(path)
+
+
+def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
+    """Train, generate and score one method on one dataset/setting; write the run folder.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+    plugins : eegbench.plugins.PluginSet, optional
+        Pre-built plugin set (default: :func:`eegbench.plugins.get_plugin_manager`).
+
+    Returns
+    -------
+    dict
+        The result as written to ``runs/<run_id>/result.json``.
+
+    Raises
+    ------
+    EegbenchError
+        For unknown names, bad options, missing data or weights — before any folder is created when
+        the problem is known up front.
+    """
+    from accelerate.utils import broadcast_object_list, set_seed
+
+    from eegbench.plugins import get_plugin_manager
+
+    timer = _Timer()
+    t_start = time.perf_counter()
+    plugins = plugins or get_plugin_manager()
+    method_cls = plugins.methods.get(cfg.method)
+    loader_cls = plugins.datasets.get(cfg.dataset)
+    setting_fn = plugins.settings.get(cfg.setting)
+    method_config = apply_overrides(method_cls.default_config(cfg.profile), cfg.overrides)
+    profile = apply_overrides(SmallProfile(), cfg.backbone_overrides)
+    data_root = Path(cfg.data_root or default_data_root())
+    weights_root = Path(cfg.weights_root or default_weights_root())
+    cache_dir = Path(cfg.cache_dir or default_cache_dir())
+    taef2 = weights_root / "taef2"
+    missing = [str(taef2 / f) for f in ("taef2_encoder.pth", "taef2_decoder.pth") if not (taef2 / f).is_file()]
+    if missing:
+        from eegbench.errors import WeightsNotFoundError
+
+        raise WeightsNotFoundError(
+            f"missing weights {', '.join(missing)}; set --weights-root or EEGBENCH_WEIGHTS to the folder "
+            "holding taef2/ (the TAEF2 autoencoder from github.com/madebyollin/taesd)"
+        )
+
+    with timer("load_data"):
+        dataset = loader_cls(data_root, cache_dir=cache_dir / "datasets").load()
+        split = setting_fn(dataset, subject=cfg.subject)
+    protocol = EvalProtocol(
+        n_samples_per_trial=cfg.n_samples_per_trial or EvalProtocol.n_samples_per_trial,
+        image_size=profile.image_size,
+        num_inference_steps=cfg.num_inference_steps or EvalProtocol.num_inference_steps,
+        seed=cfg.seed,
+    )
+    if cfg.max_test_trials:
+        protocol_extra = {"max_test_trials": int(cfg.max_test_trials)}
+    else:
+        protocol_extra = {}
+    if not split.test:
+        raise ConfigError(f"setting {cfg.setting!r} produced an empty test split")
+
+    accelerator = _make_accelerator()
+    main = accelerator.is_main_process
+    progress = cfg.progress and main
+    set_seed(cfg.seed)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    subject_tag = f"-sub{cfg.subject}" if cfg.subject is not None else ""
+    run_id = [cfg.run_id or _safe(f"{cfg.method}_{cfg.dataset}_{cfg.setting}{subject_tag}_seed{cfg.seed}_{stamp}")]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(run_id)
+    run_id = run_id[0]
+    runs_dir = Path(cfg.runs_dir)
+    final_dir = runs_dir / run_id
+    if final_dir.exists():
+        raise ConfigError(f"run folder {final_dir} already exists; pass another --run-id")
+    work = runs_dir / f".partial-{run_id}"
+    handler = None
+    try:
+        if main:
+            if work.exists():
+                shutil.rmtree(work)
+            (work / "samples").mkdir(parents=True)
+            (work / "reference").mkdir()
+            handler = _setup_file_logging(work)
+        accelerator.wait_for_everyone()
+        log.info("run %s: method=%s dataset=%s setting=%s split=%s sizes=%s", run_id, cfg.method, cfg.dataset,
+                 cfg.setting, split.sha256[:12], split.sizes())
+        config_record = {
+            **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+            "data_root": str(data_root), "weights_root": str(weights_root), "cache_dir": str(cache_dir),
+            "method_config": asdict(method_config), "backbones": asdict(profile),
+        }
+        plugins.pm.hook.eegbench_run_start(config=config_record, run_dir=work)
+
+        train, val, test = (dataset.subset(ids) for ids in (split.train, split.val, split.test))
+        if cfg.max_test_trials:
+            test = test.subset(list(test.trials["trial_id"][: int(cfg.max_test_trials)]))
+
+        # ---- shared backbones (cached; the same for every method) ----
+        backbones = Backbones(cfg.profile, weights_root=weights_root, cache_dir=cache_dir,
+                              device=accelerator.device, settings=profile, progress=progress)
+        train_image_ids = sorted(set(train.trials["image_id"]))
+        train_images = dataset.stimuli.load_many(train_image_ids, profile.image_size)
+        train_image_labels = np.array([dataset.stimuli.labels[i] for i in train_image_ids])
+        with timer("denoiser_pretrain"):
+            backbones.prepare_denoiser(train_images, train_image_labels, dataset.info.class_names,
+                                       dataset_key=f"{dataset.info.name}-{dataset.info.version}", seed=0)
+
+        # ---- fit ----
+        set_seed(cfg.seed)
+        method = method_cls(method_config, info=dataset.info, backbones=backbones, device=accelerator.device)
+        ctx = RunContext(accelerator=accelerator, seed=cfg.seed, work_dir=work if main else Path(os.devnull).parent,
+                         progress=progress, logger=log)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        with timer("fit"):
+            method.fit(train, val, ctx)
+        peak_fit = _peak_rss_mb()
+        if main:
+            method.save(work / "checkpoint")
+
+        # ---- generate (sharded over processes) ----
+        with timer("generate"):
+            gen_paths = _generate(method, test, protocol, work, accelerator, progress)
+        accelerator.wait_for_everyone()
+        if not main:
+            return {}
+
+        test_ids = list(test.trials["trial_id"])
+        ref_images = test.images(protocol.image_size)
+        ref_paths = []
+        from PIL import Image
+
+        for tid, img in zip(test_ids, ref_images):
+            p = work / "reference" / f"{_safe(tid)}.png"
+            Image.fromarray(img.transpose(1, 2, 0)).save(p)
+            ref_paths.append(p)
+        manifest = pd.DataFrame(
+            [
+                {"trial_id": tid, "sample_index": k, "label": int(lab), "class_name": dataset.info.class_names[lab],
+                 "subject": int(sub), "image_id": iid, "path": str(gen_paths[tid][k].relative_to(work)),
+                 "reference_path": str(ref_paths[i].relative_to(work))}
+                for i, (tid, lab, sub, iid) in enumerate(
+                    test.trials[["trial_id", "label", "subject", "image_id"]].itertuples(index=False))
+                for k in range(protocol.n_samples_per_trial)
+            ]
+        )
+        manifest.to_csv(work / "samples" / "manifest.csv", index=False)
+        generated = np.stack([
+            np.stack([np.asarray(Image.open(work / p).convert("RGB")).transpose(2, 0, 1) for p in grp["path"]])
+            for _, grp in manifest.groupby("trial_id", sort=False)
+        ])  # (n_test, n_samples, 3, H, W)
+        _grid(ref_images, generated, test.labels, dataset.info.class_names, work / "grid.png")
+
+        # ---- score ----
+        with timer("metrics"):
+            metrics = _score(generated, ref_images, test, train_images, train_image_labels, dataset, split,
+                             protocol, backbones, cache_dir, progress)
+        parameters = count_parameters(method)
+        timer.durations["total"] = round(time.perf_counter() - t_start, 3)
+        env = environment_info(accelerator)
+        plugins.pm.hook.eegbench_update_environment_info(info=env)
+        result = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": run_id,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "method": {"name": method_cls.name, "version": method_cls.version, "paper": method_cls.paper,
+                       "profile": cfg.profile, "config": asdict(method_config)},
+            "dataset": {"name": dataset.info.name, "version": dataset.info.version,
+                        "n_chans": dataset.info.n_chans, "n_times": dataset.info.n_times,
+                        "sfreq": dataset.info.sfreq, "unit": dataset.info.unit,
+                        "class_names": list(dataset.info.class_names), "n_trials": len(dataset)},
+            "split": split.to_dict(),
+            "protocol": {**protocol.to_dict(), **protocol_extra, "hash": _protocol_hash(protocol, protocol_extra)},
+            "seed": cfg.seed,
+            "metrics": metrics,
+            "parameters": parameters,
+            "durations_s": timer.durations,
+            "peak_memory_mb": {"rss_after_fit": round(peak_fit, 1), "rss_total": round(_peak_rss_mb(), 1),
+                               **({"cuda_max_allocated": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+                                  if torch.cuda.is_available() else {})},
+            "backbones": {"profile": cfg.profile, **asdict(profile),
+                          "denoiser_train_seconds": getattr(backbones.denoiser, "train_seconds", None)},
+            "training_history": ctx.history[-50:],
+            "environment": env,
+            "config": config_record,
+            "artifacts": {"samples": "samples", "manifest": "samples/manifest.csv", "reference": "reference",
+                          "grid": "grid.png", "checkpoint": "checkpoint", "log": "log.txt",
+                          "train_log": "train_log.jsonl"},
+        }
+        write_json_atomic(work / "result.json", result)
+        if handler is not None:
+            logging.getLogger("eegbench").removeHandler(handler)
+            handler.close()
+            handler = None
+        os.replace(work, final_dir)
+        result["run_dir"] = str(final_dir)
+        plugins.pm.hook.eegbench_run_end(result=result, run_dir=final_dir)
+        return result
+    except BaseException:
+        if handler is not None:
+            logging.getLogger("eegbench").removeHandler(handler)
+            handler.close()
+        if main and work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _protocol_hash(protocol: EvalProtocol, extra: dict) -> str:
+    if not extra:
+        return protocol.hash()
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps([protocol.hash(), extra], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _generate(method, test, protocol: EvalProtocol, work: Path, accelerator, progress: bool,
+              batch_size: int = 16) -> dict[str, list[Path]]:
+    """Generate ``n_samples_per_trial`` PNGs per test trial; returns trial id → sample paths."""
+    from PIL import Image
+
+    n = protocol.n_samples_per_trial
+    ids = list(test.trials["trial_id"])
+    paths = {tid: [work / "samples" / f"{_safe(tid)}_{k}.png" for k in range(n)] for tid in ids}
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = np.arange(len(ids))[rank::world]
+    device = accelerator.device
+    bar = tqdm(total=len(mine) * n, desc="generate", unit="img", disable=not progress)
+    for start in range(0, len(mine), batch_size):
+        rows = mine[start : start + batch_size]
+        eeg = torch.from_numpy(test.eeg[rows]).to(device)
+        subject = torch.from_numpy(test.subjects[rows]).to(device)
+        gens = [torch.Generator(device=device).manual_seed(image_seed(protocol.seed, ids[r], k))
+                for r in rows for k in range(n)]
+        with torch.no_grad():
+            images = method.generate(eeg, generators=gens, n_samples=n,
+                                     num_inference_steps=protocol.num_inference_steps, subject=subject)
+        expected = (len(rows), n, 3, protocol.image_size, protocol.image_size)
+        if tuple(images.shape) != expected or images.dtype != torch.uint8:
+            raise EegbenchError(
+                f"method {method.name!r}: generate() returned {images.dtype} {tuple(images.shape)}, "
+                f"expected torch.uint8 {expected}"
+            )
+        arr = images.cpu().numpy()
+        for j, r in enumerate(rows):
+            for k in range(n):
+                Image.fromarray(arr[j, k].transpose(1, 2, 0)).save(paths[ids[r]][k])
+        bar.update(len(rows) * n)
+    bar.close()
+    return paths
+
+
+def _score(generated, ref_images, test, train_images, train_labels, dataset, split, protocol, backbones,
+           cache_dir: Path, progress: bool) -> dict[str, Any]:
+    """FID/KID against one ground-truth image per test trial, and probe class accuracy."""
+    from eegbench.metrics.fidelity import compute_fid_kid
+    from eegbench.metrics.probe import probe_accuracy_images
+
+    flat = torch.from_numpy(generated.reshape(-1, *generated.shape[2:]))
+    ref = torch.from_numpy(ref_images)
+    fk = compute_fid_kid(
+        flat, ref, cache_dir=cache_dir / "fidelity",
+        reference_cache_name=_safe(f"{dataset.info.name}-{dataset.info.version}-{split.sha256[:16]}-"
+                                   f"{len(ref)}-{protocol.image_size}px-ref"),
+        kid_subset_size=min(protocol.kid_subset_size, len(flat), len(ref)), seed=protocol.seed,
+        feature_extractor=protocol.fid_feature_extractor, progress=progress,
+    )
+    gen_labels = np.repeat(test.labels, generated.shape[1])
+    probe = probe_accuracy_images(
+        backbones.image_embedder, torch.from_numpy(train_images), train_labels, flat, gen_labels,
+        n_classes=dataset.info.n_classes, seed=protocol.seed, reference_images=ref,
+        reference_labels=test.labels,
+    )
+    return {
+        "fid": {"value": fk["fid"], "higher_is_better": False, "n_gen": fk["n_gen"], "n_ref": fk["n_ref"],
+                "feature_extractor": fk["feature_extractor"], "weights_sha256": fk.get("weights_sha256")},
+        "kid": {"value": fk["kid_mean"], "std": fk["kid_std"], "higher_is_better": False,
+                "subset_size": min(protocol.kid_subset_size, len(flat), len(ref))},
+        "probe_accuracy": {"value": probe["accuracy"], "std": probe.get("accuracy_std"), "higher_is_better": True,
+                           "chance": probe["chance"], "majority_chance": probe.get("majority_chance"),
+                           "reference_accuracy": probe.get("reference_accuracy"),
+                           "probe_train_accuracy": probe.get("probe_train_accuracy"), "n": probe["n"],
+                           "classifier": protocol.probe},
+    }
