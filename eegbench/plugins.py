@@ -169,11 +169,11 @@ def get_plugin_manager(*, autoload: bool | None = None, extra_plugins: list[Any]
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {exc.plugin_name!r}: {exc}") from None
+        raise PluginError(str(exc)) from None
 
     for kind, registry in plugins.registries.items():
         hook = getattr(pm.hook, f"eegbench_register_{kind}")
-        for impl in reversed(hook.get_hookimpls()):  # registration order
+        for impl in hook.get_hookimpls():  # registration order
             registry._current_plugin = impl.plugin_name
             try:
                 impl.function(registry=registry)

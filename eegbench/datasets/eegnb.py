@@ -505,8 +505,8 @@ class EEGNotebooksVisual:
                 self._write_cache(key, sources, eeg, table)
             except OSError as exc:  # a read-only cache must not stop a run
                 logger.warning("%s: could not write cache in %s (%s)", self.name, self.cache_root, exc)
-        table["image_id"] = [self._image_for(t, self.class_names[lab], photos)
-                             for t, lab in zip(table["trial_id"], table["label"])]
+        names = self.class_names
+        table["image_id"] = [self._image_for(t, names[lab], photos) for t, lab in zip(table["trial_id"], table["label"])]
         info = DatasetInfo(
             name=self.name, version=LOADER_VERSION, n_chans=len(self.ch_names), n_times=self.n_times,
             sfreq=float(self.sfreq), ch_names=tuple(self.ch_names), unit="V", class_names=self.class_names,

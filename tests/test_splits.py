@@ -1,0 +1,194 @@
+"""Tests of the recording-level settings (eegbench.splits) on the real N170 data and on synthetic data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eegbench import splits
+from eegbench.datasets.eegnb import EEGNotebooksN170
+from eegbench.datasets.synthetic import SyntheticEEG
+from eegbench.errors import ConfigError
+
+DATA_ROOT = Path(os.environ.get("EEGBENCH_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+N170_DIR = DATA_ROOT / "eeg-notebooks" / "data" / "visual" / "N170"
+REPO = Path(__file__).resolve().parents[1]
+SETTINGS = {
+    "multi-subject": splits.multi_subject,
+    "single-subject": splits.single_subject,
+    "cross-subject": splits.cross_subject,
+}
+
+
+@pytest.fixture(scope="session")
+def n170_cache(tmp_path_factory):
+    """Cache folder of the N170 epochs; the same place as in test_datasets.py, so one session epochs once."""
+    return tmp_path_factory.getbasetemp() / "eegnb-n170-cache"
+
+
+@pytest.fixture(scope="session")
+def n170_dataset(n170_cache):
+    """Real N170 data, epoched once per session."""
+    if not N170_DIR.is_dir():
+        pytest.skip(f"eeg-notebooks N170 data absent under {DATA_ROOT} (set EEGBENCH_DATA)")
+    return EEGNotebooksN170(DATA_ROOT, n170_cache).load()
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory):
+    return SyntheticEEG(cache_dir=tmp_path_factory.mktemp("synthetic")).load()
+
+
+@pytest.fixture(params=["n170", "synthetic"])
+def dataset(request):
+    return request.getfixturevalue(f"{request.param}_dataset")
+
+
+def _valid_cases(ds):
+    """(setting, subject) pairs that must succeed: subjects with >= 2 recordings for single-subject."""
+    recs = ds.trials.groupby("subject")["recording"].nunique()
+    cases = [("multi-subject", None)]
+    cases += [("single-subject", int(s)) for s, n in recs.items() if n >= 2]
+    cases += [("cross-subject", int(s)) for s in recs.index]
+    return cases
+
+
+def _make(ds, setting, subject, **kw):
+    fn = SETTINGS[setting]
+    return fn(ds, **kw) if subject is None else fn(ds, subject=subject, **kw)
+
+
+def _recordings(ds, ids):
+    t = ds.trials.set_index("trial_id")
+    return set(t.loc[list(ids), "recording"])
+
+
+def test_no_recording_shared_between_parts(dataset):
+    ds = dataset
+    position = {t: i for i, t in enumerate(ds.trials["trial_id"])}
+    for setting, subject in _valid_cases(ds):
+        sp = _make(ds, setting, subject)
+        train, val, test = (_recordings(ds, getattr(sp, p)) for p in ("train", "val", "test"))
+        assert not train & test and not val & test, (setting, subject)
+        shared = train & val
+        if shared:
+            # only the documented tail hold-out: val is the last trials of training recordings
+            assert val <= train, (setting, subject)
+            t = ds.trials.set_index("trial_id")
+            for rec in shared:
+                tr = [position[i] for i in sp.train if t.at[i, "recording"] == rec]
+                va = [position[i] for i in sp.val if t.at[i, "recording"] == rec]
+                assert max(tr) < min(va), (setting, subject, rec)
+                assert len(va) == round(0.1 * (len(tr) + len(va)))
+
+
+def test_parts_are_disjoint_and_cover_the_intended_trials(dataset):
+    ds = dataset
+    for setting, subject in _valid_cases(ds):
+        sp = _make(ds, setting, subject)
+        train, val, test = set(sp.train), set(sp.val), set(sp.test)
+        assert len(train) == len(sp.train) and len(val) == len(sp.val) and len(test) == len(sp.test)
+        assert not (train & val or train & test or val & test), (setting, subject)
+        assert train and val and test, (setting, subject, sp.sizes())
+        if setting == "single-subject":
+            intended = set(ds.trials.loc[ds.trials["subject"] == subject, "trial_id"])
+        else:
+            intended = set(ds.trials["trial_id"])
+        assert train | val | test == intended, (setting, subject)
+        if setting == "cross-subject":
+            assert test == set(ds.trials.loc[ds.trials["subject"] == subject, "trial_id"])
+            subjects = ds.trials.set_index("trial_id").loc[list(train | val), "subject"]
+            assert subject not in set(subjects)
+
+
+def test_multi_subject_fractions_and_classes(dataset):
+    ds = dataset
+    sp = splits.multi_subject(ds)
+    sizes = sp.sizes()
+    n = len(ds)
+    assert sizes["train"] > sizes["test"] > 0 and sizes["val"] > 0
+    assert 0.55 < sizes["train"] / n < 0.8 and 0.1 < sizes["test"] / n < 0.3
+    labels = ds.trials.set_index("trial_id")["label"]
+    for part in ("train", "val", "test"):
+        assert set(labels.loc[list(getattr(sp, part))]) == set(range(ds.info.n_classes)), part
+
+
+def test_split_hash_is_deterministic_and_distinguishes_splits(dataset):
+    ds = dataset
+    hashes = {}
+    for setting, subject in _valid_cases(ds):
+        a, b = _make(ds, setting, subject), _make(ds, setting, subject)
+        assert a == b and a.sha256 == b.sha256 == splits.split_hash(a)
+        assert len(a.sha256) == 64 and a.to_dict()["sha256"] == a.sha256
+        hashes[(setting, subject)] = a.sha256
+    assert len(set(hashes.values())) == len(hashes)  # every setting/subject has its own split
+    # order of trial ids follows the dataset, and another split seed gives another assignment
+    sp = splits.multi_subject(ds)
+    order = {t: i for i, t in enumerate(ds.trials["trial_id"])}
+    assert [order[t] for t in sp.train] == sorted(order[t] for t in sp.train)
+    assert splits.multi_subject(ds, split_seed=1).sha256 != sp.sha256
+
+
+def test_split_is_identical_after_reloading_the_dataset(tmp_path, synthetic_dataset, request):
+    again = SyntheticEEG(cache_dir=tmp_path).load()
+    assert splits.multi_subject(again).sha256 == splits.multi_subject(synthetic_dataset).sha256
+    if N170_DIR.is_dir():
+        n170 = request.getfixturevalue("n170_dataset")
+        cache = request.getfixturevalue("n170_cache")
+        reloaded = EEGNotebooksN170(DATA_ROOT, cache).load()  # from the cache
+        for s in (1, 3):
+            assert splits.cross_subject(reloaded, subject=s).sha256 == splits.cross_subject(n170, subject=s).sha256
+
+
+def test_split_hash_stable_across_processes(synthetic_dataset, tmp_path):
+    """The assignment uses sha256, not Python's salted hash(): another interpreter agrees."""
+    code = (
+        "from eegbench.datasets.synthetic import SyntheticEEG; from eegbench import splits; "
+        f"d = SyntheticEEG(cache_dir={str(tmp_path)!r}).load(); "
+        "print(splits.multi_subject(d).sha256, splits.cross_subject(d, subject=2).sha256)"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO,
+                         check=True, timeout=120).stdout.split()
+    assert out == [splits.multi_subject(synthetic_dataset).sha256,
+                   splits.cross_subject(synthetic_dataset, subject=2).sha256]
+
+
+def test_bad_subjects_raise_config_error(dataset):
+    ds = dataset
+    subjects = sorted(set(int(s) for s in ds.subjects))
+    with pytest.raises(ConfigError, match="takes no --subject"):
+        splits.multi_subject(ds, subject=subjects[0])
+    for fn in (splits.single_subject, splits.cross_subject):
+        with pytest.raises(ConfigError, match="needs --subject"):
+            fn(ds)
+        with pytest.raises(ConfigError, match=r"--subject 99: not in dataset .*subjects: \["):
+            fn(ds, subject=99)
+        with pytest.raises(ConfigError, match="not an integer"):
+            fn(ds, subject="abc")
+        with pytest.raises(ConfigError, match="not an integer"):
+            fn(ds, subject=1.5)
+    # a subject id given as a string (CLI/config) is accepted and normalised
+    assert splits.cross_subject(ds, subject=str(subjects[0])).options == {"subject": subjects[0]}
+
+
+@pytest.mark.skipif(not N170_DIR.is_dir(), reason=f"eeg-notebooks N170 data absent under {DATA_ROOT}")
+def test_n170_single_recording_subjects_are_rejected(n170_dataset):
+    # subjects 10 and 11 have one usable recording each: no recording-level split is possible
+    for s in (10, 11):
+        with pytest.raises(ConfigError, match=f"--subject {s}: only 1 recording"):
+            splits.single_subject(n170_dataset, subject=s)
+    sp = splits.single_subject(n170_dataset, subject=2)  # two recordings: train/test + tail validation
+    assert _recordings(n170_dataset, sp.val) <= _recordings(n170_dataset, sp.train)
+
+
+def test_cross_subject_needs_two_subjects(tmp_path):
+    ds = SyntheticEEG(cache_dir=tmp_path, n_subjects=1).load()
+    with pytest.raises(ConfigError, match="at least two subjects"):
+        splits.cross_subject(ds, subject=1)
+    assert np.all(ds.subjects == 1)
