@@ -26,28 +26,13 @@ import torch
 from tqdm.auto import tqdm
 
 from eegbench.backbones import Backbones, SmallProfile, default_weights_root
+from eegbench.datasets import default_cache_dir, default_data_root
 from eegbench.errors import ConfigError, EegbenchError
 from eegbench.method import RunContext, apply_overrides, count_parameters
 from eegbench.protocol import EvalProtocol, image_seed
 from eegbench.results import SCHEMA_VERSION, environment_info, write_json_atomic
 
 log = logging.getLogger("eegbench.run")
-
-
-def default_data_root() -> Path:
-    """``$EEGBENCH_DATA``, else ``../shared/data`` beside the checkout, else ``~/.cache/eegbench/data``."""
-    env = os.environ.get("EEGBENCH_DATA")
-    if env:
-        return Path(env)
-    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    if shared.is_dir():
-        return shared
-    return Path.home() / ".cache" / "eegbench" / "data"
-
-
-def default_cache_dir() -> Path:
-    """``$EEGBENCH_CACHE``, else ``~/.cache/eegbench``."""
-    return Path(os.environ.get("EEGBENCH_CACHE") or Path.home() / ".cache" / "eegbench")
 
 
 @dataclass

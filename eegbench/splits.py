@@ -45,6 +45,7 @@ class Split:
     val: tuple[str, ...]
     test: tuple[str, ...]
     source: str = ""
+    dataset: str = ""
     sha256: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -60,14 +61,17 @@ class Split:
             "setting": self.setting,
             "options": dict(self.options),
             "source": self.source,
+            "dataset": self.dataset,
             "sizes": self.sizes(),
             "sha256": self.sha256,
         }
 
 
 def split_hash(split: Split) -> str:
-    """sha256 of the setting, options and the sorted trial ids of each part (hex string)."""
+    """sha256 of the dataset name, source, setting, options and sorted trial ids of each part (hex)."""
     payload = {
+        "dataset": split.dataset,
+        "source": split.source,
         "setting": split.setting,
         "options": {k: split.options[k] for k in sorted(split.options)},
         "train": sorted(split.train),
@@ -136,7 +140,8 @@ def _split_by_recordings(dataset: EEGDataset, rows: np.ndarray, seed: int) -> di
         raise ConfigError(
             f"only {len(counts)} recording(s) available; a recording-level split needs at least 2"
         )
-    fractions = dict(SPLIT_FRACTIONS) if len(counts) >= 3 else {"train": 0.8, "test": 0.2}
+    # below 5 recordings a recording-level val part would starve train: val is then a tail hold-out
+    fractions = dict(SPLIT_FRACTIONS) if len(counts) >= 5 else {"train": 0.8, "test": 0.2}
     parts = assign_recordings(counts, fractions, seed)
     ids = {p: list(trials[trials["recording"].isin(parts.get(p, []))]["trial_id"]) for p in SPLIT_FRACTIONS}
     if not ids["val"]:
@@ -163,7 +168,7 @@ def _make(dataset: EEGDataset, setting: str, options: dict, ids: Mapping[str, li
     order = {t: i for i, t in enumerate(dataset.trials["trial_id"])}
     sort = lambda xs: tuple(sorted(xs, key=order.__getitem__))  # noqa: E731 - dataset order
     return Split(setting, options, sort(ids["train"]), sort(ids["val"]), sort(ids["test"]),
-                 source=f"recording-level, split_seed={seed}")
+                 source=f"recording-level, split_seed={seed}", dataset=dataset.info.name)
 
 
 def multi_subject(dataset: EEGDataset, *, subject: int | None = None, split_seed: int = 0) -> Split:

@@ -246,6 +246,11 @@ def test_missing_stimulus_folder_is_data_not_found(tmp_path):
     _assert_one_line(err.value, str(root / STIM / "faces"), "--data-root")
 
 
+def test_n170_rejects_options(tmp_path):
+    with pytest.raises(ConfigError, match="takes no options"):
+        EEGNotebooksN170(tmp_path, tmp_path, n_times=10)
+
+
 def test_required_files_lists_recordings_and_stimuli(tmp_path):
     req = EEGNotebooksN170(tmp_path).required_files()
     assert req[0] == tmp_path / "eeg-notebooks/data/visual/N170/subject*/session*/*.csv"
@@ -326,3 +331,17 @@ def test_synthetic_options_are_validated():
     with pytest.raises(ConfigError, match="0.4"):
         SyntheticEEG(n_classes=20)
     assert SyntheticEEG(n_chans="8").options.n_chans == 8
+
+
+def test_corrupt_cache_is_rebuilt(tmp_path):
+    root = _make_tree(tmp_path, {"subject1/session1/a.csv": _muse_csv()})
+    first = EEGNotebooksN170(root, tmp_path / "cache").load()
+    for npz in (tmp_path / "cache" / "eegnb-n170").glob("eeg-*.npz"):
+        npz.write_bytes(b"not a zip file")
+    loader = EEGNotebooksN170(root, tmp_path / "cache")
+    again = loader.load()
+    assert loader.cache_hit is False
+    np.testing.assert_array_equal(first.eeg, again.eeg)
+    third = EEGNotebooksN170(root, tmp_path / "cache")
+    third.load()
+    assert third.cache_hit is True  # the rebuilt entry is valid again

@@ -43,6 +43,7 @@ import os
 import re
 import tempfile
 import time
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -52,7 +53,7 @@ import pandas as pd
 
 from eegbench.data import TRIAL_COLUMNS, DatasetInfo, EEGDataset, StimulusSet
 from eegbench.datasets import default_cache_dir, default_data_root
-from eegbench.errors import DataFormatError, DataNotFoundError
+from eegbench.errors import ConfigError, DataFormatError, DataNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ def _atomic_write(path: Path, write) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; cache entries are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -115,6 +117,13 @@ class EEGNotebooksVisual:
     cache_dir : Path or None
         Root of the preprocessing cache; the dataset uses ``<cache_dir>/<name>/``. ``None`` →
         :func:`eegbench.datasets.default_cache_dir` (``$EEGBENCH_CACHE``, else ``~/.cache/eegbench``).
+    **options
+        None are accepted (the loader signature is shared by all datasets).
+
+    Raises
+    ------
+    ConfigError
+        If any option is given.
 
     Attributes
     ----------
@@ -152,7 +161,10 @@ class EEGNotebooksVisual:
     citation: ClassVar[str] = ""
     licence: ClassVar[str] = ""
 
-    def __init__(self, data_root: Path | str | None = None, cache_dir: Path | str | None = None) -> None:
+    def __init__(self, data_root: Path | str | None = None, cache_dir: Path | str | None = None,
+                 **options: Any) -> None:
+        if options:
+            raise ConfigError(f"dataset {self.name!r} takes no options (got {sorted(options)})")
         self.data_root = Path(data_root) if data_root is not None else default_data_root()
         self.cache_root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / self.name
         self.recordings: list[Path] = []
@@ -398,7 +410,7 @@ class EEGNotebooksVisual:
                 eeg = npz["eeg"]
             table = pd.read_csv(self.cache_root / manifest["trials_file"],
                                 dtype={"trial_id": str, "recording": str}, keep_default_na=False)
-        except (OSError, ValueError, KeyError, json.JSONDecodeError, pd.errors.ParserError,
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, pd.errors.ParserError,
                 pd.errors.EmptyDataError) as exc:
             if manifest_path.exists():
                 logger.warning("%s: ignoring unreadable cache in %s (%s)", self.name, self.cache_root, exc)
@@ -506,7 +518,8 @@ class EEGNotebooksVisual:
             except OSError as exc:  # a read-only cache must not stop a run
                 logger.warning("%s: could not write cache in %s (%s)", self.name, self.cache_root, exc)
         names = self.class_names
-        table["image_id"] = [self._image_for(t, names[lab], photos) for t, lab in zip(table["trial_id"], table["label"])]
+        table["image_id"] = [self._image_for(t, names[lab], photos)
+                             for t, lab in zip(table["trial_id"], table["label"])]
         info = DatasetInfo(
             name=self.name, version=LOADER_VERSION, n_chans=len(self.ch_names), n_times=self.n_times,
             sfreq=float(self.sfreq), ch_names=tuple(self.ch_names), unit="V", class_names=self.class_names,

@@ -1,0 +1,684 @@
+"""SYNAPSE, the reference method plugin of eegbench.
+
+SYNAPSE (arXiv 2511.17547; reference repository ``CVMILab-CUK/synapse @225872a``) generates images
+from EEG in two stages (``research/methods.md`` §3):
+
+1. **Stage 1** trains a hybrid CNN/transformer EEG autoencoder (:mod:`.modeling`) whose token latent
+   ``(n_tokens, dim)`` is aligned to the frozen text-token states of a caption of the stimulus
+   (MSE + cosine along the token axis) and, through its token mean, contrasted CLIP-style with the
+   frozen image embedding of the stimulus; the reconstruction is trained with MSE + (1 − soft
+   signal dice). Loss weights are the constant 0.5 each that upstream effectively uses.
+2. **Stage 2** freezes the encoder and fine-tunes the denoiser UNet's cross-attention, time and
+   ``norm2`` parameters plus decoupled IP-Adapter key/values fed by an "EEG adaptation" head
+   (:mod:`.ip_adapter`), with a v-prediction MSE, min-SNR weighting (γ = 0.5), 10 % zeroed
+   conditions for classifier-free guidance and an EMA of the trained parameters.
+
+Generation: DDIM with classifier-free guidance against the zero condition.
+
+Backbone roles in the ``small`` profile: the text tokens come from all-MiniLM-L6-v2 (16 × 384,
+standing in for OpenCLIP ViT-H/14 text tokens 77 × 1024), the image embedding from
+EfficientNet-Lite0 (1280-d, standing in for the OpenCLIP image embedding), the UNet is the small
+denoiser pretrained on the dataset's stimuli with the same text tokens, the VAE is TAEF2.
+
+Fixes of upstream bugs (on by default, ``research/methods.md`` §0.6, §3.3, §3.7): every trial is
+aligned to its *own* caption (upstream aligns a whole batch to the caption of its first sample), and
+training images enter the VAE in its proper range (upstream shifts them by −0.5). The caption here is
+the class prompt ``"a photo of a <class name>"`` (no captioner is available offline), the same prompt
+the small denoiser was pretrained with.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from eegbench._compat import ensure_torchvision
+from eegbench.data import DatasetInfo, EEGDataset
+from eegbench.errors import ConfigError, DataFormatError
+from eegbench.method import Method, RunContext
+
+from .ip_adapter import EEGIPAdapter
+from .modeling import AlignmentHeads, SynapseEEGDecoder, SynapseEEGEncoder, stage1_losses
+
+__all__ = ["Synapse", "SynapseConfig", "STAGE2_TRAINABLE_KEYS"]
+
+#: Substrings of UNet parameter names that Stage 2 fine-tunes (``src/models/eeg_LDM2.py``).
+STAGE2_TRAINABLE_KEYS = ("attn2", "time", "norm2")
+
+_LOSS_TERMS = ("rec", "sdsc", "sim", "cos", "align")
+
+
+@dataclass
+class SynapseConfig:
+    """Hyperparameters of :class:`Synapse` (defaults: the ``small`` profile).
+
+    Upstream values (``research/methods.md`` §3) are given in brackets where the small profile
+    differs.
+
+    Parameters
+    ----------
+    dims : tuple of int
+        Widths of the autoencoder stages [(64, 128, 256, 512, 1024)].
+    down_strides : tuple of int
+        Electrode-axis down-sampling per stage transition, ``len(dims) - 1`` values
+        [(2, 4, 4, 4): 128 → 64 → 16 → 4 → 1 electrodes-derived positions].
+    n_layer : int
+        Residual blocks per stage (2).
+    n_head : int
+        Attention heads; must divide every width and the latent dim [64].
+    dff_factor : int
+        FFN width factor of the transformer blocks (2).
+    groups : int
+        Upper bound on GroupNorm groups (32); the largest divisor of each width is used.
+    dropout : float
+        Dropout of residual and transformer blocks [0.5].
+    agg_hidden : int
+        Hidden width of the skip-aggregation MLP [1024].
+    global_attn : bool
+        Global transformer block over the token latent (True, as the released encoder).
+    eeg_clip : float
+        Clamp (in standard deviations) of the per-channel z-scored EEG; 0 disables. Guards the
+        autoencoder against rare artefacts of hundreds of µV in raw recordings.
+    caption_template : str
+        Caption of a trial, formatted with its class name.
+    stage1_steps, stage1_batch_size : int
+        Optimiser steps and batch size of Stage 1 [batch 32].
+    stage1_lr, stage1_weight_decay : float
+        AdamW settings of Stage 1 [lr 1e-4, decay 0.01 (torch default)].
+    w_rec, w_sdsc, w_sim, w_cos, w_align : float
+        Loss weights (0.5 each: upstream's automatic weighting is never optimised, §3.3).
+    sdsc_alpha : float
+        Sign-gate sharpness of the soft signal dice (100).
+    stage1_eval_every : int
+        Validation interval of Stage 1 in steps; the checkpoint with the lowest validation loss is
+        kept (validation split only, never test).
+    ip_tokens : int
+        Extra tokens of the EEG adaptation head (4).
+    ip_scale : float
+        Weight of the decoupled IP attention branch (1.0).
+    stage2_steps, stage2_batch_size : int
+        Optimiser steps and batch size of Stage 2 [batch 8 × 4 accumulation].
+    stage2_lr, stage2_weight_decay : float
+        AdamW settings of Stage 2 [lr 2e-5].
+    cond_drop_prob : float
+        Probability of replacing a trial's whole EEG condition by zeros (0.1).
+    snr_gamma : float
+        Min-SNR γ (0.5); 0 disables the weighting.
+    use_ema : bool
+        Keep an EMA of the Stage-2 trainable parameters and use it for sampling (True).
+    ema_decay : float
+        EMA decay (diffusers ``EMAModel`` default 0.9999, with its ``(1+n)/(10+n)`` warm-up).
+    stage2_eval_every : int
+        Interval (steps) of the logged Stage-2 validation loss (fixed noise and timesteps).
+    grad_clip : float
+        Gradient-norm clip of both stages (1.0).
+    guidance_scale : float
+        Classifier-free guidance scale at generation [7.5].
+    log_every : int
+        Interval (steps) of training-loss logging.
+    """
+
+    dims: tuple[int, ...] = (32, 64, 128)
+    down_strides: tuple[int, ...] = (2, 2)
+    n_layer: int = 2
+    n_head: int = 8
+    dff_factor: int = 2
+    groups: int = 32
+    dropout: float = 0.1
+    agg_hidden: int = 256
+    global_attn: bool = True
+    eeg_clip: float = 10.0
+    caption_template: str = "a photo of a {}"
+    stage1_steps: int = 1500
+    stage1_batch_size: int = 32
+    stage1_lr: float = 5e-4
+    stage1_weight_decay: float = 0.01
+    w_rec: float = 0.5
+    w_sdsc: float = 0.5
+    w_sim: float = 0.5
+    w_cos: float = 0.5
+    w_align: float = 0.5
+    sdsc_alpha: float = 100.0
+    stage1_eval_every: int = 250
+    ip_tokens: int = 4
+    ip_scale: float = 1.0
+    stage2_steps: int = 1500
+    stage2_batch_size: int = 16
+    stage2_lr: float = 1e-4
+    stage2_weight_decay: float = 0.01
+    cond_drop_prob: float = 0.1
+    snr_gamma: float = 0.5
+    use_ema: bool = True
+    ema_decay: float = 0.9999
+    stage2_eval_every: int = 500
+    grad_clip: float = 1.0
+    guidance_scale: float = 3.0
+    log_every: int = 50
+
+    def validate(self) -> None:
+        """Check value ranges.
+
+        Raises
+        ------
+        ConfigError
+            Naming the first offending option.
+        """
+        positive = ("n_layer", "n_head", "dff_factor", "groups", "agg_hidden", "stage1_batch_size",
+                    "stage2_batch_size", "ip_tokens", "stage1_eval_every", "stage2_eval_every", "log_every")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"synapse: {name}={getattr(self, name)} must be ≥ 1")
+        for name in ("stage1_steps", "stage2_steps"):
+            if int(getattr(self, name)) < 0:
+                raise ConfigError(f"synapse: {name}={getattr(self, name)} must be ≥ 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"synapse: dropout={self.dropout} must be in [0, 1)")
+        if not 0.0 <= self.cond_drop_prob <= 1.0:
+            raise ConfigError(f"synapse: cond_drop_prob={self.cond_drop_prob} must be in [0, 1]")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"synapse: ema_decay={self.ema_decay} must be in (0, 1)")
+        if self.guidance_scale < 1.0:
+            raise ConfigError(f"synapse: guidance_scale={self.guidance_scale} must be ≥ 1")
+        if "{}" not in self.caption_template:
+            raise ConfigError(f"synapse: caption_template={self.caption_template!r} needs a '{{}}' for the class")
+
+
+class _Stage1Model(nn.Module):
+    """Training wrapper of Stage 1 (so ``accelerator.prepare`` wraps one module)."""
+
+    def __init__(self, encoder: SynapseEEGEncoder, decoder: SynapseEEGDecoder, heads: AlignmentHeads,
+                 sdsc_alpha: float) -> None:
+        super().__init__()
+        self.encoder, self.decoder, self.heads = encoder, decoder, heads
+        self.sdsc_alpha = sdsc_alpha
+
+    def forward(self, eeg: torch.Tensor, image_feat: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:
+        z = self.encoder.normalize(eeg)
+        latent = self.encoder.encode_normalized(z)
+        rec = self.decoder(latent)
+        return stage1_losses(latent, rec, z, image_feat, text, self.heads, sdsc_alpha=self.sdsc_alpha)
+
+
+class _Stage2Model(nn.Module):
+    """Training wrapper of Stage 2: UNet + IP adapter, conditioned on EEG tokens."""
+
+    def __init__(self, unet: nn.Module, ip_adapter: EEGIPAdapter) -> None:
+        super().__init__()
+        self.unet, self.ip_adapter = unet, ip_adapter
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, eeg_tokens: torch.Tensor) -> torch.Tensor:
+        context = self.ip_adapter.context(eeg_tokens)
+        return self.unet(noisy, timesteps, encoder_hidden_states=context).sample
+
+
+def _infinite(loader):
+    while True:
+        yield from loader
+
+
+class Synapse(Method):
+    """SYNAPSE: CLIP-aligned EEG autoencoder + IP-adapted latent diffusion.
+
+    Parameters
+    ----------
+    config : SynapseConfig
+    info : DatasetInfo
+        ``n_chans`` and ``n_times`` size the autoencoder; ``class_names`` make the captions.
+    backbones : eegbench.backbones.Backbones
+        Must have a prepared denoiser (``backbones.prepare_denoiser``); its context length and
+        width set the latent's ``n_tokens`` and ``dim``.
+    device : torch.device
+
+    Raises
+    ------
+    ConfigError
+        For invalid hyperparameters, or a text embedder whose token shape differs from the
+        denoiser's context.
+    """
+
+    name = "synapse"
+    version = "0.1.0"
+    paper = ("SYNAPSE, arXiv 2511.17547 (https://arxiv.org/abs/2511.17547); reference code "
+             "https://github.com/CVMILab-CUK/synapse @225872a")
+    Config = SynapseConfig
+    stages = ("stage1", "stage2")
+    inference_components = ("eeg_encoder", "unet", "ip_adapter", "vae")
+
+    def __init__(self, config: SynapseConfig, *, info: DatasetInfo, backbones: Any, device: torch.device) -> None:
+        super().__init__(config, info=info, backbones=backbones, device=device)
+        config.validate()
+        den = backbones.denoiser
+        self.n_tokens = int(den.context_tokens)
+        self.latent_dim = int(den.cross_attention_dim)
+        arch = dict(n_tokens=self.n_tokens, latent_dim=self.latent_dim, dims=tuple(config.dims),
+                    down_strides=tuple(config.down_strides), n_layer=config.n_layer, n_head=config.n_head,
+                    dff_factor=config.dff_factor, groups=config.groups, dropout=config.dropout)
+        self.eeg_encoder = SynapseEEGEncoder(info.n_chans, info.n_times, agg_hidden=config.agg_hidden,
+                                             global_attn=config.global_attn, clip=config.eeg_clip, **arch)
+        self.eeg_decoder = SynapseEEGDecoder(info.n_chans, info.n_times, **arch)
+        self.align_heads = AlignmentHeads(self.latent_dim, int(backbones.image_embedder.dim))
+        self.unet = den.new_unet()
+        self.ip_adapter = EEGIPAdapter(self.unet, self.latent_dim, num_tokens=config.ip_tokens, scale=config.ip_scale)
+        self.ip_adapter.install(self.unet)
+        for module in (self.eeg_encoder, self.eeg_decoder, self.align_heads, self.unet, self.ip_adapter):
+            module.to(self.device)
+        self.configure_stage("inference")
+
+    # ------------------------------------------------------------------ interface
+    @classmethod
+    def default_config(cls, profile: str = "small") -> SynapseConfig:
+        """Hyperparameters for ``profile``.
+
+        Raises
+        ------
+        ConfigError
+            For any profile but ``"small"`` (the paper-size profile — dims (64, 128, 256, 512,
+            1024), 64 heads, 77 × 1024 tokens on SD 2.1 — is not wired to its backbones yet).
+        """
+        if profile != "small":
+            raise ConfigError(f"synapse: profile {profile!r} is not available yet (only 'small')")
+        return SynapseConfig()
+
+    def components(self) -> dict[str, nn.Module]:
+        """Every module by name: EEG autoencoder, contrastive heads, UNet copy, IP adapter, VAE."""
+        return {
+            "eeg_encoder": self.eeg_encoder,
+            "eeg_decoder": self.eeg_decoder,
+            "align_heads": self.align_heads,
+            "unet": self.unet,
+            "ip_adapter": self.ip_adapter,
+            "vae": self.backbones.vae,
+        }
+
+    def state_components(self) -> dict[str, nn.Module]:
+        """What :meth:`save` stores: everything but the frozen, shared VAE."""
+        return {k: v for k, v in self.components().items() if k != "vae"}
+
+    def configure_stage(self, stage: str) -> None:
+        """Set ``requires_grad`` for ``stage``.
+
+        ``stage1``: encoder, decoder and contrastive heads. ``stage2``: UNet parameters whose name
+        contains ``attn2``, ``time`` or ``norm2``, and the whole IP adapter. ``inference``: nothing.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown stage.
+        """
+        if stage not in (*self.stages, "inference"):
+            raise ConfigError(f"synapse: unknown stage {stage!r}; known: {', '.join(self.stages)}")
+        for module in self.components().values():
+            module.requires_grad_(False)
+        if stage == "stage1":
+            for module in (self.eeg_encoder, self.eeg_decoder, self.align_heads):
+                module.requires_grad_(True)
+        elif stage == "stage2":
+            for pname, param in self.unet.named_parameters():
+                if any(key in pname for key in STAGE2_TRAINABLE_KEYS):
+                    param.requires_grad_(True)
+            self.ip_adapter.requires_grad_(True)
+
+    # ------------------------------------------------------------------ helpers
+    def _check_eeg(self, eeg: torch.Tensor | np.ndarray, what: str) -> None:
+        shape = tuple(eeg.shape)
+        if len(shape) != 3 or shape[1:] != (self.info.n_chans, self.info.n_times):
+            raise DataFormatError(
+                f"synapse {what}: EEG has shape {shape}, expected (batch, {self.info.n_chans}, {self.info.n_times})"
+            )
+
+    @torch.no_grad()
+    def _image_features(self, dataset: EEGDataset) -> tuple[torch.Tensor, np.ndarray]:
+        """Frozen image embeddings of the unique stimuli; returns (features (n_img, dim), index per trial)."""
+        ids = list(dataset.trials["image_id"])
+        unique = sorted(set(ids))
+        pos = {k: i for i, k in enumerate(unique)}
+        embedder = self.backbones.image_embedder
+        size = int(getattr(embedder, "image_size", self.info.image_size))
+        feats = []
+        for start in range(0, len(unique), 64):
+            imgs = torch.from_numpy(dataset.stimuli.load_many(unique[start:start + 64], size)).to(self.device)
+            feats.append(embedder(imgs).float().cpu())
+        return torch.cat(feats), np.array([pos[i] for i in ids], dtype=np.int64)
+
+    @torch.no_grad()
+    def _caption_tokens(self) -> torch.Tensor:
+        """Frozen text tokens of every class caption, shape (n_classes, n_tokens, dim)."""
+        captions = [self.config.caption_template.format(c) for c in self.info.class_names]
+        tokens, _ = self.backbones.text_embedder.encode(captions)
+        tokens = tokens.float().cpu()
+        if tokens.shape[1:] != (self.n_tokens, self.latent_dim):
+            raise ConfigError(
+                f"synapse: text tokens have shape {tuple(tokens.shape[1:])}, the denoiser context is "
+                f"({self.n_tokens}, {self.latent_dim})"
+            )
+        return tokens
+
+    def _stage1_tensors(self, dataset: EEGDataset, captions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        feats, index = self._image_features(dataset)
+        labels = torch.from_numpy(dataset.labels)
+        return torch.from_numpy(np.ascontiguousarray(dataset.eeg)).float(), feats[index], captions[labels]
+
+    def _loss_total(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        c = self.config
+        weights = {"rec": c.w_rec, "sdsc": c.w_sdsc, "sim": c.w_sim, "cos": c.w_cos, "align": c.w_align}
+        return sum(weights[k] * losses[k] for k in _LOSS_TERMS)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, train: EEGDataset, val: EEGDataset, ctx: RunContext) -> None:
+        """Train Stage 1 then Stage 2 on ``train``; ``val`` selects the Stage-1 checkpoint.
+
+        Parameters
+        ----------
+        train, val : EEGDataset
+            EEG in ``info.unit`` (V); ``val`` may be empty (then the last Stage-1 weights are kept).
+        ctx : RunContext
+
+        Raises
+        ------
+        DataFormatError
+            If the EEG shape differs from ``info`` or the training set is empty.
+        """
+        if len(train) == 0:
+            raise DataFormatError("synapse fit: the training set is empty")
+        self._check_eeg(train.eeg, "fit (train)")
+        if len(val):
+            self._check_eeg(val.eeg, "fit (val)")
+        eeg = torch.from_numpy(np.ascontiguousarray(train.eeg)).double()
+        self.eeg_encoder.set_normalization(eeg.mean(dim=(0, 2)).float(), eeg.std(dim=(0, 2)).float())
+        self._fit_stage1(train, val, ctx)
+        self._fit_stage2(train, val, ctx)
+        self.configure_stage("inference")
+        self.eeg_encoder.eval(), self.eeg_decoder.eval(), self.unet.eval(), self.ip_adapter.eval()
+
+    @torch.no_grad()
+    def _stage1_validation(self, model: nn.Module, tensors: tuple[torch.Tensor, ...], device) -> dict[str, float]:
+        model.eval()
+        sums = dict.fromkeys((*_LOSS_TERMS, "loss"), 0.0)
+        n, used = len(tensors[0]), 0
+        bs = self.config.stage1_batch_size
+        for start in range(0, n, bs):
+            batch = [t[start:start + bs].to(device) for t in tensors]
+            if len(batch[0]) < 2:  # a contrastive loss needs at least two pairs
+                continue
+            losses = model(*batch)
+            total = self._loss_total(losses)
+            for k in _LOSS_TERMS:
+                sums[k] += float(losses[k]) * len(batch[0])
+            sums["loss"] += float(total) * len(batch[0])
+            used += len(batch[0])
+        model.train()
+        return {k: v / max(used, 1) for k, v in sums.items()}
+
+    def _fit_stage1(self, train: EEGDataset, val: EEGDataset, ctx: RunContext) -> None:
+        c, acc = self.config, ctx.accelerator
+        if c.stage1_steps == 0:
+            return
+        self.configure_stage("stage1")
+        captions = self._caption_tokens()
+        train_t = self._stage1_tensors(train, captions)
+        val_t = self._stage1_tensors(val, captions) if len(val) >= 2 else None
+        bs = min(c.stage1_batch_size, len(train))
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*train_t), batch_size=bs,
+                                             shuffle=True, drop_last=True)
+        model = _Stage1Model(self.eeg_encoder, self.eeg_decoder, self.align_heads, c.sdsc_alpha)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=c.stage1_lr, betas=(0.9, 0.999), weight_decay=c.stage1_weight_decay)
+        model, opt, loader = acc.prepare(model, opt, loader)
+        model.train()
+        best, best_state = math.inf, None
+        window: dict[str, list[float]] = {k: [] for k in (*_LOSS_TERMS, "loss")}
+        batches = _infinite(loader)
+        t0 = time.perf_counter()
+        bar = tqdm(range(1, c.stage1_steps + 1), desc="synapse stage1", disable=not ctx.progress)
+        for step in bar:
+            eeg, feat, text = next(batches)
+            losses = model(eeg, feat, text)
+            loss = self._loss_total(losses)
+            acc.backward(loss)
+            if acc.sync_gradients and c.grad_clip > 0:
+                acc.clip_grad_norm_(params, c.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            for k in _LOSS_TERMS:
+                window[k].append(float(losses[k]))
+            window["loss"].append(float(loss))
+            if step % c.log_every == 0 or step == c.stage1_steps:
+                row = {k: float(np.mean(v)) for k, v in window.items()}
+                row["steps_per_s"] = step / (time.perf_counter() - t0)
+                ctx.log_metrics(row, stage="stage1", step=step)
+                bar.set_postfix(loss=f"{row['loss']:.3f}")
+                window = {k: [] for k in window}
+            if val_t is not None and (step % c.stage1_eval_every == 0 or step == c.stage1_steps):
+                vrow = self._stage1_validation(model, val_t, acc.device)
+                ctx.log_metrics({f"val_{k}": v for k, v in vrow.items()}, stage="stage1", step=step)
+                if vrow["loss"] < best:
+                    best = vrow["loss"]
+                    best_state = {name: copy.deepcopy(m.state_dict())
+                                  for name, m in (("enc", self.eeg_encoder), ("dec", self.eeg_decoder),
+                                                  ("heads", self.align_heads))}
+                    ctx.logger.info("synapse stage1: step %d val loss %.4f (best)", step, best)
+        bar.close()
+        if best_state is not None:
+            self.eeg_encoder.load_state_dict(best_state["enc"])
+            self.eeg_decoder.load_state_dict(best_state["dec"])
+            self.align_heads.load_state_dict(best_state["heads"])
+        ctx.logger.info("synapse stage1: %d steps in %.1f s, best val loss %.4f", c.stage1_steps,
+                        time.perf_counter() - t0, best)
+
+    @torch.no_grad()
+    def _stage2_tensors(self, dataset: EEGDataset) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frozen EEG tokens per trial (batch, n_tokens, dim) and scaled VAE latents of its stimulus."""
+        den = self.backbones.denoiser
+        self.eeg_encoder.eval()
+        eeg = torch.from_numpy(np.ascontiguousarray(dataset.eeg)).float()
+        tokens = torch.cat([self.eeg_encoder(eeg[i:i + 256].to(self.device)).float().cpu()
+                            for i in range(0, len(eeg), 256)])
+        ids = list(dataset.trials["image_id"])
+        unique = sorted(set(ids))
+        lat = []
+        for start in range(0, len(unique), 64):
+            imgs = torch.from_numpy(dataset.stimuli.load_many(unique[start:start + 64], den.image_size))
+            lat.append(den.encode_images(imgs.to(self.device)).float().cpu())
+        latents = torch.cat(lat)
+        pos = {k: i for i, k in enumerate(unique)}
+        return tokens, latents[torch.tensor([pos[i] for i in ids])]
+
+    def _noise_scheduler(self):
+        ensure_torchvision()  # diffusers' model imports pull transformers → torchvision
+        from diffusers import DDPMScheduler
+
+        return DDPMScheduler.from_config(self.backbones.denoiser.scheduler_config)
+
+    def _diffusion_loss(self, model: nn.Module, scheduler, latents: torch.Tensor, tokens: torch.Tensor,
+                        noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """Min-SNR-weighted MSE against the scheduler's target (velocity for v-prediction)."""
+        ensure_torchvision()
+        from diffusers.training_utils import compute_snr
+
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        ptype = scheduler.config.prediction_type
+        if ptype == "v_prediction":
+            target = scheduler.get_velocity(latents, noise, timesteps)
+        elif ptype == "epsilon":
+            target = noise
+        else:
+            raise ConfigError(f"synapse: unsupported denoiser prediction_type {ptype!r}")
+        pred = model(noisy, timesteps, tokens)
+        mse = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        gamma = self.config.snr_gamma
+        if gamma > 0:
+            snr = compute_snr(scheduler, timesteps).float()
+            weight = torch.clamp(snr, max=gamma)
+            # min-SNR-γ (Hang et al. 2023) expressed for the predicted quantity (diffusers convention)
+            weight = weight / (snr + 1) if ptype == "v_prediction" else weight / snr
+            mse = mse * weight
+        return mse.mean()
+
+    def _fit_stage2(self, train: EEGDataset, val: EEGDataset, ctx: RunContext) -> None:
+        ensure_torchvision()
+        from diffusers.training_utils import EMAModel
+
+        c, acc = self.config, ctx.accelerator
+        if c.stage2_steps == 0:
+            return
+        self.configure_stage("inference")
+        tokens, latents = self._stage2_tensors(train)
+        val_batch = None
+        if len(val):
+            n_val = min(len(val), 64)
+            sub = val.subset(list(val.trials["trial_id"])[:n_val])
+            vt, vl = self._stage2_tensors(sub)
+            g = torch.Generator().manual_seed(ctx.seed)
+            n_steps = self._noise_scheduler().config.num_train_timesteps
+            val_batch = (vt, vl, torch.randn(vl.shape, generator=g), torch.randint(0, n_steps, (n_val,), generator=g))
+        self.configure_stage("stage2")
+        scheduler = self._noise_scheduler()
+        bs = min(c.stage2_batch_size, len(train))
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(tokens, latents), batch_size=bs,
+                                             shuffle=True, drop_last=True)
+        model = _Stage2Model(self.unet, self.ip_adapter)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=c.stage2_lr, betas=(0.9, 0.999), weight_decay=c.stage2_weight_decay)
+        model, opt, loader = acc.prepare(model, opt, loader)
+        ema = EMAModel(params, decay=c.ema_decay) if c.use_ema else None
+        model.train()
+        window: list[float] = []
+        batches = _infinite(loader)
+        t0 = time.perf_counter()
+        bar = tqdm(range(1, c.stage2_steps + 1), desc="synapse stage2", disable=not ctx.progress)
+        n_train_steps = scheduler.config.num_train_timesteps
+        for step in bar:
+            tok, lat = next(batches)
+            if c.cond_drop_prob > 0:
+                keep = (torch.rand(len(tok), device=tok.device) >= c.cond_drop_prob).to(tok.dtype)
+                tok = tok * keep[:, None, None]
+            noise = torch.randn_like(lat)
+            t = torch.randint(0, n_train_steps, (len(lat),), device=lat.device)
+            loss = self._diffusion_loss(model, scheduler, lat, tok, noise, t)
+            acc.backward(loss)
+            if acc.sync_gradients and c.grad_clip > 0:
+                acc.clip_grad_norm_(params, c.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.step(params)
+            window.append(float(loss))
+            if step % c.log_every == 0 or step == c.stage2_steps:
+                row = {"loss": float(np.mean(window)), "steps_per_s": step / (time.perf_counter() - t0)}
+                ctx.log_metrics(row, stage="stage2", step=step)
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+                window = []
+            if val_batch is not None and (step % c.stage2_eval_every == 0 or step == c.stage2_steps):
+                if ema is not None:
+                    ema.store(params)
+                    ema.copy_to(params)
+                model.eval()
+                with torch.no_grad():
+                    vt, vl, vn, vts = (x.to(acc.device) for x in val_batch)
+                    vloss = float(self._diffusion_loss(model, scheduler, vl, vt, vn, vts))
+                model.train()
+                if ema is not None:
+                    ema.restore(params)
+                ctx.log_metrics({"val_loss": vloss}, stage="stage2", step=step)
+        bar.close()
+        if ema is not None:
+            ema.copy_to(params)
+        ctx.logger.info("synapse stage2: %d steps in %.1f s", c.stage2_steps, time.perf_counter() - t0)
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def encode_eeg(self, eeg: torch.Tensor) -> torch.Tensor:
+        """Frozen-encoder tokens of raw EEG.
+
+        Parameters
+        ----------
+        eeg : torch.Tensor, shape (batch, n_chans, n_times), float, in ``info.unit`` (V)
+
+        Returns
+        -------
+        torch.Tensor, shape (batch, n_tokens, dim), float32
+        """
+        self._check_eeg(eeg, "encode_eeg")
+        self.eeg_encoder.eval()
+        return self.eeg_encoder(eeg.to(self.device, torch.float32))
+
+    @torch.no_grad()
+    def generate(self, eeg: torch.Tensor, *, generators: Sequence[torch.Generator], n_samples: int,
+                 num_inference_steps: int, subject: torch.Tensor | None = None) -> torch.Tensor:
+        """Generate images from EEG with DDIM and classifier-free guidance.
+
+        The condition is the EEG tokens plus the adaptation head's extra tokens; the unconditional
+        branch uses all-zero EEG tokens (and the head's tokens of zeros), as upstream's pipeline.
+        Initial latents come from ``diffusers.utils.torch_utils.randn_tensor`` with one generator
+        per image; DDIM uses ``eta = 0``, so each image depends only on its trial and generator.
+
+        Parameters
+        ----------
+        eeg : torch.Tensor, shape (batch, n_chans, n_times), float
+            EEG in ``info.unit`` (V).
+        generators : sequence of torch.Generator, length batch * n_samples
+            Trial-major order (trial 0's samples first).
+        n_samples : int
+            Images per trial.
+        num_inference_steps : int
+            DDIM steps.
+        subject : torch.Tensor, optional
+            Unused (SYNAPSE is subject-agnostic).
+
+        Returns
+        -------
+        torch.Tensor, shape (batch, n_samples, 3, H, W), uint8
+            ``H = W = backbones.denoiser.image_size``.
+
+        Raises
+        ------
+        DataFormatError
+            If ``eeg`` has the wrong shape.
+        ValueError
+            If the number of generators is not ``batch * n_samples`` or a count is < 1.
+        """
+        ensure_torchvision()
+        from diffusers import DDIMScheduler
+        from diffusers.utils.torch_utils import randn_tensor
+
+        self._check_eeg(eeg, "generate")
+        batch = eeg.shape[0]
+        if n_samples < 1 or num_inference_steps < 1:
+            raise ValueError(f"synapse generate: n_samples={n_samples} and num_inference_steps="
+                             f"{num_inference_steps} must be ≥ 1")
+        if len(generators) != batch * n_samples:
+            raise ValueError(f"synapse generate: {len(generators)} generators for {batch} trials × {n_samples} "
+                             "samples; need one per image")
+        den = self.backbones.denoiser
+        self.unet.eval(), self.ip_adapter.eval()
+        tokens = self.encode_eeg(eeg).repeat_interleave(n_samples, dim=0)
+        guidance = float(self.config.guidance_scale)
+        context = self.ip_adapter.context(tokens)
+        if guidance > 1.0:
+            context = torch.cat([self.ip_adapter.context(torch.zeros_like(tokens)), context])
+        scheduler = DDIMScheduler.from_config(den.scheduler_config)
+        scheduler.set_timesteps(num_inference_steps, device=self.device)
+        n = batch * n_samples
+        shape = (n, int(den.latent_channels), int(den.latent_size), int(den.latent_size))
+        latents = randn_tensor(shape, generator=list(generators), device=self.device, dtype=torch.float32)
+        latents = latents * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            inp = torch.cat([latents, latents]) if guidance > 1.0 else latents
+            inp = scheduler.scale_model_input(inp, t)
+            out = self.unet(inp, t, encoder_hidden_states=context).sample
+            if guidance > 1.0:
+                uncond, cond = out.chunk(2)
+                out = uncond + guidance * (cond - uncond)
+            latents = scheduler.step(out, t, latents).prev_sample
+        images = den.decode_latents(latents)
+        return images.reshape(batch, n_samples, *images.shape[1:])
