@@ -422,13 +422,15 @@ def _score(generated, ref_images, test, train_images, train_labels, dataset, spl
         backbones.image_embedder, torch.from_numpy(train_images), train_labels, flat, gen_labels,
         n_classes=dataset.info.n_classes, seed=protocol.seed, reference_images=ref,
         reference_labels=test.labels,
+        gen_trial_ids=np.repeat(test.trials["trial_id"].to_numpy(), generated.shape[1]),
     )
     return {
         "fid": {"value": fk["fid"], "higher_is_better": False, "n_gen": fk["n_gen"], "n_ref": fk["n_ref"],
                 "feature_extractor": fk["feature_extractor"], "weights_sha256": fk.get("weights_sha256")},
         "kid": {"value": fk["kid_mean"], "std": fk["kid_std"], "higher_is_better": False,
-                "subset_size": min(protocol.kid_subset_size, len(flat), len(ref))},
-        "probe_accuracy": {"value": probe["accuracy"], "std": probe.get("accuracy_std"), "higher_is_better": True,
+                "subset_size": fk["kid_subset_size"]},
+        "probe_accuracy": {"value": probe["accuracy"], "std": probe.get("accuracy_std"),
+                           "std_kind": probe.get("accuracy_std_kind"), "higher_is_better": True,
                            "chance": probe["chance"], "majority_chance": probe.get("majority_chance"),
                            "reference_accuracy": probe.get("reference_accuracy"),
                            "probe_train_accuracy": probe.get("probe_train_accuracy"), "n": probe["n"],

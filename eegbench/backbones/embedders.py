@@ -279,9 +279,16 @@ class MiniLMTokens(nn.Module):
 
         ensure_torchvision()  # transformers may import torchvision
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
-        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        bar_was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar for a 22 M-parameter model
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        finally:
+            if bar_was_on:
+                hf_logging.enable_progress_bar()
         return cls(model, tokenizer, max_length=max_length).to(device)
 
     @classmethod

@@ -1,0 +1,32 @@
+"""Core-owned metrics, identical for every method.
+
+- :mod:`eegbench.metrics.fidelity` — FID and KID through torch-fidelity on TF-Inception pool3
+  features (:func:`compute_fid_kid`); registers the ``"inception-v3-tf-fidhelper"`` and
+  ``"eegbench-tiny-test"`` feature extractors with torch-fidelity when imported.
+- :mod:`eegbench.metrics.probe` — linear-probe class accuracy of generated images for datasets
+  outside ImageNet's classes (:func:`probe_accuracy`, :func:`probe_accuracy_images`).
+
+Names are resolved lazily, so ``import eegbench.metrics`` does not import torch-fidelity.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "compute_fid_kid": "eegbench.metrics.fidelity",
+    "register_feature_extractors": "eegbench.metrics.fidelity",
+    "FIDHELPER_EXTRACTOR": "eegbench.metrics.fidelity",
+    "TINY_TEST_EXTRACTOR": "eegbench.metrics.fidelity",
+    "probe_accuracy": "eegbench.metrics.probe",
+    "probe_accuracy_images": "eegbench.metrics.probe",
+    "extract_features": "eegbench.metrics.probe",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'eegbench.metrics' has no attribute {name!r}")

@@ -41,9 +41,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from eegbench._compat import ensure_torchvision
-from eegbench.errors import ConfigError, DataFormatError, DataNotFoundError, WeightsNotFoundError
+from eegbench.errors import ConfigError, DataFormatError, DataNotFoundError, PluginError, WeightsNotFoundError
 
 ensure_torchvision()  # torch-fidelity imports torchvision at import time
 
@@ -375,8 +376,6 @@ def register_feature_extractors() -> None:
     PluginError
         If one of the names is already registered with torch-fidelity by a different class.
     """
-    from eegbench.errors import PluginError
-
     for name, cls in _EXTRACTORS.items():
         existing = FEATURE_EXTRACTORS_REGISTRY.get(name)
         if existing is None:
@@ -434,8 +433,6 @@ def _prepare_input(images, role: str) -> tuple[str | UInt8ImageDataset, int]:
             raise DataNotFoundError(f"{role} images: folder {folder} does not exist")
         files = glob_samples_paths(str(folder), False, _IMAGE_EXTENSIONS, None, verbose=False)
         sizes = set()
-        from PIL import Image
-
         for f in files:
             try:
                 with Image.open(f) as im:
@@ -543,7 +540,7 @@ def compute_fid_kid(
     -------
     dict
         ``fid`` (float, lower is better), ``kid_mean`` and ``kid_std`` (float, lower is better;
-        std over the KID subsets), ``kid_subset_size`` (int), ``n_gen`` and ``n_ref`` (int),
+        std over the KID subsets, hence ~0 when ``kid_subset_size`` equals both set sizes), ``kid_subset_size`` (int), ``n_gen`` and ``n_ref`` (int),
         ``feature_extractor`` (str, the name actually used) and ``weights_sha256`` (str, sha256
         of the weights file; for the tiny test extractor, of its seeded parameters).
 
@@ -657,7 +654,9 @@ def _check_cached_reference(cache_dir: Path, cache_name: str, feature_extractor:
     try:
         cached = torch.load(features_file, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise DataFormatError(f"cached reference features {features_file} are unreadable ({exc}); delete the file") from None
+        raise DataFormatError(
+            f"cached reference features {features_file} are unreadable ({exc}); delete the file"
+        ) from None
     if not torch.is_tensor(cached) or cached.dim() != 2 or cached.shape[0] != n_ref:
         shape = tuple(cached.shape) if torch.is_tensor(cached) else type(cached).__name__
         raise ConfigError(

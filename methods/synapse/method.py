@@ -50,7 +50,7 @@ from eegbench.method import Method, RunContext
 from .ip_adapter import EEGIPAdapter
 from .modeling import AlignmentHeads, SynapseEEGDecoder, SynapseEEGEncoder, stage1_losses
 
-__all__ = ["Synapse", "SynapseConfig", "STAGE2_TRAINABLE_KEYS"]
+__all__ = ["Synapse", "SynapseConfig", "STAGE2_TRAINABLE_KEYS", "channel_statistics"]
 
 #: Substrings of UNet parameter names that Stage 2 fine-tunes (``src/models/eeg_LDM2.py``).
 STAGE2_TRAINABLE_KEYS = ("attn2", "time", "norm2")
@@ -221,6 +221,23 @@ class _Stage2Model(nn.Module):
         return self.unet(noisy, timesteps, encoder_hidden_states=context).sample
 
 
+def channel_statistics(eeg: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation over trials and time (float64 accumulation).
+
+    Parameters
+    ----------
+    eeg : numpy.ndarray, shape (n_trials, n_chans, n_times)
+        EEG in its unit (V).
+
+    Returns
+    -------
+    mean, std : torch.Tensor, shape (n_chans,), float32
+    """
+    mean = np.array([eeg[:, c].mean(dtype=np.float64) for c in range(eeg.shape[1])])
+    std = np.array([eeg[:, c].std(dtype=np.float64) for c in range(eeg.shape[1])])
+    return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
+
+
 def _infinite(loader):
     while True:
         yield from loader
@@ -365,7 +382,7 @@ class Synapse(Method):
 
     def _stage1_tensors(self, dataset: EEGDataset, captions: torch.Tensor) -> tuple[torch.Tensor, ...]:
         feats, index = self._image_features(dataset)
-        labels = torch.from_numpy(dataset.labels)
+        labels = torch.as_tensor(np.array(dataset.labels, dtype=np.int64))
         return torch.from_numpy(np.ascontiguousarray(dataset.eeg)).float(), feats[index], captions[labels]
 
     def _loss_total(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -393,8 +410,8 @@ class Synapse(Method):
         self._check_eeg(train.eeg, "fit (train)")
         if len(val):
             self._check_eeg(val.eeg, "fit (val)")
-        eeg = torch.from_numpy(np.ascontiguousarray(train.eeg)).double()
-        self.eeg_encoder.set_normalization(eeg.mean(dim=(0, 2)).float(), eeg.std(dim=(0, 2)).float())
+        mean, std = channel_statistics(train.eeg)
+        self.eeg_encoder.set_normalization(mean, std)
         self._fit_stage1(train, val, ctx)
         self._fit_stage2(train, val, ctx)
         self.configure_stage("inference")
@@ -432,7 +449,8 @@ class Synapse(Method):
                                              shuffle=True, drop_last=True)
         model = _Stage1Model(self.eeg_encoder, self.eeg_decoder, self.align_heads, c.sdsc_alpha)
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=c.stage1_lr, betas=(0.9, 0.999), weight_decay=c.stage1_weight_decay)
+        opt = torch.optim.AdamW(params, lr=c.stage1_lr, betas=(0.9, 0.999), weight_decay=c.stage1_weight_decay,
+                                foreach=True)
         model, opt, loader = acc.prepare(model, opt, loader)
         model.train()
         best, best_state = math.inf, None
@@ -450,8 +468,8 @@ class Synapse(Method):
             opt.step()
             opt.zero_grad(set_to_none=True)
             for k in _LOSS_TERMS:
-                window[k].append(float(losses[k]))
-            window["loss"].append(float(loss))
+                window[k].append(float(losses[k].detach()))
+            window["loss"].append(float(loss.detach()))
             if step % c.log_every == 0 or step == c.stage1_steps:
                 row = {k: float(np.mean(v)) for k, v in window.items()}
                 row["steps_per_s"] = step / (time.perf_counter() - t0)
@@ -494,10 +512,8 @@ class Synapse(Method):
         return tokens, latents[torch.tensor([pos[i] for i in ids])]
 
     def _noise_scheduler(self):
-        ensure_torchvision()  # diffusers' model imports pull transformers → torchvision
-        from diffusers import DDPMScheduler
-
-        return DDPMScheduler.from_config(self.backbones.denoiser.scheduler_config)
+        """Training scheduler (DDPM) from the denoiser's scheduler config."""
+        return self.backbones.denoiser.new_scheduler("ddpm")
 
     def _diffusion_loss(self, model: nn.Module, scheduler, latents: torch.Tensor, tokens: torch.Tensor,
                         noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
@@ -548,7 +564,8 @@ class Synapse(Method):
                                              shuffle=True, drop_last=True)
         model = _Stage2Model(self.unet, self.ip_adapter)
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=c.stage2_lr, betas=(0.9, 0.999), weight_decay=c.stage2_weight_decay)
+        opt = torch.optim.AdamW(params, lr=c.stage2_lr, betas=(0.9, 0.999), weight_decay=c.stage2_weight_decay,
+                                foreach=True)
         model, opt, loader = acc.prepare(model, opt, loader)
         ema = EMAModel(params, decay=c.ema_decay) if c.use_ema else None
         model.train()
@@ -572,7 +589,7 @@ class Synapse(Method):
             opt.zero_grad(set_to_none=True)
             if ema is not None:
                 ema.step(params)
-            window.append(float(loss))
+            window.append(float(loss.detach()))
             if step % c.log_every == 0 or step == c.stage2_steps:
                 row = {"loss": float(np.mean(window)), "steps_per_s": step / (time.perf_counter() - t0)}
                 ctx.log_metrics(row, stage="stage2", step=step)
@@ -619,8 +636,10 @@ class Synapse(Method):
 
         The condition is the EEG tokens plus the adaptation head's extra tokens; the unconditional
         branch uses all-zero EEG tokens (and the head's tokens of zeros), as upstream's pipeline.
-        Initial latents come from ``diffusers.utils.torch_utils.randn_tensor`` with one generator
-        per image; DDIM uses ``eta = 0``, so each image depends only on its trial and generator.
+        Sampling is the shared :meth:`PretrainedDenoiser.sample` (DDIM from the denoiser's scheduler
+        config, ``eta = 0``, initial latents from ``diffusers.utils.torch_utils.randn_tensor`` with
+        one generator per image), run with this method's UNet copy, so each image depends only on
+        its trial and its generator.
 
         Parameters
         ----------
@@ -647,10 +666,6 @@ class Synapse(Method):
         ValueError
             If the number of generators is not ``batch * n_samples`` or a count is < 1.
         """
-        ensure_torchvision()
-        from diffusers import DDIMScheduler
-        from diffusers.utils.torch_utils import randn_tensor
-
         self._check_eeg(eeg, "generate")
         batch = eeg.shape[0]
         if n_samples < 1 or num_inference_steps < 1:
@@ -664,21 +679,7 @@ class Synapse(Method):
         tokens = self.encode_eeg(eeg).repeat_interleave(n_samples, dim=0)
         guidance = float(self.config.guidance_scale)
         context = self.ip_adapter.context(tokens)
-        if guidance > 1.0:
-            context = torch.cat([self.ip_adapter.context(torch.zeros_like(tokens)), context])
-        scheduler = DDIMScheduler.from_config(den.scheduler_config)
-        scheduler.set_timesteps(num_inference_steps, device=self.device)
-        n = batch * n_samples
-        shape = (n, int(den.latent_channels), int(den.latent_size), int(den.latent_size))
-        latents = randn_tensor(shape, generator=list(generators), device=self.device, dtype=torch.float32)
-        latents = latents * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
-            inp = torch.cat([latents, latents]) if guidance > 1.0 else latents
-            inp = scheduler.scale_model_input(inp, t)
-            out = self.unet(inp, t, encoder_hidden_states=context).sample
-            if guidance > 1.0:
-                uncond, cond = out.chunk(2)
-                out = uncond + guidance * (cond - uncond)
-            latents = scheduler.step(out, t, latents).prev_sample
-        images = den.decode_latents(latents)
+        null = self.ip_adapter.context(torch.zeros_like(tokens)) if guidance > 1.0 else None
+        images = den.sample(context, list(generators), num_inference_steps=num_inference_steps,
+                            guidance_scale=guidance, unet=self.unet, null_context=null)
         return images.reshape(batch, n_samples, *images.shape[1:])

@@ -1,0 +1,75 @@
+"""End-to-end CLI runs of SYNAPSE on the real eeg-notebooks N170 data with a reduced training budget."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import DATA_ROOT, WEIGHTS_ROOT, needs_real_data
+
+pytestmark = [needs_real_data, pytest.mark.slow]
+
+QUICK = [
+    "--set", "stage1_steps=20", "--set", "stage2_steps=20", "--set", "stage1_eval_every=10",
+    "--set", "stage2_eval_every=10", "--backbone-set", "denoiser_steps=20",
+    "--max-test-trials", "16", "--n-samples", "2", "--steps", "4", "--no-progress",
+]
+
+
+def _cli(*args, cwd):
+    proc = subprocess.run([sys.executable, "-m", "eegbench", *args], capture_output=True, text=True,
+                          timeout=900, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two runs with the same seed (the second reuses the cached denoiser and reference statistics)."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    common = ["run", "--method", "synapse", "--setting", "multi-subject", "--data-root", str(DATA_ROOT),
+              "--weights-root", str(WEIGHTS_ROOT), "--cache-dir", str(tmp / "cache"), "--runs-dir",
+              str(tmp / "runs"), *QUICK]
+    _cli(*common, "--run-id", "first", cwd=tmp)
+    _cli(*common, "--run-id", "second", cwd=tmp)
+    return tmp
+
+
+def test_run_writes_result_samples_grid_and_log(two_runs):
+    run = two_runs / "runs" / "first"
+    result = json.loads((run / "result.json").read_text())
+    m = result["metrics"]
+    assert m["fid"]["value"] > 0 and m["fid"]["higher_is_better"] is False
+    assert m["fid"]["n_gen"] == 32 and m["fid"]["n_ref"] == 16
+    assert "std" in m["kid"]
+    assert 0.0 <= m["probe_accuracy"]["value"] <= 1.0 and m["probe_accuracy"]["chance"] == 0.5
+    assert result["parameters"]["trainable_total"] > 0
+    assert set(result["parameters"]["per_stage"]) == {"stage1", "stage2"}
+    assert len(result["split"]["sha256"]) == 64 and result["split"]["sizes"]["test"] > 16
+    assert {"load_data", "denoiser_pretrain", "fit", "generate", "metrics", "total"} <= set(result["durations_s"])
+    assert result["dataset"]["n_chans"] == 4 and result["dataset"]["unit"] == "V"
+    manifest = pd.read_csv(run / "samples" / "manifest.csv")
+    assert len(manifest) == 32 and set(manifest["sample_index"]) == {0, 1}
+    assert all((run / p).is_file() for p in manifest["path"])
+    assert (run / "grid.png").is_file() and (run / "log.txt").read_text()
+    assert not list((two_runs / "runs").glob(".partial-*"))
+
+
+def test_same_seed_gives_same_metrics_and_images(two_runs):
+    a, b = (json.loads((two_runs / "runs" / r / "result.json").read_text()) for r in ("first", "second"))
+    for key in ("fid", "kid", "probe_accuracy"):
+        assert a["metrics"][key]["value"] == b["metrics"][key]["value"], key
+    first = sorted((two_runs / "runs" / "first" / "samples").glob("*.png"))
+    assert [p.read_bytes() for p in first] == [
+        (two_runs / "runs" / "second" / "samples" / p.name).read_bytes() for p in first]
+    assert b["durations_s"]["denoiser_pretrain"] < a["durations_s"]["denoiser_pretrain"]
+
+
+def test_compare_writes_leaderboard(two_runs):
+    _cli("compare", str(two_runs / "runs"), "--out", str(two_runs / "reports"), cwd=two_runs)
+    text = (two_runs / "reports" / "leaderboard-eegnb-n170-multi-subject.md").read_text()
+    assert "| synapse" in text and "±" in text  # two seeds-equal runs aggregate with a std
