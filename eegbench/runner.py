@@ -254,8 +254,12 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
         train_images = dataset.stimuli.load_many(train_image_ids, profile.image_size)
         train_image_labels = np.array([dataset.stimuli.labels[i] for i in train_image_ids])
         with timer("denoiser_pretrain"):
-            backbones.prepare_denoiser(train_images, train_image_labels, dataset.info.class_names,
-                                       dataset_key=f"{dataset.info.name}-{dataset.info.version}", seed=0)
+            # the main process pretrains (or loads) first; the others then load its cached copy
+            for turn in (True, False):
+                if main is turn:
+                    backbones.prepare_denoiser(train_images, train_image_labels, dataset.info.class_names,
+                                               dataset_key=f"{dataset.info.name}-{dataset.info.version}", seed=0)
+                accelerator.wait_for_everyone()
 
         # ---- fit ----
         set_seed(cfg.seed)

@@ -54,7 +54,7 @@ class SmallProfile:
 
     image_size: int = 64
     context_tokens: int = 16
-    denoiser_steps: int = 1500
+    denoiser_steps: int = 1000
     denoiser_batch_size: int = 16
     denoiser_lr: float = 1e-3
 
