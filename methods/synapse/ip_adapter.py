@@ -249,7 +249,8 @@ class EEGIPAdapter(nn.Module):
         if list(layers) != self.layer_names:
             raise ConfigError("synapse: UNet cross-attention layers do not match the IP adapter")
         for name, attn in layers.items():
-            attn.set_processor(DecoupledCrossAttnProcessor(self.kv[name.replace(".", "__")], self.num_tokens, self.scale))
+            kv = self.kv[name.replace(".", "__")]
+            attn.set_processor(DecoupledCrossAttnProcessor(kv, self.num_tokens, self.scale))
 
     def set_scale(self, unet: nn.Module, scale: float) -> None:
         """Change the IP branch weight of the processors installed on ``unet``."""

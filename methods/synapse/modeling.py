@@ -499,7 +499,8 @@ def soft_signal_dice(x: torch.Tensor, y: torch.Tensor, *, alpha: float = 100.0, 
     return (2 * inter.sum() + eps) / ((ax + ay).sum() + eps)
 
 
-def clip_contrastive_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor, *, eps: float = 1e-8) -> torch.Tensor:
+def clip_contrastive_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor, *,
+                          eps: float = 1e-8) -> torch.Tensor:
     """CLIP-style symmetric cross-entropy between paired rows of ``a`` and ``b``.
 
     Parameters
@@ -543,7 +544,8 @@ def token_alignment_losses(latent: torch.Tensor, text: torch.Tensor) -> tuple[to
 
 
 def stage1_losses(latent: torch.Tensor, rec: torch.Tensor, target: torch.Tensor, image_feat: torch.Tensor,
-                  text_tokens: torch.Tensor, heads: AlignmentHeads, *, sdsc_alpha: float = 100.0) -> dict[str, torch.Tensor]:
+                  text_tokens: torch.Tensor, heads: AlignmentHeads, *,
+                  sdsc_alpha: float = 100.0) -> dict[str, torch.Tensor]:
     """All Stage-1 loss terms of SYNAPSE (unweighted).
 
     Parameters
