@@ -264,7 +264,7 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
         # ---- fit ----
         set_seed(cfg.seed)
         method = method_cls(method_config, info=dataset.info, backbones=backbones, device=accelerator.device)
-        ctx = RunContext(accelerator=accelerator, seed=cfg.seed, work_dir=work if main else Path(os.devnull).parent,
+        ctx = RunContext(accelerator=accelerator, seed=cfg.seed, work_dir=work,
                          progress=progress, logger=log)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()

@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eegbench.backbones import SmallProfile
+from eegbench.backbones import Backbones, SmallProfile
 from eegbench.backbones.taef2 import TAEF2
 
 #: Default settings of the tiny profile (16 px images, 4 context tokens, 8 pretraining steps).
-TINY_SETTINGS = SmallProfile(image_size=16, context_tokens=4, denoiser_steps=8, denoiser_batch_size=4, denoiser_lr=1e-3)
+TINY_SETTINGS = SmallProfile(image_size=16, context_tokens=6, denoiser_steps=8, denoiser_batch_size=4, denoiser_lr=1e-3)
 
 
 class HashTextEmbedder(nn.Module):
@@ -168,7 +168,7 @@ class TinyImageEmbedder(nn.Module):
         return self.classifier(self.forward(images))
 
 
-class TinyBackbones:
+class TinyBackbones(Backbones):
     """Backbones of the ``tiny`` profile: random, seeded, weight-free; for tests and conformance checks.
 
     Parameters
@@ -239,33 +239,3 @@ class TinyBackbones:
             "attention_head_dim": 2,
             "norm_num_groups": 4,
         }
-
-    @property
-    def image_size(self) -> int:
-        """Edge length in pixels of images the methods train on and generate (16 by default)."""
-        return self.settings.image_size
-
-    def prepare_denoiser(self, images, labels, class_names, *, dataset_key: str, seed: int = 0):
-        """Pretrain (or load from cache) the tiny denoiser; see ``Backbones.prepare_denoiser``.
-
-        Returns
-        -------
-        eegbench.backbones.denoiser.PretrainedDenoiser
-        """
-        from eegbench.backbones.denoiser import prepare_denoiser
-
-        self._denoiser = prepare_denoiser(self, images, labels, class_names, dataset_key=dataset_key, seed=seed)
-        return self._denoiser
-
-    @property
-    def denoiser(self):
-        """The prepared denoiser.
-
-        Raises
-        ------
-        RuntimeError
-            If :meth:`prepare_denoiser` has not run.
-        """
-        if self._denoiser is None:
-            raise RuntimeError("TinyBackbones.prepare_denoiser() must run before the denoiser is used")
-        return self._denoiser
