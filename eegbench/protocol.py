@@ -32,6 +32,8 @@ class EvalProtocol:
     probe : str
         Classifier for class accuracy: ``"logreg-efficientnet-lite0"`` = logistic regression on frozen
         EfficientNet-Lite0 features of the training stimuli.
+    max_test_trials : int, optional
+        Score only the first N test trials (quick checks); None scores the whole test split.
     seed : int
         Seed of sampling noise (per image: derived from seed, trial id and sample index) and metric RNGs.
     """
@@ -43,6 +45,7 @@ class EvalProtocol:
     fid_feature_extractor: str = "inception-v3-tf-fidhelper"
     kid_subset_size: int = 1000
     probe: str = "logreg-efficientnet-lite0"
+    max_test_trials: int | None = None
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -50,11 +53,11 @@ class EvalProtocol:
         return asdict(self)
 
     def hash(self) -> str:
-        """sha256 (hex, first 16 chars) of the canonical JSON of every field except ``seed``.
+        """sha256 (hex, first 16 chars) of the canonical JSON of every set field except ``seed``.
 
         The seed is left out so runs with different seeds aggregate into one leaderboard row.
         """
-        d = self.to_dict()
+        d = {k: v for k, v in self.to_dict().items() if v is not None}  # unset options keep old hashes
         d.pop("seed")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -201,12 +201,9 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
         n_samples_per_trial=cfg.n_samples_per_trial or EvalProtocol.n_samples_per_trial,
         image_size=profile.image_size,
         num_inference_steps=cfg.num_inference_steps or EvalProtocol.num_inference_steps,
+        max_test_trials=int(cfg.max_test_trials) if cfg.max_test_trials else None,
         seed=cfg.seed,
     )
-    if cfg.max_test_trials:
-        protocol_extra = {"max_test_trials": int(cfg.max_test_trials)}
-    else:
-        protocol_extra = {}
     if not split.test:
         raise ConfigError(f"setting {cfg.setting!r} produced an empty test split")
 
@@ -244,8 +241,8 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
         plugins.pm.hook.eegbench_run_start(config=config_record, run_dir=work)
 
         train, val, test = (dataset.subset(ids) for ids in (split.train, split.val, split.test))
-        if cfg.max_test_trials:
-            test = test.subset(list(test.trials["trial_id"][: int(cfg.max_test_trials)]))
+        if protocol.max_test_trials:
+            test = test.subset(list(test.trials["trial_id"][: protocol.max_test_trials]))
 
         # ---- shared backbones (cached; the same for every method) ----
         backbones = Backbones(cfg.profile, weights_root=weights_root, cache_dir=cache_dir,
@@ -326,7 +323,7 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
                         "sfreq": dataset.info.sfreq, "unit": dataset.info.unit,
                         "class_names": list(dataset.info.class_names), "n_trials": len(dataset)},
             "split": split.to_dict(),
-            "protocol": {**protocol.to_dict(), **protocol_extra, "hash": _protocol_hash(protocol, protocol_extra)},
+            "protocol": {**protocol.to_dict(), "hash": protocol.hash()},
             "seed": cfg.seed,
             "metrics": metrics,
             "parameters": parameters,
@@ -359,15 +356,6 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
         if main and work.exists():
             shutil.rmtree(work, ignore_errors=True)
         raise
-
-
-def _protocol_hash(protocol: EvalProtocol, extra: dict) -> str:
-    if not extra:
-        return protocol.hash()
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps([protocol.hash(), extra], sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _generate(method, test, protocol: EvalProtocol, work: Path, accelerator, progress: bool,

@@ -11,6 +11,7 @@ def test_protocol_hash_stable_and_ignores_seed():
     assert replace(p, seed=5).hash() == p.hash()
     assert replace(p, num_inference_steps=50).hash() != p.hash()
     assert replace(p, n_samples_per_trial=4).hash() != p.hash()
+    assert replace(p, max_test_trials=16).hash() != p.hash()  # quick runs never share a table
 
 
 def test_image_seed_depends_on_seed_trial_and_sample_only():
