@@ -26,7 +26,7 @@ from eegbench.backbones import Backbones, SmallProfile
 from eegbench.backbones.taef2 import TAEF2
 
 #: Default settings of the tiny profile (16 px images, 4 context tokens, 8 pretraining steps).
-TINY_SETTINGS = SmallProfile(image_size=16, context_tokens=6, denoiser_steps=8, denoiser_batch_size=4, denoiser_lr=1e-3)
+TINY_SETTINGS = SmallProfile(image_size=16, context_tokens=4, denoiser_steps=8, denoiser_batch_size=4, denoiser_lr=1e-3)
 
 
 class HashTextEmbedder(nn.Module):
