@@ -78,6 +78,13 @@ def _lukemelas_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
+
+def check_uint8_images(images: torch.Tensor, who: str) -> None:
+    """Raise ``ValueError`` naming ``who`` unless ``images`` is a uint8 tensor of shape (B, 3, H, W)."""
+    if images.ndim != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
+        raise ValueError(f"{who}: expected uint8 images of shape (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+
+
 class EfficientNetLite0Features(nn.Module):
     """EfficientNet-Lite0 ImageNet classifier used as a frozen image embedder (1280-d pooled features).
 
@@ -173,11 +180,7 @@ class EfficientNetLite0Features(nn.Module):
         ValueError
             If ``images`` is not a uint8 (B, 3, H, W) tensor.
         """
-        if images.ndim != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
-            raise ValueError(
-                f"EfficientNetLite0Features: expected uint8 images of shape (B, 3, H, W), got "
-                f"{images.dtype} {tuple(images.shape)}"
-            )
+        check_uint8_images(images, "EfficientNetLite0Features")
         device = self.net.conv_stem.weight.device
         x = images.to(device=device, dtype=torch.float32)
         if x.shape[-2:] != (self.image_size, self.image_size):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eegbench.backbones import Backbones, SmallProfile
+from eegbench.backbones.embedders import check_uint8_images
 from eegbench.backbones.taef2 import TAEF2
 
 #: Default settings of the tiny profile (16 px images, 4 context tokens, 8 pretraining steps).
@@ -150,10 +151,7 @@ class TinyImageEmbedder(nn.Module):
         ValueError
             If ``images`` is not a uint8 (B, 3, H, W) tensor.
         """
-        if images.ndim != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
-            raise ValueError(
-                f"TinyImageEmbedder: expected uint8 images of shape (B, 3, H, W), got {images.dtype} {tuple(images.shape)}"
-            )
+        check_uint8_images(images, "TinyImageEmbedder")
         x = images.to(self.classifier.weight.device, torch.float32) / 127.5 - 1.0
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)
