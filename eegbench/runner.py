@@ -13,7 +13,6 @@ import os
 import re
 import resource
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
