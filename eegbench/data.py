@@ -49,6 +49,12 @@ class DatasetInfo:
         How to cite the data.
     licence : str
         Licence of the EEG data and of the stimulus images.
+    subjects : tuple of int
+        Every subject id of the dataset (sorted), so a method can size per-subject layers before
+        it sees data; empty if unknown.
+    wnids : tuple of str
+        ImageNet WordNet ids of the classes (``wnids[label]``) for datasets whose classes are
+        ImageNet classes (``cvpr40``); empty otherwise. Enables ImageNet-classifier metrics.
     """
 
     name: str
@@ -63,6 +69,8 @@ class DatasetInfo:
     image_size: int = 256
     citation: str = ""
     licence: str = ""
+    subjects: tuple[int, ...] = ()
+    wnids: tuple[str, ...] = ()
 
     @property
     def n_classes(self) -> int:

@@ -524,6 +524,7 @@ class EEGNotebooksVisual:
             name=self.name, version=LOADER_VERSION, n_chans=len(self.ch_names), n_times=self.n_times,
             sfreq=float(self.sfreq), ch_names=tuple(self.ch_names), unit="V", class_names=self.class_names,
             tmin=self.tmin, image_size=self.image_size, citation=self.citation, licence=self.licence,
+            subjects=tuple(sorted(int(s) for s in table["subject"].unique())),
         )
         return EEGDataset(info=info, eeg=eeg, trials=table[list(TRIAL_COLUMNS)], stimuli=stimuli)
 
