@@ -350,3 +350,31 @@ def test_small_unet_config_is_small():
     with torch.no_grad():
         out = unet(torch.randn(2, 32, 8, 8), torch.tensor([10, 900]), encoder_hidden_states=torch.randn(2, 16, 384))
     assert out.sample.shape == (2, 32, 8, 8)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "plms", "unipc", "dpm-solver++"])
+def test_every_named_sampler_runs_and_is_reproducible(tiny_denoiser, sampler):
+    d = tiny_denoiser
+    ctx = d.class_context([0, 1])
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (3, 4)]  # noqa: E731
+    a = d.sample(ctx, gens(), num_inference_steps=5, sampler=sampler, return_latents=True)
+    b = d.sample(ctx, gens(), num_inference_steps=5, sampler=sampler, return_latents=True)
+    assert a.shape == (2, 4, 2, 2) and torch.isfinite(a).all() and torch.equal(a, b)
+
+
+def test_img2img_strength_controls_how_far_samples_move_from_the_init(tiny_denoiser):
+    d = tiny_denoiser
+    ctx = d.class_context([0, 1])
+    init = d.sample(ctx, [torch.Generator().manual_seed(s) for s in (0, 1)], num_inference_steps=6,
+                    return_latents=True)
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (7, 8)]  # noqa: E731
+    dist = {}
+    for strength in (0.2, 1.0):
+        out = d.sample(ctx, gens(), num_inference_steps=10, init_latents=init, strength=strength,
+                       sampler="plms", return_latents=True)
+        dist[strength] = (out - init).pow(2).mean().item()
+    assert dist[0.2] < dist[1.0]
+    with pytest.raises(ValueError, match="strength"):
+        d.sample(ctx, gens(), num_inference_steps=4, init_latents=init, strength=0.0)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        d.sample(ctx, gens(), num_inference_steps=4, sampler="heun-magic")

@@ -117,6 +117,40 @@ def _scheduler_from_config(cls, config: Mapping[str, Any]):
     return cls.from_config({k: v for k, v in config.items() if k in accepted})
 
 
+#: Sampler names → (diffusers scheduler class name, extra config). ``plms`` is diffusers' PNDM with
+#: ``skip_prk_steps`` (the PLMS sampler of the CompVis LDM code used by DreamDiffusion and BrainVis);
+#: ``unipc`` is used by GWIT; ``ddim`` (eta 0) by SYNAPSE.
+SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "plms": ("PNDMScheduler", {"skip_prk_steps": True}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "dpm-solver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "ddpm": ("DDPMScheduler", {}),
+}
+
+
+def make_scheduler(kind: str, scheduler_config: Mapping[str, Any]):
+    """Build the diffusers scheduler named ``kind`` from a training scheduler config.
+
+    Parameters
+    ----------
+    kind : str
+        A key of :data:`SAMPLERS`.
+    scheduler_config : mapping
+        ``DDPMScheduler``-style config (betas, ``num_train_timesteps``, ``prediction_type``, ...).
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``kind`` (the message lists the known ones).
+    """
+    if kind not in SAMPLERS:
+        raise ValueError(f"unknown sampler {kind!r}; known: {', '.join(sorted(SAMPLERS))}")
+    diffusers = _import_diffusers()
+    cls_name, extra = SAMPLERS[kind]
+    return _scheduler_from_config(getattr(diffusers, cls_name), {**dict(scheduler_config), **extra})
+
+
 def _as_uint8_images(images, what: str) -> torch.Tensor:
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(np.ascontiguousarray(images))
@@ -306,12 +340,16 @@ class PretrainedDenoiser:
 
         Parameters
         ----------
-        kind : {"ddim", "ddpm"}
-            ``"ddpm"`` for training (``add_noise``, ``get_velocity``), ``"ddim"`` for sampling.
+        kind : str
+            ``"ddpm"`` for training (``add_noise``, ``get_velocity``), or a sampler name of
+            :data:`SAMPLERS` (``"ddim"``, ``"plms"``, ``"unipc"``, ``"dpm-solver++"``).
+
+        Raises
+        ------
+        ValueError
+            For an unknown ``kind``.
         """
-        diffusers = _import_diffusers()
-        cls = {"ddim": diffusers.DDIMScheduler, "ddpm": diffusers.DDPMScheduler}[kind]
-        return _scheduler_from_config(cls, self.scheduler_config)
+        return make_scheduler(kind, self.scheduler_config)
 
     # ----------------------------------------------------------------- images
     @torch.no_grad()
@@ -398,8 +436,11 @@ class PretrainedDenoiser:
         *,
         null_context: torch.Tensor | None = None,
         return_latents: bool = False,
+        sampler: str = "ddim",
+        init_latents: torch.Tensor | None = None,
+        strength: float = 1.0,
     ) -> torch.Tensor:
-        """Generate images with DDIM (eta 0) and optional classifier-free guidance.
+        """Generate images with a diffusers sampler (DDIM by default) and optional classifier-free guidance.
 
         Parameters
         ----------
@@ -427,6 +468,15 @@ class PretrainedDenoiser:
             Unconditional context for guidance; all zeros (the pretraining's null) by default.
         return_latents : bool
             Return the final scaled latents instead of decoded images.
+        sampler : str
+            A key of :data:`SAMPLERS`: ``"ddim"`` (eta 0), ``"plms"``, ``"unipc"``, ``"dpm-solver++"``.
+        init_latents : torch.Tensor, shape (B, latent_channels, latent_size, latent_size), optional
+            Image-to-image: start from these scaled latents (:meth:`encode_images`) noised to the
+            level given by ``strength`` (as diffusers' img2img pipelines), with the noise of image i
+            drawn from ``generators[i]``.
+        strength : float
+            Fraction in (0, 1] of the ``num_inference_steps`` schedule that is run from
+            ``init_latents`` (1 = from pure noise); ignored without ``init_latents``.
 
         Returns
         -------
@@ -436,7 +486,8 @@ class PretrainedDenoiser:
         Raises
         ------
         ValueError
-            If ``context`` is not (B, L, cross_attention_dim) or ``len(generators) != B``.
+            If ``context`` is not (B, L, cross_attention_dim), ``len(generators) != B``, the
+            sampler is unknown, or ``strength`` is outside (0, 1].
         """
         from diffusers.utils.torch_utils import randn_tensor
 
@@ -453,11 +504,24 @@ class PretrainedDenoiser:
             return torch.zeros(0, 3, self.image_size, self.image_size, dtype=torch.uint8, device=self.device)
         dtype = unet.dtype
         device = self.device
-        scheduler = self.new_scheduler("ddim")
+        scheduler = self.new_scheduler(sampler)
         scheduler.set_timesteps(int(num_inference_steps), device=device)
         shape = (batch, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-        latents = randn_tensor(shape, generator=generators, device=device, dtype=torch.float32)
-        latents = latents * scheduler.init_noise_sigma
+        noise = randn_tensor(shape, generator=generators, device=device, dtype=torch.float32)
+        timesteps = scheduler.timesteps
+        if init_latents is None:
+            latents = noise * scheduler.init_noise_sigma
+        else:
+            if not 0.0 < strength <= 1.0:
+                raise ValueError(f"sample: strength={strength} must be in (0, 1]")
+            if tuple(init_latents.shape) != shape:
+                raise ValueError(f"sample: init_latents shape {tuple(init_latents.shape)}, expected {shape}")
+            n = int(num_inference_steps)
+            start = (n - min(max(int(round(n * strength)), 1), n)) * scheduler.order
+            timesteps = scheduler.timesteps[start:]
+            if hasattr(scheduler, "set_begin_index"):
+                scheduler.set_begin_index(start)
+            latents = scheduler.add_noise(init_latents.to(device, torch.float32), noise, timesteps[:1])
         guided = guidance_scale != 1.0
         context = context.to(device, dtype)
         if guided:
@@ -473,7 +537,7 @@ class PretrainedDenoiser:
         static_extra = None if extra_context is None or callable(extra_context) else dict(extra_context)
         if static_extra is not None and guided:
             static_extra = {k: _repeat_batch(v, batch) for k, v in static_extra.items()}
-        for t in scheduler.timesteps:
+        for t in timesteps:
             model_in = torch.cat([latents, latents]) if guided else latents
             model_in = scheduler.scale_model_input(model_in, t).to(dtype)
             kwargs = dict(extra_context(model_in, t)) if callable(extra_context) else (static_extra or {})
