@@ -130,6 +130,9 @@ class Method(abc.ABC):
         Training stages in order (``("stage1", "stage2")``); :meth:`configure_stage` knows each.
     inference_components : tuple of str
         Names from :meth:`components` that :meth:`generate` uses.
+    paper_backbone : str
+        Published base model the ``paper`` profile is built on (``"sd15"``, ``"sd21"``,
+        ``"sd21-base"``; see :mod:`eegbench.backbones.paper`); empty if the method has no paper profile.
 
     Parameters
     ----------
@@ -149,6 +152,7 @@ class Method(abc.ABC):
     Config: ClassVar[type]
     stages: ClassVar[tuple[str, ...]] = ()
     inference_components: ClassVar[tuple[str, ...]] = ()
+    paper_backbone: ClassVar[str] = ""
 
     def __init__(self, config: Any, *, info: DatasetInfo, backbones: Backbones, device: torch.device) -> None:
         self.config = config
@@ -168,6 +172,17 @@ class Method(abc.ABC):
         if profile != "small":
             raise ConfigError(f"method {cls.name!r} has no {profile!r} profile")
         return cls.Config()
+
+    @classmethod
+    def test_config(cls) -> Any:
+        """A configuration for conformance tests: the method's structure at toy size and a few steps.
+
+        :func:`eegbench.testing.check_method` fits it on synthetic data with
+        :class:`~eegbench.backbones.tiny.TinyBackbones` (16-px images, a 6-token context of width 8),
+        so it should train in seconds on a CPU. Override it; the default is the ``small`` profile,
+        which is correct but slow.
+        """
+        return cls.default_config("small")
 
     @abc.abstractmethod
     def components(self) -> dict[str, nn.Module]:

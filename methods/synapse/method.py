@@ -309,6 +309,13 @@ class Synapse(Method):
             raise ConfigError(f"synapse: profile {profile!r} is not available yet (only 'small')")
         return SynapseConfig()
 
+    @classmethod
+    def test_config(cls) -> SynapseConfig:
+        """Toy-size configuration for conformance tests (2 stages of 10 steps, widths 8/16)."""
+        return SynapseConfig(dims=(8, 16), down_strides=(2,), n_head=2, agg_hidden=16, dropout=0.0,
+                             stage1_steps=10, stage2_steps=10, stage1_batch_size=8, stage2_batch_size=8,
+                             stage1_eval_every=5, stage2_eval_every=5, log_every=5, stage1_lr=3e-3, stage2_lr=1e-3)
+
     def components(self) -> dict[str, nn.Module]:
         """Every module by name: EEG autoencoder, contrastive heads, UNet copy, IP adapter, VAE."""
         return {
