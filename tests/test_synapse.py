@@ -255,8 +255,10 @@ def test_adaptation_head_shapes():
 # ----------------------------------------------------------------------------- method
 def test_default_config_profiles():
     assert isinstance(Synapse.default_config("small"), SynapseConfig)
-    with pytest.raises(ConfigError, match="paper"):
-        Synapse.default_config("paper")
+    paper = Synapse.default_config("paper")
+    assert paper.dims == (64, 128, 256, 512, 1024) and paper.n_head == 64 and paper.guidance_scale == 7.5
+    with pytest.raises(ConfigError, match="no-such-profile"):
+        Synapse.default_config("no-such-profile")
     with pytest.raises(ConfigError, match="dropout"):
         SynapseConfig(dropout=1.5).validate()
 

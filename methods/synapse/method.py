@@ -13,7 +13,11 @@ from EEG in two stages (``research/methods.md`` §3):
    (:mod:`.ip_adapter`), with a v-prediction MSE, min-SNR weighting (γ = 0.5), 10 % zeroed
    conditions for classifier-free guidance and an EMA of the trained parameters.
 
-Generation: DDIM with classifier-free guidance against the zero condition.
+Generation: DDIM (the ``sampler`` option) with classifier-free guidance against the zero condition.
+
+Profiles: ``small`` (defaults of :class:`SynapseConfig`) and ``paper`` (the published sizes and
+recipe, built on Stable Diffusion 2.1 — :attr:`Synapse.paper_backbone`; see
+:meth:`Synapse.default_config`).
 
 Backbone roles in the ``small`` profile: the text tokens come from all-MiniLM-L6-v2 (16 × 384,
 standing in for OpenCLIP ViT-H/14 text tokens 77 × 1024), the image embedding from
@@ -127,6 +131,11 @@ class SynapseConfig:
     guidance_scale : float
         Classifier-free guidance scale at generation [7.5]; 3.0 here (the small denoiser's samples
         stay clean at 3 and class-faithful with caption conditions).
+    sampler : str
+        Sampler at generation, a key of :data:`eegbench.backbones.denoiser.SAMPLERS` ["ddim", eta 0].
+    learn_logit_scale : bool
+        Whether the contrastive logit scale is trained [False: upstream's optimiser never sees it,
+        §3.3]; True here.
     log_every : int
         Interval (steps) of training-loss logging.
     """
@@ -166,6 +175,8 @@ class SynapseConfig:
     stage2_eval_every: int = 500
     grad_clip: float = 1.0
     guidance_scale: float = 3.0
+    sampler: str = "ddim"
+    learn_logit_scale: bool = True
     log_every: int = 50
 
     def validate(self) -> None:
@@ -194,6 +205,10 @@ class SynapseConfig:
             raise ConfigError(f"synapse: guidance_scale={self.guidance_scale} must be ≥ 1")
         if "{}" not in self.caption_template:
             raise ConfigError(f"synapse: caption_template={self.caption_template!r} needs a '{{}}' for the class")
+        from eegbench.backbones.denoiser import SAMPLERS
+
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"synapse: sampler={self.sampler!r} is unknown; known: {', '.join(sorted(SAMPLERS))}")
 
 
 class _Stage1Model(nn.Module):
@@ -273,6 +288,7 @@ class Synapse(Method):
     Config = SynapseConfig
     stages = ("stage1", "stage2")
     inference_components = ("eeg_encoder", "unet", "ip_adapter", "vae")
+    paper_backbone = "sd21"
 
     def __init__(self, config: SynapseConfig, *, info: DatasetInfo, backbones: Any, device: torch.device) -> None:
         super().__init__(config, info=info, backbones=backbones, device=device)
@@ -286,7 +302,8 @@ class Synapse(Method):
         self.eeg_encoder = SynapseEEGEncoder(info.n_chans, info.n_times, agg_hidden=config.agg_hidden,
                                              global_attn=config.global_attn, clip=config.eeg_clip, **arch)
         self.eeg_decoder = SynapseEEGDecoder(info.n_chans, info.n_times, **arch)
-        self.align_heads = AlignmentHeads(self.latent_dim, int(backbones.image_embedder.dim))
+        self.align_heads = AlignmentHeads(self.latent_dim, int(backbones.image_embedder.dim),
+                                          learn_logit_scale=config.learn_logit_scale)
         self.unet = den.new_unet()
         self.ip_adapter = EEGIPAdapter(self.unet, self.latent_dim, num_tokens=config.ip_tokens, scale=config.ip_scale)
         self.ip_adapter.install(self.unet)
@@ -299,15 +316,55 @@ class Synapse(Method):
     def default_config(cls, profile: str = "small") -> SynapseConfig:
         """Hyperparameters for ``profile``.
 
+        ``"small"``: the :class:`SynapseConfig` defaults. ``"paper"``: the published sizes and
+        recipe (``research/methods.md`` §3.2–3.5, ``CVMILab-CUK/synapse @225872a``): autoencoder
+        widths (64, 128, 256, 512, 1024) with electrode-axis lengths 128 → 64 → 16 → 4 → 1, 2
+        residual blocks per stage, 64 heads, dropout 0.5, skip-aggregation width 1024, global
+        attention (the released encoder), no EEG clamp, a constant contrastive logit scale;
+        Stage 1 AdamW lr 1e-4, batch 32, 69,000 steps (released multi-subject encoder
+        ``EEGEncoder_BLIP2_69000``), validation every 1,000 steps; Stage 2 AdamW lr 2e-5, batch 32
+        (8 × 4 gradient accumulation upstream), 13,000 steps (released ``checkpoint-13000``), 10 %
+        zeroed conditions, min-SNR γ 0.5, EMA; DDIM with guidance 7.5. The token latent is
+        77 × 1024, set by the SD 2.1 context (:attr:`paper_backbone`).
+
         Raises
         ------
         ConfigError
-            For any profile but ``"small"`` (the paper-size profile — dims (64, 128, 256, 512,
-            1024), 64 heads, 77 × 1024 tokens on SD 2.1 — is not wired to its backbones yet).
+            For a profile other than ``"small"`` and ``"paper"``.
         """
-        if profile != "small":
-            raise ConfigError(f"synapse: profile {profile!r} is not available yet (only 'small')")
-        return SynapseConfig()
+        if profile == "small":
+            return SynapseConfig()
+        if profile == "paper":
+            return SynapseConfig(
+                dims=(64, 128, 256, 512, 1024), down_strides=(2, 4, 4, 4), n_layer=2, n_head=64, dff_factor=2,
+                groups=32, dropout=0.5, agg_hidden=1024, global_attn=True, eeg_clip=0.0,
+                stage1_steps=69_000, stage1_batch_size=32, stage1_lr=1e-4, stage1_weight_decay=0.01,
+                stage1_eval_every=1000, ip_tokens=4, ip_scale=1.0, stage2_steps=13_000, stage2_batch_size=32,
+                stage2_lr=2e-5, stage2_weight_decay=0.01, cond_drop_prob=0.1, snr_gamma=0.5, use_ema=True,
+                ema_decay=0.9999, stage2_eval_every=1000, grad_clip=1.0, guidance_scale=7.5, sampler="ddim",
+                learn_logit_scale=False, log_every=100,
+            )
+        raise ConfigError(f"synapse: profile {profile!r} is unknown; known: small, paper")
+
+    @classmethod
+    def quoted_convention(cls) -> dict[str, Any]:
+        """How SYNAPSE's README counts its "152.69M" parameters, for ``eegbench params``.
+
+        The README's figure is Stage-1 autoencoder (encoder + decoder) + Stage-2 trainables with
+        the autoencoder built **without** its global-attention block: 44,633,648 + 108,052,608 =
+        152,686,256 (``research/methods.md`` §3.4). The released encoder has the block
+        (157,512,522 under the same sum).
+
+        Returns
+        -------
+        dict
+            ``overrides``: config overrides (``--set`` style strings) that rebuild the method the
+            way the quoted figure was counted; ``description``: one line.
+        """
+        return {
+            "overrides": {"global_attn": "false"},
+            "description": "Stage-1 AE without global attention + Stage-2 trainables (README convention)",
+        }
 
     @classmethod
     def test_config(cls) -> SynapseConfig:
@@ -643,12 +700,12 @@ class Synapse(Method):
     @torch.no_grad()
     def generate(self, eeg: torch.Tensor, *, generators: Sequence[torch.Generator], n_samples: int,
                  num_inference_steps: int, subject: torch.Tensor | None = None) -> torch.Tensor:
-        """Generate images from EEG with DDIM and classifier-free guidance.
+        """Generate images from EEG with the configured sampler (DDIM) and classifier-free guidance.
 
         The condition is the EEG tokens plus the adaptation head's extra tokens; the unconditional
         branch uses all-zero EEG tokens (and the head's tokens of zeros), as upstream's pipeline.
-        Sampling is the shared :meth:`PretrainedDenoiser.sample` (DDIM from the denoiser's scheduler
-        config, ``eta = 0``, initial latents from ``diffusers.utils.torch_utils.randn_tensor`` with
+        Sampling is the shared :meth:`PretrainedDenoiser.sample` (the ``sampler`` option built from
+        the denoiser's scheduler config; DDIM with ``eta = 0`` by default, as upstream; initial latents from ``diffusers.utils.torch_utils.randn_tensor`` with
         one generator per image), run with this method's UNet copy, so each image depends only on
         its trial and its generator.
 
@@ -661,7 +718,7 @@ class Synapse(Method):
         n_samples : int
             Images per trial.
         num_inference_steps : int
-            DDIM steps.
+            Sampler steps.
         subject : torch.Tensor, optional
             Unused (SYNAPSE is subject-agnostic).
 
@@ -693,5 +750,6 @@ class Synapse(Method):
         context = self.ip_adapter.context(tokens)
         null = self.ip_adapter.context(torch.zeros_like(tokens)) if guidance > 1.0 else None
         images = den.sample(context, list(generators), num_inference_steps=num_inference_steps,
-                            guidance_scale=guidance, unet=self.unet, null_context=null)
+                            guidance_scale=guidance, unet=self.unet, null_context=null,
+                            sampler=self.config.sampler)
         return images.reshape(batch, n_samples, *images.shape[1:])

@@ -451,21 +451,31 @@ class AlignmentHeads(nn.Module):
     backbones whose image and text spaces differ (here EfficientNet-Lite0 features vs MiniLM
     tokens) a learned linear projection ``latent_dim → image_dim`` is inserted — a deviation from
     upstream, used only when the widths differ. The CLIP logit scale is learnable, initialised at
-    ``log(1/0.07)`` (2.6592 upstream) and clamped to ``log(100)`` as in CLIP.
+    ``log(1/0.07)`` (2.6592 upstream) and clamped to ``log(100)`` as in CLIP. Upstream builds its
+    optimiser over the autoencoder's parameters only, so its logit scale stays at the initial value
+    (``research/methods.md`` §3.3); ``learn_logit_scale=False`` reproduces that (the scale is then a
+    buffer, not a parameter).
 
     Parameters
     ----------
     latent_dim : int
     image_dim : int
     logit_scale_init : float
+    learn_logit_scale : bool
+        Whether the logit scale is a trainable parameter (True) or a constant buffer (False,
+        upstream's effective behaviour).
     """
 
-    def __init__(self, latent_dim: int, image_dim: int, *, logit_scale_init: float = math.log(1 / 0.07)) -> None:
+    def __init__(self, latent_dim: int, image_dim: int, *, logit_scale_init: float = math.log(1 / 0.07),
+                 learn_logit_scale: bool = True) -> None:
         super().__init__()
         self.image_proj: nn.Module = (
             nn.Linear(latent_dim, image_dim) if int(latent_dim) != int(image_dim) else nn.Identity()
         )
-        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale_init)))
+        if learn_logit_scale:
+            self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale_init)))
+        else:
+            self.register_buffer("logit_scale", torch.tensor(float(logit_scale_init)))
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         """``pooled``: ``(batch, latent_dim)`` → ``(batch, image_dim)``."""

