@@ -17,6 +17,9 @@ from eegbench.errors import DataFormatError, DataNotFoundError
 
 #: Columns every :attr:`EEGDataset.trials` table has.
 TRIAL_COLUMNS = ("trial_id", "label", "subject", "session", "recording", "image_id")
+#: Values of the optional ``split`` column of a dataset that ships an official split
+#: (``""`` = the trial is in none of the official parts).
+SPLIT_PARTS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -165,20 +168,31 @@ class EEGDataset:
     trials : pandas.DataFrame
         One row per trial with columns :data:`TRIAL_COLUMNS`: ``trial_id`` (unique str), ``label``
         (int, indexes ``info.class_names``), ``subject`` (int), ``session`` (int), ``recording``
-        (str, the file or block the trial came from) and ``image_id`` (str, key into ``stimuli``).
+        (str, the file or block the trial came from) and ``image_id`` (str, key into ``stimuli``);
+        optionally ``split`` (see ``split_source``). Extra columns are kept.
     stimuli : StimulusSet
         The stimulus images.
+    split_source : str
+        Non-empty when the dataset ships an official split (e.g. ``cvpr40``'s
+        ``block_splits_by_image_all.pth`` split 0): then ``trials`` also has a ``split`` column
+        holding ``"train"``, ``"val"``, ``"test"`` or ``""`` (in no part) per trial, and the
+        built-in settings (:mod:`eegbench.splits`) use it instead of a recording-level split.
+        The string says where the split came from (file, split number, sha256) and goes into the
+        split hash.
 
     Raises
     ------
     DataFormatError
-        If shapes or columns are inconsistent, or the EEG holds NaN/inf.
+        If shapes or columns are inconsistent, or the ``split`` column and ``split_source``
+        disagree. (Loaders check the EEG for NaN/inf while reading, so a memory-mapped array is not
+        scanned again here.)
     """
 
     info: DatasetInfo
     eeg: np.ndarray
     trials: pd.DataFrame
     stimuli: StimulusSet
+    split_source: str = ""
 
     def __post_init__(self) -> None:
         missing = [c for c in TRIAL_COLUMNS if c not in self.trials.columns]
@@ -195,6 +209,15 @@ class EEGDataset:
             )
         if not self.trials["trial_id"].is_unique:
             raise DataFormatError(f"dataset {self.info.name!r}: trial_id values are not unique")
+        has_split = "split" in self.trials.columns
+        if bool(self.split_source) != has_split:
+            raise DataFormatError(
+                f"dataset {self.info.name!r}: an official split needs both a 'split' column and a split_source"
+            )
+        if has_split:
+            bad = sorted(set(self.trials["split"]) - {*SPLIT_PARTS, ""})
+            if bad:
+                raise DataFormatError(f"dataset {self.info.name!r}: unknown split part(s) {bad[:3]}")
         self.trials = self.trials.reset_index(drop=True)
 
     def __len__(self) -> int:
@@ -223,7 +246,8 @@ class EEGDataset:
         if (pos < 0).any():
             bad = [t for t, p in zip(trial_ids, pos) if p < 0][:3]
             raise KeyError(f"trial ids not in dataset {self.info.name!r}: {bad}")
-        return EEGDataset(self.info, self.eeg[pos], self.trials.iloc[pos].copy(), self.stimuli)
+        return EEGDataset(self.info, self.eeg[pos], self.trials.iloc[pos].copy(), self.stimuli,
+                          split_source=self.split_source)
 
     def images(self, size: int | None = None) -> np.ndarray:
         """Stimulus image of every trial, uint8 array of shape ``(n_trials, 3, size, size)``."""

@@ -4,6 +4,19 @@ A *setting* is a registered callable ``(dataset, **options) -> Split``. Built-in
 (``multi-subject``, ``single-subject``, ``cross-subject``) split at the **recording** level, so no
 recording is shared between train and test, and the assignment depends only on the recording ids
 and a fixed ``split_seed`` (never on the run seed), so every method and seed sees the same split.
+
+A dataset that ships an **official split** (``EEGDataset.split_source`` non-empty, a ``split``
+column in its table; e.g. ``cvpr40``'s image-disjoint ``block_splits_by_image_all.pth`` split 0)
+is never re-split (``research/methods.md`` §2.3, §3.6: a random trial-level re-split puts one
+stimulus image in train and test). The settings then derive from the official parts:
+
+- ``multi-subject``: the official train/val/test parts as they are;
+- ``single-subject``: each official part intersected with ``subject == s`` (not the 0–999
+  ``block_splits_by_image_single`` indexing that DreamDiffusion, BrainVis and GWIT apply to the
+  subject-filtered list);
+- ``cross-subject``: test = subject ``s``'s official-test trials; train/val = the other subjects'
+  official train/val trials. Both the subject and the images are held out (using all of subject
+  ``s``'s trials as test would show test images to the model through the other subjects' trials).
 """
 
 from __future__ import annotations
@@ -16,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from eegbench.data import EEGDataset
+from eegbench.data import SPLIT_PARTS, EEGDataset
 from eegbench.errors import ConfigError
 
 #: Target fraction of trials per part for recording-level splits.
@@ -171,8 +184,19 @@ def _make(dataset: EEGDataset, setting: str, options: dict, ids: Mapping[str, li
                  source=f"recording-level, split_seed={seed}", dataset=dataset.info.name)
 
 
+def _official(dataset: EEGDataset, setting: str, options: dict, rows: Mapping[str, np.ndarray]) -> Split:
+    """Split from the dataset's official parts, restricted per part by boolean ``rows`` masks."""
+    t = dataset.trials
+    ids = {p: list(t.loc[(t["split"] == p).to_numpy() & rows[p], "trial_id"]) for p in SPLIT_PARTS}
+    return Split(setting, options, tuple(ids["train"]), tuple(ids["val"]), tuple(ids["test"]),
+                 source=dataset.split_source, dataset=dataset.info.name)
+
+
 def multi_subject(dataset: EEGDataset, *, subject: int | None = None, split_seed: int = 0) -> Split:
     """All subjects pooled; whole recordings go to train/val/test (70/10/20 % of trials).
+
+    With an official split (``dataset.split_source``): its train/val/test parts unchanged
+    (``split_seed`` is then unused).
 
     Raises
     ------
@@ -181,6 +205,9 @@ def multi_subject(dataset: EEGDataset, *, subject: int | None = None, split_seed
     """
     if subject is not None:
         raise ConfigError("setting 'multi-subject' takes no --subject")
+    if dataset.split_source:
+        every = np.ones(len(dataset), dtype=bool)
+        return _official(dataset, "multi-subject", {}, dict.fromkeys(SPLIT_PARTS, every))
     ids = _split_by_recordings(dataset, np.ones(len(dataset), dtype=bool), split_seed)
     return _make(dataset, "multi-subject", {}, ids, split_seed)
 
@@ -188,12 +215,17 @@ def multi_subject(dataset: EEGDataset, *, subject: int | None = None, split_seed
 def single_subject(dataset: EEGDataset, *, subject: int | None = None, split_seed: int = 0) -> Split:
     """One subject's recordings only, split at the recording level.
 
+    With an official split: each official part intersected with ``subject``.
+
     Raises
     ------
     ConfigError
         If ``subject`` is missing/unknown or that subject has fewer than 2 recordings.
     """
     subject = _check_subject(dataset, subject, "single-subject")
+    if dataset.split_source:
+        mine = dataset.subjects == subject
+        return _official(dataset, "single-subject", {"subject": subject}, dict.fromkeys(SPLIT_PARTS, mine))
     try:
         ids = _split_by_recordings(dataset, dataset.subjects == subject, split_seed)
     except ConfigError as exc:
@@ -204,6 +236,9 @@ def single_subject(dataset: EEGDataset, *, subject: int | None = None, split_see
 def cross_subject(dataset: EEGDataset, *, subject: int | None = None, split_seed: int = 0) -> Split:
     """Leave one subject out: test = every trial of ``subject``; train/val from the others.
 
+    With an official split: test = ``subject``'s official-test trials, train/val = the other
+    subjects' official train/val trials (subject- and image-disjoint).
+
     Raises
     ------
     ConfigError
@@ -213,6 +248,9 @@ def cross_subject(dataset: EEGDataset, *, subject: int | None = None, split_seed
     test_rows = dataset.subjects == subject
     if test_rows.all():
         raise ConfigError("cross-subject needs at least two subjects")
+    if dataset.split_source:
+        return _official(dataset, "cross-subject", {"subject": subject},
+                         {"train": ~test_rows, "val": ~test_rows, "test": test_rows})
     rest = dataset.trials[~test_rows]
     counts = rest.groupby("recording").size().to_dict()
     parts = assign_recordings(counts, {"train": 0.875, "val": 0.125}, split_seed) if len(counts) >= 2 \

@@ -1,9 +1,11 @@
-"""Tests of the built-in datasets: ``eegnb-n170`` (real Muse CSVs) and ``synthetic``."""
+"""Tests of the built-in datasets: ``eegnb-n170``, ``eegnb-p300`` (real Muse CSVs) and ``synthetic``
+(``cvpr40`` is in test_cvpr40.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -13,7 +15,11 @@ import pandas as pd
 import pytest
 
 from eegbench.data import TRIAL_COLUMNS
-from eegbench.datasets.eegnb import EEGNotebooksN170, EEGNotebooksVisual
+from eegbench.datasets.eegnb import (
+    EEGNotebooksN170,
+    EEGNotebooksP300,
+    EEGNotebooksVisual,
+)
 from eegbench.datasets.synthetic import SyntheticEEG
 from eegbench.errors import ConfigError, DataFormatError, DataNotFoundError
 
@@ -203,6 +209,79 @@ def test_real_file_copies_are_deduplicated(tmp_path):
     assert len(ds) == 28 and len(loader.duplicates) == 1
 
 
+# ----------------------------------------------------------------------------- real P300 data
+P300_DIR = DATA_ROOT / "eeg-notebooks" / "data" / "visual" / "P300"
+CATS_DOGS = Path("eeg-notebooks/notebooks/stimulus_presentation/stim/cats_dogs")
+
+
+@pytest.fixture(scope="session")
+def p300(tmp_path_factory):
+    """(loader, dataset) of the real P300 data; same cache place as test_splits.py uses."""
+    if not P300_DIR.is_dir():
+        pytest.skip(f"eeg-notebooks P300 data absent under {DATA_ROOT} (set EEGBENCH_DATA)")
+    loader = EEGNotebooksP300(DATA_ROOT, tmp_path_factory.getbasetemp() / "eegnb-p300-cache")
+    return loader, loader.load()
+
+
+def test_p300_shapes_classes_and_unbalanced_counts(p300):
+    loader, ds = p300
+    info = ds.info
+    assert ds.eeg.dtype == np.float32 and ds.eeg.shape == (len(ds), 4, 180)
+    assert (info.name, info.unit, info.sfreq, info.class_names) == ("eegnb-p300", "V", 256.0, ("dog", "cat"))
+    assert info.subjects == (1, 2, 3, 4, 5) and "CC0" in info.licence
+    assert len(loader.recordings) == 45 and not loader.duplicates
+    # every marker-1 (dog) / marker-2 (cat) onset whose window fits: 7,281 dog + 1,373 cat events in the files
+    counts = ds.trials["label"].value_counts().to_dict()
+    assert 7200 <= counts[0] <= 7281 and 1350 <= counts[1] <= 1373
+    assert counts[0] > 5 * counts[1]  # the oddball design: cats (targets) are rare
+    assert np.isfinite(ds.eeg).all()
+
+
+def test_p300_reads_both_marker_column_names(p300):
+    """2017 runs name the marker column ``Marker``, 2018 runs ``Marker0``; both contribute trials."""
+    _, ds = p300
+    recs = set(ds.trials["recording"])
+    assert "subject1/session1/data_2017-02-04-15_45_13.csv" in recs  # Marker
+    assert "subject3/session1/data_2018-04-15-17.31.22.csv" in recs  # Marker0
+
+
+def test_p300_stimuli_cats_are_targets_dogs_nontargets(p300):
+    _, ds = p300
+    for image_id, path in ds.stimuli.paths.items():
+        cls = image_id.split("/")[0]
+        assert path.name.startswith("target-" if cls == "cat" else "nontarget-"), (image_id, path)
+        assert ds.stimuli.labels[image_id] == (1 if cls == "cat" else 0)
+    assert len(ds.stimuli) == 8
+    labels = ds.trials["label"].to_numpy()
+    assert all(ds.stimuli.labels[i] == lab for i, lab in zip(ds.trials["image_id"], labels))
+
+
+def _make_p300_tree(root: Path, files: dict[str, str]) -> Path:
+    from PIL import Image
+
+    for rel, content in files.items():
+        path = root / "eeg-notebooks/data/visual/P300" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    d = root / CATS_DOGS
+    d.mkdir(parents=True, exist_ok=True)
+    for name, grey in (("target-1.jpg", 60), ("nontarget-1.jpg", 200)):
+        Image.new("L", (40, 40), grey).save(d / name)
+    return root
+
+
+def test_p300_generated_tree_labels_and_marker_errors(tmp_path):
+    root = _make_p300_tree(tmp_path / "ok", {"subject1/session1/a.csv": _muse_csv(marker="Marker")})
+    ds = EEGNotebooksP300(root, tmp_path / "cache").load()
+    assert len(ds) == 28 and ds.trials["label"].tolist()[:4] == [0, 1, 0, 1]  # 1 = dog = 0, 2 = cat = 1
+    assert set(ds.trials["image_id"]) == {"dog/nontarget-1", "cat/target-1"}
+    bad = _make_p300_tree(tmp_path / "bad", {"subject1/session1/a.csv": _muse_csv(marker="Stim")})
+    with pytest.raises(DataFormatError) as err:
+        EEGNotebooksP300(bad, tmp_path / "cache2").load()
+    _assert_one_line(err.value, "a.csv", "Marker or Marker0")
+    assert not (tmp_path / "cache2").exists()
+
+
 # ----------------------------------------------------------------------------- tmp trees
 def test_generated_tree_loads_with_expected_epochs(tmp_path):
     # 3000 samples, markers every 100 from 100: window -26..+153 fits for onsets 100..2800 -> 28 epochs
@@ -265,14 +344,19 @@ def test_required_files_lists_recordings_and_stimuli(tmp_path):
         (_muse_csv(400).replace(",0\n", ",x\n", 3), "'x'"),  # non-numeric marker
         (_muse_csv(400).replace("\n1000.00390625,", "\n1000.00390625,abc", 1), "TP9"),  # non-numeric EEG cell
         ("timestamps,TP9,AF7,AF8,TP10,Right AUX,Marker0\n", "no samples"),  # header only
+        (re.sub(r"\n(1000\.00390625),[^,]*,", r"\n\1,nan,", _muse_csv(400), count=1), "value nan is not"),
+        (re.sub(r"\n(1000\.00390625),[^,]*,", r"\n\1,-inf,", _muse_csv(400), count=1), "value -inf is not"),
+        (_muse_csv(400).replace("AF8,", "AF9,", 1), "['AF8']"),  # a channel missing (wrong channel set)
     ],
-    ids=["no-marker-column", "empty", "non-numeric-marker", "non-numeric-eeg", "header-only"],
+    ids=["no-marker-column", "empty", "non-numeric-marker", "non-numeric-eeg", "header-only", "nan", "inf",
+         "missing-channel"],
 )
 def test_bad_csv_is_data_format_error_naming_the_file(tmp_path, content, needle):
     root = _make_tree(tmp_path, {"subject1/session1/good.csv": _muse_csv(), "subject1/session1/bad.csv": content})
     with pytest.raises(DataFormatError) as err:
         EEGNotebooksN170(root, tmp_path / "cache").load()
     _assert_one_line(err.value, str(root / "eeg-notebooks/data/visual/N170/subject1/session1/bad.csv"), needle)
+    assert not (tmp_path / "cache").exists()  # nothing cached from a failed load
 
 
 def test_bad_folder_layout_is_data_format_error(tmp_path):

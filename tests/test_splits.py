@@ -1,4 +1,5 @@
-"""Tests of the recording-level settings (eegbench.splits) on the real N170 data and on synthetic data."""
+"""Tests of the settings (eegbench.splits): recording-level splits on the real N170 and P300 data and on
+synthetic data; the official image-disjoint split of ``cvpr40`` on files written in its exact format."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import numpy as np
 import pytest
 
 from eegbench import splits
-from eegbench.datasets.eegnb import EEGNotebooksN170
+from eegbench.datasets.cvpr40 import CVPR40, write_synthetic_files
+from eegbench.datasets.eegnb import EEGNotebooksN170, EEGNotebooksP300
 from eegbench.datasets.synthetic import SyntheticEEG
 from eegbench.errors import ConfigError
 
 DATA_ROOT = Path(os.environ.get("EEGBENCH_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 N170_DIR = DATA_ROOT / "eeg-notebooks" / "data" / "visual" / "N170"
+P300_DIR = DATA_ROOT / "eeg-notebooks" / "data" / "visual" / "P300"
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {
     "multi-subject": splits.multi_subject,
@@ -40,11 +43,19 @@ def n170_dataset(n170_cache):
 
 
 @pytest.fixture(scope="session")
+def p300_dataset(tmp_path_factory):
+    """Real P300 cats/dogs data, epoched once per session."""
+    if not P300_DIR.is_dir():
+        pytest.skip(f"eeg-notebooks P300 data absent under {DATA_ROOT} (set EEGBENCH_DATA)")
+    return EEGNotebooksP300(DATA_ROOT, tmp_path_factory.getbasetemp() / "eegnb-p300-cache").load()
+
+
+@pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory):
     return SyntheticEEG(cache_dir=tmp_path_factory.mktemp("synthetic")).load()
 
 
-@pytest.fixture(params=["n170", "synthetic"])
+@pytest.fixture(params=["n170", "p300", "synthetic"])
 def dataset(request):
     return request.getfixturevalue(f"{request.param}_dataset")
 
@@ -192,3 +203,71 @@ def test_cross_subject_needs_two_subjects(tmp_path):
     with pytest.raises(ConfigError, match="at least two subjects"):
         splits.cross_subject(ds, subject=1)
     assert np.all(ds.subjects == 1)
+
+
+# ----------------------------------------------------------------------------- cvpr40 official split
+@pytest.fixture(scope="module")
+def cvpr40(tmp_path_factory):
+    """(dataset, raw dataset list, raw split) of made-up perceivelab files: 3 subjects × 4 classes × 10 images."""
+    import torch
+
+    root = tmp_path_factory.mktemp("cvpr40")
+    paths = write_synthetic_files(root, n_subjects=3, n_classes=4, images_per_class=10, n_out_of_filter=3)
+    ds = CVPR40(root, root / "cache").load()
+    return (ds, torch.load(paths["eeg_file"], weights_only=True)["dataset"],
+            torch.load(paths["split_file"], weights_only=True)["splits"][0])
+
+
+def _cvpr40_cases(ds):
+    subjects = [int(s) for s in ds.info.subjects]
+    return [("multi-subject", None), *[(st, s) for st in ("single-subject", "cross-subject") for s in subjects]]
+
+
+def _images(ds, ids):
+    return set(ds.trials.set_index("trial_id").loc[list(ids), "image_id"])
+
+
+def test_cvpr40_no_stimulus_image_shared_between_train_and_test_in_any_setting(cvpr40):
+    ds, _, _ = cvpr40
+    for setting, subject in _cvpr40_cases(ds):
+        sp = _make(ds, setting, subject)
+        train, val, test = (_images(ds, getattr(sp, p)) for p in ("train", "val", "test"))
+        assert train and test, (setting, subject)
+        assert not train & test and not val & test and not train & val, (setting, subject)
+        assert not (set(sp.train) & set(sp.test) or set(sp.val) & set(sp.test)), (setting, subject)
+
+
+def test_cvpr40_multi_subject_is_the_official_split_after_the_length_filter(cvpr40):
+    ds, items, official = cvpr40
+    sp = splits.multi_subject(ds)
+    for part in ("train", "val", "test"):
+        expected = [f"t{i:05d}" for i in official[part] if 450 <= items[i]["eeg"].shape[1] <= 600]
+        assert sorted(getattr(sp, part)) == sorted(expected), part
+    assert sum(sp.sizes().values()) == len(items) - 3
+    assert sp.source == ds.split_source and sp.source.startswith("official: block_splits_by_image_all.pth split 0")
+    assert splits.multi_subject(ds, split_seed=7).sha256 == sp.sha256  # never re-split
+
+
+def test_cvpr40_single_subject_is_the_official_split_intersected_with_the_subject(cvpr40):
+    ds, _, _ = cvpr40
+    multi = splits.multi_subject(ds)
+    subject_of = ds.trials.set_index("trial_id")["subject"]
+    for s in ds.info.subjects:
+        sp = splits.single_subject(ds, subject=s)
+        for part in ("train", "val", "test"):
+            assert set(getattr(sp, part)) == {t for t in getattr(multi, part) if subject_of[t] == s}, (s, part)
+        # not the 0-999 "_single" quirk: indices are into the full list, never the subject-filtered one
+        assert set(subject_of.loc[list(sp.train + sp.val + sp.test)]) == {s}
+
+
+def test_cvpr40_cross_subject_holds_out_the_subject_and_the_test_images(cvpr40):
+    ds, _, _ = cvpr40
+    multi = splits.multi_subject(ds)
+    subject_of = ds.trials.set_index("trial_id")["subject"]
+    for s in ds.info.subjects:
+        sp = splits.cross_subject(ds, subject=s)
+        assert set(sp.test) == {t for t in multi.test if subject_of[t] == s}
+        assert set(sp.train) == {t for t in multi.train if subject_of[t] != s}
+        assert set(sp.val) == {t for t in multi.val if subject_of[t] != s}
+    hashes = {_make(ds, st, s).sha256 for st, s in _cvpr40_cases(ds)}
+    assert len(hashes) == len(_cvpr40_cases(ds))

@@ -1,4 +1,5 @@
-"""Built-in datasets: ``eegnb-n170`` (:mod:`eegbench.datasets.eegnb`) and ``synthetic``
+"""Built-in datasets: ``eegnb-n170``, ``eegnb-p300`` (:mod:`eegbench.datasets.eegnb`), ``cvpr40``
+(:mod:`eegbench.datasets.cvpr40`) and ``synthetic``
 (:mod:`eegbench.datasets.synthetic`), plus where their data and caches live by default.
 """
 

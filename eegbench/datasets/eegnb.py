@@ -94,6 +94,11 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def _show(value: Any) -> str:
+    """A CSV cell for an error message: numbers as written (``nan``, ``-inf``), anything else quoted."""
+    return str(value) if isinstance(value, (float, np.floating, int, np.integer)) else repr(value)
+
+
 def _recording_stem(name: str) -> str:
     """File name without its (possibly doubled) ``.csv`` suffixes: ``a.csv.csv`` → ``a``."""
     while name.lower().endswith(".csv"):
@@ -105,7 +110,7 @@ class EEGNotebooksVisual:
     """Base loader for the eeg-notebooks visual paradigms (Muse, 4 channels, 256 Hz).
 
     A paradigm is a subclass that sets the class attributes below; e.g. the P300 cats/dogs data
-    would be ``paradigm = "P300"``, ``marker_columns = ("Marker",)``,
+    is ``paradigm = "P300"``, ``marker_columns = ("Marker", "Marker0")``,
     ``marker_classes = {1: "dog", 2: "cat"}`` and ``stimuli = {"dog": (<cats_dogs folder>,
     "nontarget-*.jpg"), "cat": (<cats_dogs folder>, "target-*.jpg")}``.
 
@@ -310,7 +315,7 @@ class EEGNotebooksVisual:
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
                 raise DataFormatError(
-                    f"{path}: column {col!r} line {row + 2}: value {raw.iloc[row]!r} is not a finite number"
+                    f"{path}: column {col!r} line {row + 2}: value {_show(raw.iloc[row])} is not a finite number"
                 )
             values[:, j] = num
         markers = values[:, -1]
@@ -528,6 +533,41 @@ class EEGNotebooksVisual:
         )
         return EEGDataset(info=info, eeg=eeg, trials=table[list(TRIAL_COLUMNS)], stimuli=stimuli)
 
+    def verify(self) -> list[str]:
+        """Check the files: presence, sha256 against the cache manifest (if any), parsing and shapes.
+
+        Returns
+        -------
+        list of str
+            One line per check that passed.
+
+        Raises
+        ------
+        DataNotFoundError, DataFormatError
+            On the first failed check. A recording whose sha256 differs from the one the cache
+            manifest recorded is not an error (the cache is rebuilt); it is reported as changed.
+        """
+        files = self._find_recordings()
+        recorded: dict[str, str] = {}
+        try:
+            recorded = json.loads((self.cache_root / "manifest.json").read_text()).get("sources", {})
+        except (OSError, ValueError):
+            pass
+        digests = {p.relative_to(self.recordings_dir).as_posix(): sha256_file(p) for p in files}
+        same = sum(1 for k, d in digests.items() if recorded.get(k) == d)
+        changed = sorted(k for k, d in digests.items() if k in recorded and recorded[k] != d)
+        lines = [f"{len(files)} recording CSVs under {self.recordings_dir}; sha256 of {same} match the cache "
+                 f"manifest, {len(changed)} changed{' (' + ', '.join(changed[:3]) + ')' if changed else ''}, "
+                 f"{len(digests) - same - len(changed)} not recorded yet"]
+        ds = self.load()
+        lines.append(f"{len(ds)} trials, eeg {tuple(ds.eeg.shape)} {ds.eeg.dtype} in {ds.info.unit}, "
+                     f"{len(self.recordings)} unique recordings, {len(self.duplicates)} byte-identical duplicate(s) "
+                     "counted once")
+        for image_id in ds.stimuli.image_ids:
+            ds.stimuli.load(image_id, 32)
+        lines.append(f"{len(ds.stimuli)} stimulus images decode")
+        return lines
+
     @staticmethod
     def _image_for(trial_id: str, cls: str, photos: Mapping[str, list[str]]) -> str:
         """The photo of ``cls`` assigned to ``trial_id`` (sha256 of the id into the sorted photo list)."""
@@ -586,3 +626,44 @@ class EEGNotebooksN170(EEGNotebooksVisual):
         "overlapping representations of faces and objects in ventral temporal cortex. Science, 293, 2425-2430."
     )
     licence = "EEG: BSD-3-Clause; stimuli: CC BY-SA 3.0"
+
+
+class EEGNotebooksP300(EEGNotebooksVisual):
+    """``eegnb-p300``: cats vs dogs visual oddball (P300 paradigm), Muse TP9/AF7/AF8/TP10, 256 Hz.
+
+    Classes ``("dog", "cat")``: marker 1 = dog, non-target (label 0); marker 2 = cat, target
+    (label 1). The marker column is ``Marker`` in the 2017 runs (subject 1, subject 2 session 1)
+    and ``Marker0`` in the 2018 runs (checked on the shipped files: 21 and 24 of the 45 CSVs);
+    both hold the same codes, so either is accepted. The classes are
+    unbalanced by design (targets are the rare oddball, about 1 in 6). Same MNE pipeline as
+    ``eegnb-n170`` (band-pass 1–30 Hz, −0.1016 … +0.5977 s, 180 samples, in V). Stimuli: the
+    4 cat (``target-*.jpg``) and 4 dog (``nontarget-*.jpg``) photos (640 px, CC0), served at
+    256 × 256 RGB.
+
+    Parameters
+    ----------
+    data_root : Path or None
+        Folder that contains ``eeg-notebooks/`` (``--data-root`` / ``$EEGBENCH_DATA``).
+    cache_dir : Path or None
+        Root of the preprocessing cache.
+
+    Raises
+    ------
+    DataNotFoundError, DataFormatError
+        From :meth:`load`, see there.
+    """
+
+    name = "eegnb-p300"
+    paradigm = "P300"
+    marker_columns = ("Marker", "Marker0")
+    marker_classes = {1: "dog", 2: "cat"}
+    stimuli = {
+        "dog": ("notebooks/stimulus_presentation/stim/cats_dogs", "nontarget-*.jpg"),
+        "cat": ("notebooks/stimulus_presentation/stim/cats_dogs", "target-*.jpg"),
+    }
+    citation = (
+        "EEG: NeuroTechX eeg-notebooks v0.1, P300 cats/dogs visual oddball Muse recordings, "
+        "https://github.com/NeuroTechX/eeg-notebooks_v0.1 (commit 5ee39e4). Stimuli: the cats_dogs photos "
+        "shipped with eeg-notebooks (CC0)."
+    )
+    licence = "EEG: BSD-3-Clause; stimuli: CC0"
