@@ -89,7 +89,7 @@ class ConformanceReport:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
-def make_kit(work_dir: str | Path, *, n_chans: int = 4, n_times: int = 64, seed: int = 0) -> ConformanceKit:
+def make_kit(work_dir: str | Path, *, n_chans: int = 4, n_times: int = 32, seed: int = 0) -> ConformanceKit:
     """Build synthetic data (3 subjects × 2 recordings × 8 trials, 2 classes) and tiny backbones.
 
     Parameters

@@ -507,6 +507,15 @@ class BrainVis(Method):
             )
         raise ConfigError(f"brainvis: unknown profile {profile!r}; known: small, paper")
 
+    @classmethod
+    def test_config(cls) -> BrainVisConfig:
+        """Toy-size configuration for conformance tests (width 16, one layer, 5 steps per stage)."""
+        return BrainVisConfig(d_model=16, n_layers=1, n_heads=2, reg_layers=1, vocab_size=8, freq_hidden=8,
+                              align_hidden=32, align_bottleneck=16, dropout=0.0, log_every=5, eval_every=5,
+                              freq_batch_size=8, pretrain_batch_size=8, finetune_batch_size=8, fusion_batch_size=8,
+                              align_batch_size=8, freq_steps=5, pretrain_steps=5, finetune_steps=5, fusion_steps=5,
+                              align_steps=5)
+
     def components(self) -> dict[str, nn.Module]:
         """Every module by name (see the class docstring); ``unet`` and ``vae`` are the shared ones."""
         return {

@@ -433,6 +433,14 @@ class DreamDiffusion(Method):
             return DreamDiffusionConfig(**PAPER_CONFIG)
         raise ConfigError(f"dreamdiffusion: unknown profile {profile!r}; known: small, paper")
 
+    @classmethod
+    def test_config(cls) -> DreamDiffusionConfig:
+        """Toy-size configuration for conformance tests (width 16, one block, 10 + 10 steps)."""
+        return DreamDiffusionConfig(embed_dim=16, depth=1, num_heads=2, decoder_dim=8, decoder_depth=1,
+                                    decoder_num_heads=2, mbm_batch_size=8, ldm_batch_size=8, log_every=5,
+                                    mbm_eval_every=5, ldm_eval_every=5, mbm_warmup_steps=2, crop_views=2,
+                                    mbm_steps=10, ldm_steps=10, mbm_lr=3e-3, ldm_lr=1e-3)
+
     def components(self) -> dict[str, nn.Module]:
         """Every module by name: MAE encoder/decoder, mappers, CLIP mapping, time conditioning,
         the UNet copy, and the frozen shared VAE and image embedder (the CLIP-loss target)."""

@@ -345,6 +345,14 @@ class GWIT(Method):
                               controlnet_eval_every=1000, log_every=100)
         raise ConfigError(f"gwit: unknown profile {profile!r}; known: small, paper")
 
+    @classmethod
+    def test_config(cls) -> GWITConfig:
+        """Toy-size configuration for conformance tests (32-sample EEG, 10 + 10 steps)."""
+        return GWITConfig(eeg_pad_to=32, eeg_embed_channels=1, eeg_embed_stages=4, classifier_hidden=16,
+                          classifier_layers=2, classifier_dim=16, classifier_batch_size=16, classifier_eval_every=5,
+                          controlnet_batch_size=8, controlnet_eval_every=5, log_every=5, classifier_steps=10,
+                          controlnet_steps=10)
+
     def components(self) -> dict[str, nn.Module]:
         """Every module: ControlNet (incl. EEG hint encoder), frozen shared UNet, VAE, EEG classifier."""
         return {
