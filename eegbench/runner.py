@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from eegbench.backbones import Backbones, SmallProfile, default_weights_root
 from eegbench.datasets import default_cache_dir, default_data_root
 from eegbench.errors import ConfigError, EegbenchError
+from eegbench.evaluate import find_inception_weights, resolve_protocol, score_images
 from eegbench.method import RunContext, apply_overrides, count_parameters
 from eegbench.protocol import EvalProtocol, image_seed
 from eegbench.results import SCHEMA_VERSION, environment_info, write_json_atomic
@@ -59,6 +60,19 @@ class RunConfig:
     max_test_trials : int, optional
         Score only the first N test trials (quick checks; recorded in the protocol, so such runs
         never mix with full runs on a leaderboard).
+    sampler : str, optional
+        Protocol sampler for every method (overrides the method config field ``sampler``); None =
+        the method's own published choice.
+    guidance_scale : float, optional
+        Protocol classifier-free guidance scale (overrides the method config field
+        ``guidance_scale``); None = the method's own choice.
+    inception_weights : Path, optional
+        torch-fidelity's standard ``weights-inception-2015-12-05-6726825d.pth`` (standard FID
+        network + standard IS); default: the torch hub cache copy if present, else fid-helper's
+        network for FID/KID and EfficientNet-Lite0 for an honestly labelled IS.
+    classifier_weights : Path, optional
+        torchvision ViT-H/14 state dict for the n-way top-k accuracy (the papers' classifier);
+        default EfficientNet-Lite0.
     progress : bool
         Show tqdm progress bars.
     run_id : str, optional
@@ -80,6 +94,10 @@ class RunConfig:
     n_samples_per_trial: int | None = None
     num_inference_steps: int | None = None
     max_test_trials: int | None = None
+    sampler: str | None = None
+    guidance_scale: float | None = None
+    inception_weights: Path | None = None
+    classifier_weights: Path | None = None
     progress: bool = True
     run_id: str | None = None
 
@@ -179,6 +197,8 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
     loader_cls = plugins.datasets.get(cfg.dataset)
     setting_fn = plugins.settings.get(cfg.setting)
     method_config = apply_overrides(method_cls.default_config(cfg.profile), cfg.overrides)
+    method_config = apply_protocol_to_config(method_config, method_cls.name, sampler=cfg.sampler,
+                                             guidance_scale=cfg.guidance_scale)
     profile = apply_overrides(SmallProfile(), cfg.backbone_overrides)
     data_root = Path(cfg.data_root or default_data_root())
     weights_root = Path(cfg.weights_root or default_weights_root())
@@ -193,16 +213,23 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
             "holding taef2/ (the TAEF2 autoencoder from github.com/madebyollin/taesd)"
         )
 
+    # scoring weights are checked before any data is loaded (a bad file fails fast)
+    inception_weights = find_inception_weights(cfg.inception_weights)
+    protocol = resolve_protocol(
+        EvalProtocol(
+            n_samples_per_trial=cfg.n_samples_per_trial or EvalProtocol.n_samples_per_trial,
+            image_size=profile.image_size,
+            num_inference_steps=cfg.num_inference_steps or EvalProtocol.num_inference_steps,
+            sampler=cfg.sampler,
+            guidance_scale=None if cfg.guidance_scale is None else float(cfg.guidance_scale),
+            max_test_trials=int(cfg.max_test_trials) if cfg.max_test_trials else None,
+            seed=cfg.seed,
+        ),
+        inception_weights=inception_weights, classifier_weights=cfg.classifier_weights,
+    )
     with timer("load_data"):
         dataset = loader_cls(data_root, cache_dir=cache_dir / "datasets").load()
         split = setting_fn(dataset, subject=cfg.subject)
-    protocol = EvalProtocol(
-        n_samples_per_trial=cfg.n_samples_per_trial or EvalProtocol.n_samples_per_trial,
-        image_size=profile.image_size,
-        num_inference_steps=cfg.num_inference_steps or EvalProtocol.num_inference_steps,
-        max_test_trials=int(cfg.max_test_trials) if cfg.max_test_trials else None,
-        seed=cfg.seed,
-    )
     if not split.test:
         raise ConfigError(f"setting {cfg.setting!r} produced an empty test split")
 
@@ -306,7 +333,8 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
         # ---- score ----
         with timer("metrics"):
             metrics = _score(generated, ref_images, test, train_images, train_image_labels, dataset, split,
-                             protocol, backbones, cache_dir, progress)
+                             protocol, backbones, cache_dir, progress, inception_weights=inception_weights,
+                             classifier_weights=cfg.classifier_weights)
         parameters = count_parameters(method)
         timer.durations["total"] = round(time.perf_counter() - t_start, 3)
         env = environment_info(accelerator)
@@ -320,7 +348,8 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
             "dataset": {"name": dataset.info.name, "version": dataset.info.version,
                         "n_chans": dataset.info.n_chans, "n_times": dataset.info.n_times,
                         "sfreq": dataset.info.sfreq, "unit": dataset.info.unit,
-                        "class_names": list(dataset.info.class_names), "n_trials": len(dataset)},
+                        "class_names": list(dataset.info.class_names), "n_trials": len(dataset),
+                        "wnids": list(getattr(dataset.info, "wnids", ()) or ())},
             "split": split.to_dict(),
             "protocol": {**protocol.to_dict(), "hash": protocol.hash()},
             "seed": cfg.seed,
@@ -393,37 +422,61 @@ def _generate(method, test, protocol: EvalProtocol, work: Path, accelerator, pro
     return paths
 
 
-def _score(generated, ref_images, test, train_images, train_labels, dataset, split, protocol, backbones,
-           cache_dir: Path, progress: bool) -> dict[str, Any]:
-    """FID/KID against one ground-truth image per test trial, and probe class accuracy."""
-    from eegbench.metrics.fidelity import compute_fid_kid
-    from eegbench.metrics.probe import probe_accuracy_images
+def apply_protocol_to_config(config: Any, method_name: str, *, sampler: str | None = None,
+                             guidance_scale: float | None = None) -> Any:
+    """Override a method config's ``sampler`` / ``guidance_scale`` fields with protocol values.
 
-    flat = torch.from_numpy(generated.reshape(-1, *generated.shape[2:]))
-    ref = torch.from_numpy(ref_images)
-    fk = compute_fid_kid(
-        flat, ref, cache_dir=cache_dir / "fidelity",
+    Parameters
+    ----------
+    config : dataclass instance
+        The method's resolved config.
+    method_name : str
+        For error messages.
+    sampler : str, optional
+        Protocol sampler; None keeps the method's own.
+    guidance_scale : float, optional
+        Protocol guidance scale; None keeps the method's own.
+
+    Returns
+    -------
+    dataclass instance
+        A copy with the fields replaced (validated by the config's ``validate()`` if it has one).
+
+    Raises
+    ------
+    ConfigError
+        If the method config has no such field, or the value fails validation.
+    """
+    import dataclasses
+
+    changes = {k: v for k, v in (("sampler", sampler), ("guidance_scale", guidance_scale)) if v is not None}
+    if not changes:
+        return config
+    names = {f.name for f in dataclasses.fields(config)}
+    for key, value in changes.items():
+        if key not in names:
+            raise ConfigError(
+                f"the protocol sets {key}={value!r} but method {method_name!r} has no {key!r} config "
+                f"field; drop --{key.replace('_', '-')} or add the field to the method's Config"
+            )
+    if "guidance_scale" in changes:
+        changes["guidance_scale"] = float(changes["guidance_scale"])
+    new = dataclasses.replace(config, **changes)
+    if hasattr(new, "validate"):
+        new.validate()
+    return new
+
+
+def _score(generated, ref_images, test, train_images, train_labels, dataset, split, protocol, backbones,
+           cache_dir: Path, progress: bool, *, inception_weights: Path | None = None,
+           classifier_weights: Path | None = None) -> dict[str, Any]:
+    """Every protocol metric (:func:`eegbench.evaluate.score_images`) of one run's images."""
+    return score_images(
+        generated, ref_images, protocol=protocol, labels=test.labels,
+        trial_ids=list(test.trials["trial_id"]), n_classes=dataset.info.n_classes,
+        wnids=tuple(getattr(dataset.info, "wnids", ()) or ()), train_images=train_images, train_labels=train_labels,
+        image_embedder=backbones.image_embedder, cache_dir=cache_dir / "fidelity",
         reference_cache_name=_safe(f"{dataset.info.name}-{dataset.info.version}-{split.sha256[:16]}-"
-                                   f"{len(ref)}-{protocol.image_size}px-ref"),
-        kid_subset_size=min(protocol.kid_subset_size, len(flat), len(ref)), seed=protocol.seed,
-        feature_extractor=protocol.fid_feature_extractor, progress=progress,
+                                   f"{len(ref_images)}-{protocol.image_size}px-ref"),
+        inception_weights=inception_weights, classifier_weights=classifier_weights, progress=progress,
     )
-    gen_labels = np.repeat(test.labels, generated.shape[1])
-    probe = probe_accuracy_images(
-        backbones.image_embedder, torch.from_numpy(train_images), train_labels, flat, gen_labels,
-        n_classes=dataset.info.n_classes, seed=protocol.seed, reference_images=ref,
-        reference_labels=test.labels,
-        gen_trial_ids=np.repeat(test.trials["trial_id"].to_numpy(), generated.shape[1]),
-    )
-    return {
-        "fid": {"value": fk["fid"], "higher_is_better": False, "n_gen": fk["n_gen"], "n_ref": fk["n_ref"],
-                "feature_extractor": fk["feature_extractor"], "weights_sha256": fk.get("weights_sha256")},
-        "kid": {"value": fk["kid_mean"], "std": fk["kid_std"], "higher_is_better": False,
-                "subset_size": fk["kid_subset_size"]},
-        "probe_accuracy": {"value": probe["accuracy"], "std": probe.get("accuracy_std"),
-                           "std_kind": probe.get("accuracy_std_kind"), "higher_is_better": True,
-                           "chance": probe["chance"], "majority_chance": probe.get("majority_chance"),
-                           "reference_accuracy": probe.get("reference_accuracy"),
-                           "probe_train_accuracy": probe.get("probe_train_accuracy"), "n": probe["n"],
-                           "classifier": protocol.probe},
-    }

