@@ -47,6 +47,10 @@ def test_run_writes_result_samples_grid_and_log(two_runs):
     assert m["fid"]["n_gen"] == 32 and m["fid"]["n_ref"] == 16
     assert "std" in m["kid"]
     assert 0.0 <= m["probe_accuracy"]["value"] <= 1.0 and m["probe_accuracy"]["chance"] == 0.5
+    # no Inception logits offline: the IS is the honestly labelled EfficientNet-Lite0 one, never plain "is"
+    assert "is" not in m and m["is_effnet_lite0"]["value"] >= 1.0 and "EfficientNet" in m["is_effnet_lite0"]["label"]
+    assert m["nway_topk"]["value"] is None and "WNID" in m["nway_topk"]["skipped"]  # N170 classes are not ImageNet's
+    assert result["protocol"]["sampler"] is None and result["method"]["config"]["sampler"] == "ddim"
     assert result["parameters"]["trainable_total"] > 0
     assert set(result["parameters"]["per_stage"]) == {"stage1", "stage2"}
     assert len(result["split"]["sha256"]) == 64 and result["split"]["sizes"]["test"] > 16
@@ -73,3 +77,13 @@ def test_compare_writes_leaderboard(two_runs):
     _cli("compare", str(two_runs / "runs"), "--out", str(two_runs / "reports"), cwd=two_runs)
     text = (two_runs / "reports" / "leaderboard-eegnb-n170-multi-subject.md").read_text()
     assert "| synapse" in text and "±" in text  # two seeds-equal runs aggregate with a std
+
+
+def test_evaluate_rescores_the_saved_samples_identically(two_runs):
+    run = two_runs / "runs" / "first"
+    _cli("evaluate", str(run), "--cache-dir", str(two_runs / "cache"), "--no-progress", cwd=two_runs)
+    original = json.loads((run / "result.json").read_text())
+    (again,) = run.glob("evaluations/*/result.json")
+    rescored = json.loads(again.read_text())
+    for key in ("fid", "kid", "is_effnet_lite0", "probe_accuracy"):
+        assert rescored["metrics"][key]["value"] == original["metrics"][key]["value"], key
