@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from eegbench.data import DatasetInfo, EEGDataset
-from eegbench.errors import ConfigError
+from eegbench.errors import ConfigError, DataFormatError
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -109,6 +109,34 @@ def apply_overrides(config: Any, overrides: Mapping[str, str]) -> Any:
             raise ConfigError(f"--set {key}={raw}: {exc}") from None
         changes[key] = value
     return dataclasses.replace(config, **changes)
+
+
+def channel_statistics(eeg: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation over trials and time (float64 accumulation).
+
+    Plugins compute them on the training split only, for input standardisation.
+
+    Parameters
+    ----------
+    eeg : numpy.ndarray, shape (n_trials, n_chans, n_times), float32
+        EEG in its dataset unit (V for the eeg-notebooks data).
+
+    Returns
+    -------
+    mean, std : torch.Tensor, shape (n_chans,), float32
+        In the EEG's unit.
+    """
+    import numpy as np
+
+    mean = np.array([eeg[:, c].mean(dtype=np.float64) for c in range(eeg.shape[1])])
+    std = np.array([eeg[:, c].std(dtype=np.float64) for c in range(eeg.shape[1])])
+    return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
+
+
+def infinite_batches(loader: Any):
+    """Yield the batches of ``loader`` forever (epoch after epoch), for step-budgeted training loops."""
+    while True:
+        yield from loader
 
 
 class Method(abc.ABC):
@@ -229,6 +257,40 @@ class Method(abc.ABC):
         -------
         torch.Tensor, shape (batch, n_samples, 3, H, W), uint8
         """
+
+    # ---------------------------------------------------------------- input checks
+    def check_eeg(self, eeg: Any, what: str) -> None:
+        """Check that ``eeg`` is ``(batch, info.n_chans, info.n_times)``.
+
+        Raises
+        ------
+        DataFormatError
+            Naming the method, ``what`` (the caller) and both shapes.
+        """
+        shape = tuple(eeg.shape)
+        if len(shape) != 3 or shape[1:] != (self.info.n_chans, self.info.n_times):
+            raise DataFormatError(
+                f"{self.name} {what}: EEG has shape {shape}, expected (batch, {self.info.n_chans}, {self.info.n_times})"
+            )
+
+    def check_generate_args(self, eeg: Any, generators: Sequence[Any], n_samples: int,
+                            num_inference_steps: int) -> None:
+        """Validate the arguments of :meth:`generate`.
+
+        Raises
+        ------
+        DataFormatError
+            If ``eeg`` has the wrong shape.
+        ValueError
+            If ``n_samples`` or ``num_inference_steps`` is < 1, or there is not one generator per image.
+        """
+        self.check_eeg(eeg, "generate")
+        if n_samples < 1 or num_inference_steps < 1:
+            raise ValueError(f"{self.name} generate: n_samples={n_samples} and num_inference_steps="
+                             f"{num_inference_steps} must be ≥ 1")
+        if len(generators) != eeg.shape[0] * n_samples:
+            raise ValueError(f"{self.name} generate: {len(generators)} generators for {eeg.shape[0]} trials × "
+                             f"{n_samples} samples; need one per image")
 
     # ---------------------------------------------------------------- persistence
     def state_components(self) -> dict[str, nn.Module]:

@@ -77,7 +77,7 @@ from tqdm.auto import tqdm
 
 from eegbench.data import DatasetInfo, EEGDataset
 from eegbench.errors import ConfigError, DataFormatError
-from eegbench.method import Method, RunContext
+from eegbench.method import Method, RunContext, channel_statistics, infinite_batches
 
 from .modeling import (
     AlignNet,
@@ -91,7 +91,7 @@ from .modeling import (
     n_tokens_of,
 )
 
-__all__ = ["BrainVis", "BrainVisConfig", "channel_statistics"]
+__all__ = ["BrainVis", "BrainVisConfig"]
 
 #: Steps per epoch of the paper recipe: 7,959 EEG-ImageNet training trials at batch 128.
 _PAPER_STEPS_PER_EPOCH = 63
@@ -294,26 +294,6 @@ class BrainVisConfig:
                               "(they are the two targets of the semantic interpolation)")
 
 
-def channel_statistics(eeg: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation over trials and time (float64 accumulation).
-
-    Parameters
-    ----------
-    eeg : numpy.ndarray, shape (n_trials, n_chans, n_times)
-        EEG in its unit (V).
-
-    Returns
-    -------
-    mean, std : torch.Tensor, shape (n_chans,), float32
-    """
-    mean = np.array([eeg[:, c].mean(dtype=np.float64) for c in range(eeg.shape[1])])
-    std = np.array([eeg[:, c].std(dtype=np.float64) for c in range(eeg.shape[1])])
-    return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
-
-
-def _infinite(loader):
-    while True:
-        yield from loader
 
 
 # ----------------------------------------------------------------------------- stage wrappers
@@ -578,13 +558,6 @@ class BrainVis(Method):
     def _modules(self) -> list[nn.Module]:
         return [m for k, m in self.components().items() if k not in ("unet", "vae")]
 
-    def _check_eeg(self, eeg, what: str) -> None:
-        shape = tuple(eeg.shape)
-        if len(shape) != 3 or shape[1:] != (self.info.n_chans, self.info.n_times):
-            raise DataFormatError(
-                f"brainvis {what}: EEG has shape {shape}, expected (batch, {self.info.n_chans}, {self.info.n_times})"
-            )
-
     @torch.no_grad()
     def text_targets(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Alignment targets per class: tokens of the class-name prompt and of the caption.
@@ -683,7 +656,7 @@ class BrainVis(Method):
         wrapped.train()
         best_key, best_state = None, None
         window: dict[str, list[float]] = {}
-        batches = _infinite(loader)
+        batches = infinite_batches(loader)
         t0 = time.perf_counter()
         bar = tqdm(range(1, steps + 1), desc=f"brainvis {stage}", disable=not ctx.progress)
         for step in bar:
@@ -743,9 +716,9 @@ class BrainVis(Method):
         """
         if len(train) == 0:
             raise DataFormatError("brainvis fit: the training set is empty")
-        self._check_eeg(train.eeg, "fit (train)")
+        self.check_eeg(train.eeg, "fit (train)")
         if len(val):
-            self._check_eeg(val.eeg, "fit (val)")
+            self.check_eeg(val.eeg, "fit (val)")
         c = self.config
         mean, std = channel_statistics(train.eeg)
         self.eeg_norm.set_statistics(mean, std)
@@ -815,7 +788,7 @@ class BrainVis(Method):
         DataFormatError
             If ``eeg`` has the wrong shape.
         """
-        self._check_eeg(eeg, "classify")
+        self.check_eeg(eeg, "classify")
         model = self._fusion_model().eval()
         with self._cpu_threads():
             return model.features(eeg.to(self.device, torch.float32))[1]
@@ -861,7 +834,7 @@ class BrainVis(Method):
         predicted : torch.Tensor, shape (batch,), int64
             Argmax of the fusion head.
         """
-        self._check_eeg(eeg, "eeg_context")
+        self.check_eeg(eeg, "eeg_context")
         with self._cpu_threads():
             inputs = self.align_inputs(eeg)
             self.align_net.eval()
@@ -902,14 +875,7 @@ class BrainVis(Method):
         ValueError
             If the number of generators is not ``batch * n_samples`` or a count is < 1.
         """
-        self._check_eeg(eeg, "generate")
-        batch = eeg.shape[0]
-        if n_samples < 1 or num_inference_steps < 1:
-            raise ValueError(f"brainvis generate: n_samples={n_samples} and num_inference_steps="
-                             f"{num_inference_steps} must be ≥ 1")
-        if len(generators) != batch * n_samples:
-            raise ValueError(f"brainvis generate: {len(generators)} generators for {batch} trials × {n_samples} "
-                             "samples; need one per image")
+        self.check_generate_args(eeg, generators, n_samples, num_inference_steps)
         with self._cpu_threads():
             return self._cascade(eeg, list(generators), n_samples, num_inference_steps)
 

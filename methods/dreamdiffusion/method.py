@@ -81,7 +81,7 @@ from tqdm.auto import tqdm
 from eegbench._compat import ensure_torchvision
 from eegbench.data import DatasetInfo, EEGDataset
 from eegbench.errors import ConfigError, DataFormatError
-from eegbench.method import Method, RunContext
+from eegbench.method import Method, RunContext, channel_statistics, infinite_batches
 
 from .modeling import (
     ChannelMapper,
@@ -95,7 +95,7 @@ from .modeling import (
     transformer_block_parameters,
 )
 
-__all__ = ["DreamDiffusion", "DreamDiffusionConfig", "channel_statistics"]
+__all__ = ["DreamDiffusion", "DreamDiffusionConfig"]
 
 
 @dataclass
@@ -278,26 +278,6 @@ PAPER_CONFIG = {
 }
 
 
-def channel_statistics(eeg: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation over trials and time (float64 accumulation).
-
-    Parameters
-    ----------
-    eeg : numpy.ndarray, shape (n_trials, n_chans, n_times)
-        EEG in its unit (V).
-
-    Returns
-    -------
-    mean, std : torch.Tensor, shape (n_chans,), float32
-    """
-    mean = np.array([eeg[:, c].mean(dtype=np.float64) for c in range(eeg.shape[1])])
-    std = np.array([eeg[:, c].std(dtype=np.float64) for c in range(eeg.shape[1])])
-    return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
-
-
-def _infinite(loader):
-    while True:
-        yield from loader
 
 
 class _MBMModel(nn.Module):
@@ -490,14 +470,6 @@ class DreamDiffusion(Method):
                 param.requires_grad_(True)
 
     # ------------------------------------------------------------------ helpers
-    def _check_eeg(self, eeg: torch.Tensor | np.ndarray, what: str) -> None:
-        shape = tuple(eeg.shape)
-        if len(shape) != 3 or shape[1:] != (self.info.n_chans, self.info.n_times):
-            raise DataFormatError(
-                f"dreamdiffusion {what}: EEG has shape {shape}, expected (batch, {self.info.n_chans}, "
-                f"{self.info.n_times})"
-            )
-
     @staticmethod
     def _eeg_tensor(dataset: EEGDataset) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(dataset.eeg)).float()
@@ -528,9 +500,9 @@ class DreamDiffusion(Method):
         """
         if len(train) == 0:
             raise DataFormatError("dreamdiffusion fit: the training set is empty")
-        self._check_eeg(train.eeg, "fit (train)")
+        self.check_eeg(train.eeg, "fit (train)")
         if len(val):
-            self._check_eeg(val.eeg, "fit (val)")
+            self.check_eeg(val.eeg, "fit (val)")
         mean, std = channel_statistics(train.eeg)
         self.mae_encoder.set_normalization(mean, std)
         self._fit_mbm(train, val, ctx)
@@ -581,7 +553,7 @@ class DreamDiffusion(Method):
         model.train()
         best, best_state = math.inf, None
         window: list[float] = []
-        batches = _infinite(loader)
+        batches = infinite_batches(loader)
         t0 = time.perf_counter()
         bar = tqdm(range(1, c.mbm_steps + 1), desc="dreamdiffusion mbm", disable=not ctx.progress)
         for step in bar:
@@ -731,7 +703,7 @@ class DreamDiffusion(Method):
         n_views = latents.shape[1]
         best, best_state = math.inf, None
         window: dict[str, list[float]] = {"loss": [], "diffusion": [], "clip": []}
-        batches = _infinite(loader)
+        batches = infinite_batches(loader)
         t0 = time.perf_counter()
         bar = tqdm(range(1, c.ldm_steps + 1), desc="dreamdiffusion ldm", disable=not ctx.progress)
         for step in bar:
@@ -794,7 +766,7 @@ class DreamDiffusion(Method):
         DataFormatError
             If ``eeg`` has the wrong shape.
         """
-        self._check_eeg(eeg, "encode_eeg")
+        self.check_eeg(eeg, "encode_eeg")
         for module in (self.mae_encoder, self.channel_mapper, self.dim_mapper, self.time_cond):
             module.eval()
         context = self.dim_mapper(self.channel_mapper(self.mae_encoder(eeg.to(self.device, torch.float32))))
@@ -836,14 +808,8 @@ class DreamDiffusion(Method):
         ValueError
             If the number of generators is not ``batch * n_samples`` or a count is < 1.
         """
-        self._check_eeg(eeg, "generate")
+        self.check_generate_args(eeg, generators, n_samples, num_inference_steps)
         batch = eeg.shape[0]
-        if n_samples < 1 or num_inference_steps < 1:
-            raise ValueError(f"dreamdiffusion generate: n_samples={n_samples} and num_inference_steps="
-                             f"{num_inference_steps} must be ≥ 1")
-        if len(generators) != batch * n_samples:
-            raise ValueError(f"dreamdiffusion generate: {len(generators)} generators for {batch} trials × "
-                             f"{n_samples} samples; need one per image")
         den = self.backbones.denoiser
         self.unet.eval()
         context, tcond = self.encode_eeg(eeg)

@@ -85,7 +85,7 @@ from tqdm.auto import tqdm
 from eegbench._compat import ensure_torchvision
 from eegbench.data import DatasetInfo, EEGDataset
 from eegbench.errors import ConfigError, DataFormatError
-from eegbench.method import Method, RunContext
+from eegbench.method import Method, RunContext, channel_statistics, infinite_batches
 
 from .modeling import (
     EEGConditioningEmbedding,
@@ -95,7 +95,7 @@ from .modeling import (
     triplet_margin_loss,
 )
 
-__all__ = ["GWIT", "GWITConfig", "channel_statistics"]
+__all__ = ["GWIT", "GWITConfig"]
 
 _SAMPLERS = ("ddim", "plms", "unipc", "dpm-solver++")
 
@@ -235,22 +235,6 @@ class GWITConfig:
             raise ConfigError(f"gwit: prompt_template={self.prompt_template!r} needs a '{{}}' for the class")
 
 
-def channel_statistics(eeg: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation over trials and time (float64 accumulation).
-
-    Parameters
-    ----------
-    eeg : numpy.ndarray, shape (n_trials, n_chans, n_times)
-        EEG in its unit (V).
-
-    Returns
-    -------
-    mean, std : torch.Tensor, shape (n_chans,), float32
-    """
-    mean = np.array([eeg[:, c].mean(dtype=np.float64) for c in range(eeg.shape[1])])
-    std = np.array([eeg[:, c].std(dtype=np.float64) for c in range(eeg.shape[1])])
-    return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
-
 
 class _ControlledUNet(nn.Module):
     """Training wrapper: ControlNet residuals into the frozen UNet (one module for ``accelerate.prepare``)."""
@@ -264,10 +248,6 @@ class _ControlledUNet(nn.Module):
         return self.unet(noisy, timesteps, encoder_hidden_states=context, down_block_additional_residuals=down,
                          mid_block_additional_residual=mid).sample
 
-
-def _infinite(loader):
-    while True:
-        yield from loader
 
 
 class GWIT(Method):
@@ -388,13 +368,6 @@ class GWIT(Method):
             self.controlnet.requires_grad_(True)
 
     # ------------------------------------------------------------------ helpers
-    def _check_eeg(self, eeg: torch.Tensor | np.ndarray, what: str) -> None:
-        shape = tuple(eeg.shape)
-        if len(shape) != 3 or shape[1:] != (self.info.n_chans, self.info.n_times):
-            raise DataFormatError(
-                f"gwit {what}: EEG has shape {shape}, expected (batch, {self.info.n_chans}, {self.info.n_times})"
-            )
-
     def prompt_tokens(self) -> torch.Tensor:
         """Text tokens of every class prompt ``prompt_template.format(class)``.
 
@@ -437,7 +410,7 @@ class GWIT(Method):
         DataFormatError
             If ``eeg`` has the wrong shape.
         """
-        self._check_eeg(eeg, "predict_classes")
+        self.check_eeg(eeg, "predict_classes")
         self.eeg_classifier.eval()
         return self.eeg_classifier.predict(eeg.to(self.device, torch.float32), self.config.knn_k,
                                            self.info.n_classes)
@@ -466,9 +439,9 @@ class GWIT(Method):
         """
         if len(train) == 0:
             raise DataFormatError("gwit fit: the training set is empty")
-        self._check_eeg(train.eeg, "fit (train)")
+        self.check_eeg(train.eeg, "fit (train)")
         if len(val):
-            self._check_eeg(val.eeg, "fit (val)")
+            self.check_eeg(val.eeg, "fit (val)")
         mean, std = channel_statistics(train.eeg)
         self.controlnet.embedding.standardize.set_statistics(mean, std)
         self.eeg_classifier.standardize.set_statistics(mean, std)
@@ -496,7 +469,7 @@ class GWIT(Method):
             model.train()
             best, best_state = -math.inf, None
             window: list[float] = []
-            batches = _infinite(loader)
+            batches = infinite_batches(loader)
             t0 = time.perf_counter()
             bar = tqdm(range(1, c.classifier_steps + 1), desc="gwit classifier", disable=not ctx.progress)
             for step in bar:
@@ -609,7 +582,7 @@ class GWIT(Method):
         noise_gen = torch.Generator().manual_seed(ctx.seed + 2)
         best, best_state = math.inf, None
         window: list[float] = []
-        batches = _infinite(loader)
+        batches = infinite_batches(loader)
         t0 = time.perf_counter()
         bar = tqdm(range(1, c.controlnet_steps + 1), desc="gwit controlnet", disable=not ctx.progress)
         for step in bar:
@@ -685,14 +658,8 @@ class GWIT(Method):
         ValueError
             If the number of generators is not ``batch * n_samples`` or a count is < 1.
         """
-        self._check_eeg(eeg, "generate")
+        self.check_generate_args(eeg, generators, n_samples, num_inference_steps)
         batch = eeg.shape[0]
-        if n_samples < 1 or num_inference_steps < 1:
-            raise ValueError(f"gwit generate: n_samples={n_samples} and num_inference_steps="
-                             f"{num_inference_steps} must be ≥ 1")
-        if len(generators) != batch * n_samples:
-            raise ValueError(f"gwit generate: {len(generators)} generators for {batch} trials × {n_samples} "
-                             "samples; need one per image")
         den = self.backbones.denoiser
         self.controlnet.eval()
         eeg = eeg.to(self.device, torch.float32)

@@ -49,12 +49,12 @@ from tqdm.auto import tqdm
 from eegbench._compat import ensure_torchvision
 from eegbench.data import DatasetInfo, EEGDataset
 from eegbench.errors import ConfigError, DataFormatError
-from eegbench.method import Method, RunContext
+from eegbench.method import Method, RunContext, channel_statistics, infinite_batches
 
 from .ip_adapter import EEGIPAdapter
 from .modeling import AlignmentHeads, SynapseEEGDecoder, SynapseEEGEncoder, stage1_losses
 
-__all__ = ["Synapse", "SynapseConfig", "STAGE2_TRAINABLE_KEYS", "channel_statistics"]
+__all__ = ["Synapse", "SynapseConfig", "STAGE2_TRAINABLE_KEYS"]
 
 #: Substrings of UNet parameter names that Stage 2 fine-tunes (``src/models/eeg_LDM2.py``).
 STAGE2_TRAINABLE_KEYS = ("attn2", "time", "norm2")
@@ -239,26 +239,6 @@ class _Stage2Model(nn.Module):
         return self.unet(noisy, timesteps, encoder_hidden_states=context).sample
 
 
-def channel_statistics(eeg: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation over trials and time (float64 accumulation).
-
-    Parameters
-    ----------
-    eeg : numpy.ndarray, shape (n_trials, n_chans, n_times)
-        EEG in its unit (V).
-
-    Returns
-    -------
-    mean, std : torch.Tensor, shape (n_chans,), float32
-    """
-    mean = np.array([eeg[:, c].mean(dtype=np.float64) for c in range(eeg.shape[1])])
-    std = np.array([eeg[:, c].std(dtype=np.float64) for c in range(eeg.shape[1])])
-    return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
-
-
-def _infinite(loader):
-    while True:
-        yield from loader
 
 
 class Synapse(Method):
@@ -413,13 +393,6 @@ class Synapse(Method):
             self.ip_adapter.requires_grad_(True)
 
     # ------------------------------------------------------------------ helpers
-    def _check_eeg(self, eeg: torch.Tensor | np.ndarray, what: str) -> None:
-        shape = tuple(eeg.shape)
-        if len(shape) != 3 or shape[1:] != (self.info.n_chans, self.info.n_times):
-            raise DataFormatError(
-                f"synapse {what}: EEG has shape {shape}, expected (batch, {self.info.n_chans}, {self.info.n_times})"
-            )
-
     @torch.no_grad()
     def _image_features(self, dataset: EEGDataset) -> tuple[torch.Tensor, np.ndarray]:
         """Frozen image embeddings of the unique stimuli; returns (features (n_img, dim), index per trial)."""
@@ -474,9 +447,9 @@ class Synapse(Method):
         """
         if len(train) == 0:
             raise DataFormatError("synapse fit: the training set is empty")
-        self._check_eeg(train.eeg, "fit (train)")
+        self.check_eeg(train.eeg, "fit (train)")
         if len(val):
-            self._check_eeg(val.eeg, "fit (val)")
+            self.check_eeg(val.eeg, "fit (val)")
         mean, std = channel_statistics(train.eeg)
         self.eeg_encoder.set_normalization(mean, std)
         self._fit_stage1(train, val, ctx)
@@ -523,7 +496,7 @@ class Synapse(Method):
         model.train()
         best, best_state = math.inf, None
         window: dict[str, list[float]] = {k: [] for k in (*_LOSS_TERMS, "loss")}
-        batches = _infinite(loader)
+        batches = infinite_batches(loader)
         t0 = time.perf_counter()
         bar = tqdm(range(1, c.stage1_steps + 1), desc="synapse stage1", disable=not ctx.progress)
         for step in bar:
@@ -638,7 +611,7 @@ class Synapse(Method):
         ema = EMAModel(params, decay=c.ema_decay) if c.use_ema else None
         model.train()
         window: list[float] = []
-        batches = _infinite(loader)
+        batches = infinite_batches(loader)
         t0 = time.perf_counter()
         bar = tqdm(range(1, c.stage2_steps + 1), desc="synapse stage2", disable=not ctx.progress)
         n_train_steps = scheduler.config.num_train_timesteps
@@ -693,7 +666,7 @@ class Synapse(Method):
         -------
         torch.Tensor, shape (batch, n_tokens, dim), float32
         """
-        self._check_eeg(eeg, "encode_eeg")
+        self.check_eeg(eeg, "encode_eeg")
         self.eeg_encoder.eval()
         return self.eeg_encoder(eeg.to(self.device, torch.float32))
 
@@ -734,14 +707,8 @@ class Synapse(Method):
         ValueError
             If the number of generators is not ``batch * n_samples`` or a count is < 1.
         """
-        self._check_eeg(eeg, "generate")
+        self.check_generate_args(eeg, generators, n_samples, num_inference_steps)
         batch = eeg.shape[0]
-        if n_samples < 1 or num_inference_steps < 1:
-            raise ValueError(f"synapse generate: n_samples={n_samples} and num_inference_steps="
-                             f"{num_inference_steps} must be ≥ 1")
-        if len(generators) != batch * n_samples:
-            raise ValueError(f"synapse generate: {len(generators)} generators for {batch} trials × {n_samples} "
-                             "samples; need one per image")
         den = self.backbones.denoiser
         self.unet.eval()
         self.ip_adapter.eval()
