@@ -58,3 +58,8 @@ def eegbench_register_backbones(registry):
                  summary="image_embedder: ImageNet EfficientNet-Lite0 pooled features (1280-d)")
     registry.add("minilm", "eegbench.backbones.embedders:MiniLMTokens",
                  summary="text_embedder: all-MiniLM-L6-v2 token states (384-d)")
+    for base, what in (("sd15", "SD 1.5 UNet + VAE, CLIP ViT-L/14 text and image towers"),
+                       ("sd21", "SD 2.1 (768-v) UNet + VAE, OpenCLIP ViT-H/14 text and image towers"),
+                       ("sd21-base", "SD 2.1-base UNet + VAE, OpenCLIP ViT-H/14 text and image towers")):
+        registry.add(base, "eegbench.backbones.paper:PaperBackbones",
+                     summary=f"paper profile, architecture only (meta device, for `eegbench params`): {what}")
