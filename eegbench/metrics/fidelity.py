@@ -35,6 +35,7 @@ import hashlib
 import importlib.util
 import os
 import warnings
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -368,15 +369,20 @@ class TinyTestFeatureExtractor(FeatureExtractorBase):
 _EXTRACTORS = {FIDHELPER_EXTRACTOR: FidHelperInceptionV3, TINY_TEST_EXTRACTOR: TinyTestFeatureExtractor}
 
 
-def register_feature_extractors() -> None:
-    """Register eegbench's feature extractors with torch-fidelity; safe to call any number of times.
+def register_feature_extractors(extractors: Mapping[str, type] | None = None) -> None:
+    """Register feature extractors with torch-fidelity; safe to call any number of times.
+
+    Parameters
+    ----------
+    extractors : mapping of str to class, optional
+        Name → ``FeatureExtractorBase`` subclass; default: eegbench's FID/KID extractors.
 
     Raises
     ------
     PluginError
         If one of the names is already registered with torch-fidelity by a different class.
     """
-    for name, cls in _EXTRACTORS.items():
+    for name, cls in (_EXTRACTORS if extractors is None else extractors).items():
         existing = FEATURE_EXTRACTORS_REGISTRY.get(name)
         if existing is None:
             torch_fidelity.register_feature_extractor(name, cls)

@@ -36,17 +36,15 @@ from eegbench._compat import ensure_torchvision
 from eegbench.errors import (
     ConfigError,
     DataFormatError,
-    PluginError,
     WeightsNotFoundError,
 )
 from eegbench.metrics import fidelity
-from eegbench.metrics.fidelity import _check_uint8_batch, _prepare_input
+from eegbench.metrics.fidelity import _check_uint8_batch, _prepare_input, register_feature_extractors
 
 ensure_torchvision()
 
 import torch_fidelity
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 __all__ = [
     "EFFNET_IS_EXTRACTOR",
@@ -205,12 +203,7 @@ def register_is_extractors() -> None:
     PluginError
         If a name is already registered by a different class.
     """
-    for name, cls in _EXTRACTORS.items():
-        existing = FEATURE_EXTRACTORS_REGISTRY.get(name)
-        if existing is None:
-            torch_fidelity.register_feature_extractor(name, cls)
-        elif existing.__qualname__ != cls.__qualname__ or existing.__module__ != cls.__module__:
-            raise PluginError(f"torch-fidelity feature extractor {name!r} is already registered by {existing!r}")
+    register_feature_extractors(_EXTRACTORS)
 
 
 register_is_extractors()
