@@ -273,6 +273,20 @@ class Method(abc.ABC):
                 f"{self.name} {what}: EEG has shape {shape}, expected (batch, {self.info.n_chans}, {self.info.n_times})"
             )
 
+    def check_fit_data(self, train: EEGDataset, val: EEGDataset) -> None:
+        """Validate the splits handed to :meth:`fit`: a non-empty training set, EEG shapes of ``info``.
+
+        Raises
+        ------
+        DataFormatError
+            If ``train`` is empty or an EEG shape differs from ``info``.
+        """
+        if len(train) == 0:
+            raise DataFormatError(f"{self.name} fit: the training set is empty")
+        self.check_eeg(train.eeg, "fit (train)")
+        if len(val):
+            self.check_eeg(val.eeg, "fit (val)")
+
     def check_generate_args(self, eeg: Any, generators: Sequence[Any], n_samples: int,
                             num_inference_steps: int) -> None:
         """Validate the arguments of :meth:`generate`.

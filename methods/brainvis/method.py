@@ -76,7 +76,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from eegbench.data import DatasetInfo, EEGDataset
-from eegbench.errors import ConfigError, DataFormatError
+from eegbench.errors import ConfigError
 from eegbench.method import Method, RunContext, channel_statistics, infinite_batches
 
 from .modeling import (
@@ -714,11 +714,7 @@ class BrainVis(Method):
         DataFormatError
             If the training set is empty or an EEG shape differs from ``info``.
         """
-        if len(train) == 0:
-            raise DataFormatError("brainvis fit: the training set is empty")
-        self.check_eeg(train.eeg, "fit (train)")
-        if len(val):
-            self.check_eeg(val.eeg, "fit (val)")
+        self.check_fit_data(train, val)
         c = self.config
         mean, std = channel_statistics(train.eeg)
         self.eeg_norm.set_statistics(mean, std)

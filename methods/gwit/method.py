@@ -84,7 +84,7 @@ from tqdm.auto import tqdm
 
 from eegbench._compat import ensure_torchvision
 from eegbench.data import DatasetInfo, EEGDataset
-from eegbench.errors import ConfigError, DataFormatError
+from eegbench.errors import ConfigError
 from eegbench.method import Method, RunContext, channel_statistics, infinite_batches
 
 from .modeling import (
@@ -437,11 +437,7 @@ class GWIT(Method):
         DataFormatError
             If the EEG shape differs from ``info`` or the training set is empty.
         """
-        if len(train) == 0:
-            raise DataFormatError("gwit fit: the training set is empty")
-        self.check_eeg(train.eeg, "fit (train)")
-        if len(val):
-            self.check_eeg(val.eeg, "fit (val)")
+        self.check_fit_data(train, val)
         mean, std = channel_statistics(train.eeg)
         self.controlnet.embedding.standardize.set_statistics(mean, std)
         self.eeg_classifier.standardize.set_statistics(mean, std)

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from eegbench._compat import ensure_torchvision
 from eegbench.data import DatasetInfo, EEGDataset
-from eegbench.errors import ConfigError, DataFormatError
+from eegbench.errors import ConfigError
 from eegbench.method import Method, RunContext, channel_statistics, infinite_batches
 
 from .ip_adapter import EEGIPAdapter
@@ -445,11 +445,7 @@ class Synapse(Method):
         DataFormatError
             If the EEG shape differs from ``info`` or the training set is empty.
         """
-        if len(train) == 0:
-            raise DataFormatError("synapse fit: the training set is empty")
-        self.check_eeg(train.eeg, "fit (train)")
-        if len(val):
-            self.check_eeg(val.eeg, "fit (val)")
+        self.check_fit_data(train, val)
         mean, std = channel_statistics(train.eeg)
         self.eeg_encoder.set_normalization(mean, std)
         self._fit_stage1(train, val, ctx)
