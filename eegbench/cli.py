@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset", default="eegnb-n170", help="registered dataset name (default: eegnb-n170)")
     g.add_argument("--setting", default="multi-subject", help="multi-subject | single-subject | cross-subject")
     g.add_argument("--subject", type=int, default=None, help="subject for single-/cross-subject settings")
+    g.add_argument("--dataset-option", dest="dataset_options", type=_kv, action="append", default=[],
+                   metavar="KEY=VALUE", help="dataset loader option, e.g. --dataset-option eeg_file=eeg_14_70_std.pth "
+                   "(repeatable; recorded in the result; runs with other options get their own leaderboard)")
     g.add_argument("--profile", default="small", help="backbone/method size profile (default: small)")
     g.add_argument("--seed", type=int, default=0, help="run seed (default: 0)")
     g = p.add_argument_group("paths")
@@ -110,8 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", type=Path, default=None,
                    help="folder holding the datasets (default: $EEGBENCH_DATA or ../shared/data)")
     p.add_argument("--cache-dir", type=Path, default=None, help="cache (default: $EEGBENCH_CACHE or ~/.cache/eegbench)")
-    p.add_argument("--option", dest="options", type=_kv, action="append", default=[], metavar="KEY=VALUE",
-                   help="dataset loader option, e.g. --option eeg_file=eeg_14_70_std.pth (repeatable)")
+    p.add_argument("--dataset-option", "--option", dest="options", type=_kv, action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="dataset loader option, as for `run`, e.g. --dataset-option eeg_file=eeg_14_70_std.pth (repeatable)")
     p.add_argument("--setting", default="multi-subject", help="setting whose split info counts (default: multi-subject)")
 
     p = sub.add_parser("params", help="parameter counts of a method at a profile, built on the meta device")
@@ -136,6 +140,7 @@ def _cmd_run(args) -> int:
 
     cfg = RunConfig(
         method=args.method, dataset=args.dataset, setting=args.setting, subject=args.subject,
+        dataset_options=dict(args.dataset_options),
         profile=args.profile, seed=args.seed, data_root=args.data_root, weights_root=args.weights_root,
         cache_dir=args.cache_dir, runs_dir=args.runs_dir, run_id=args.run_id,
         overrides=dict(args.overrides), backbone_overrides=dict(args.backbone_overrides),

@@ -308,6 +308,34 @@ def _read_png(path: Path, size: int | None) -> np.ndarray:
     return arr
 
 
+def reference_cache_name(dataset: str, version: str, options: dict[str, Any] | None, split_sha256: str,
+                         n_reference: int, image_size: int) -> str:
+    """File-safe name of the cached reference-image statistics of one dataset/split/size.
+
+    Parameters
+    ----------
+    dataset, version : str
+        Dataset name and loader version.
+    options : dict or None
+        The run's dataset loader options (part of the name when given, since they can change the images).
+    split_sha256 : str
+        Split hash (first 16 hex digits are used).
+    n_reference : int
+        Number of reference images.
+    image_size : int
+        Image edge length, pixels.
+
+    Returns
+    -------
+    str
+        e.g. ``eegnb-n170-1-39643a9a3683a05c-583-64px-ref``; the same inputs give the same name in
+        ``eegbench run`` and ``eegbench evaluate``.
+    """
+    from eegbench.datasets.info import dataset_label
+
+    return _safe(f"{dataset_label(dataset, options)}-{version}-{split_sha256[:16]}-{n_reference}-{image_size}px-ref")
+
+
 def _training_stimuli(result: dict, data_root: Path | None, cache_dir: Path, plugins):
     """Reload the run's dataset and split; return (train images, labels, info) or a skip reason."""
     config = result.get("config") or {}
@@ -315,10 +343,13 @@ def _training_stimuli(result: dict, data_root: Path | None, cache_dir: Path, plu
         from eegbench.plugins import get_plugin_manager
 
         plugins = plugins or get_plugin_manager()
-        loader_cls = plugins.datasets.get(result["dataset"]["name"])
+        from eegbench.datasets.info import make_loader
+
         setting_fn = plugins.settings.get(result["split"]["setting"])
         root = Path(data_root or config.get("data_root") or ".")
-        dataset = loader_cls(root, cache_dir=cache_dir / "datasets").load()
+        loader = make_loader(result["dataset"]["name"], root, cache_dir, result["dataset"].get("options") or {},
+                             plugins=plugins)
+        dataset = loader.load()
         split = setting_fn(dataset, subject=config.get("subject"))
     except EegbenchError as exc:
         return None, None, None, f"dataset could not be reloaded ({exc})"
@@ -440,8 +471,8 @@ def evaluate_run(
         wnids=wnids, train_images=train_images, train_labels=train_labels,
         image_embedder=image_embedder,
         cache_dir=cache_dir / "fidelity",
-        reference_cache_name=_safe(f"{ds['name']}-{ds.get('version', '')}-{result['split']['sha256'][:16]}-"
-                                   f"{len(reference)}-{size}px-ref"),
+        reference_cache_name=reference_cache_name(ds["name"], ds.get("version", ""), ds.get("options"),
+                                                  result["split"]["sha256"], len(reference), size),
         inception_weights=inception_weights, classifier=classifier, classifier_weights=classifier_weights,
         progress=progress,
     )

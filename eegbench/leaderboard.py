@@ -1,6 +1,7 @@
 """Markdown leaderboards from run results (``eegbench compare``).
 
-Runs are grouped by dataset and setting (with its options); seeds of one method aggregate into
+Runs are grouped by dataset (with its loader options, see :func:`eegbench.datasets.info.dataset_label`)
+and setting (with its options); seeds of one method aggregate into
 ``mean ± std (n)``. Runs whose protocol or split hash differ are never put in one table: the error
 names the fields that differ. Under each table, a separate block quotes the published numbers
 (:mod:`eegbench.published`), clearly marked as not comparable.
@@ -8,6 +9,7 @@ names the fields that differ. Under each table, a separate block quotes the publ
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from eegbench.datasets.info import dataset_label
 from eegbench.errors import EegbenchError
 from eegbench.protocol import protocol_differences
 from eegbench.published import published_markdown
@@ -59,7 +62,7 @@ def results_frame(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
     for r in results:
         params = r.get("parameters", {})
         row = {
-            "dataset": r["dataset"]["name"],
+            "dataset": dataset_label(r["dataset"]["name"], r["dataset"].get("options")),
             "setting": _setting_label(r),
             "method": r["method"]["name"],
             "profile": r["method"].get("profile", ""),
@@ -239,7 +242,8 @@ def compare(results: Sequence[dict[str, Any]], out_dir: Path, *, protocol_hash: 
             )
         p_hash, s_hash = hashes.iloc[0]
         ref = by_hash[(p_hash, s_hash)]
-        texts[out_dir / f"leaderboard-{dataset}-{setting}.md"] = leaderboard_markdown(group, ref["protocol"], ref["split"])
+        slug = re.sub(r"[^A-Za-z0-9._]+", "-", f"{dataset}-{setting}").strip("-")
+        texts[out_dir / f"leaderboard-{slug}.md"] = leaderboard_markdown(group, ref["protocol"], ref["split"])
     for path, text in texts.items():
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".md.tmp")

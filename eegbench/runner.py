@@ -26,8 +26,9 @@ from tqdm.auto import tqdm
 
 from eegbench.backbones import Backbones, SmallProfile, default_weights_root
 from eegbench.datasets import default_cache_dir, default_data_root
+from eegbench.datasets.info import make_loader
 from eegbench.errors import ConfigError, EegbenchError
-from eegbench.evaluate import find_inception_weights, resolve_protocol, score_images
+from eegbench.evaluate import find_inception_weights, reference_cache_name, resolve_protocol, score_images
 from eegbench.method import RunContext, apply_overrides, count_parameters
 from eegbench.protocol import EvalProtocol, image_seed
 from eegbench.results import SCHEMA_VERSION, environment_info, write_json_atomic
@@ -45,6 +46,9 @@ class RunConfig:
         Registered names.
     subject : int, optional
         Subject for ``single-subject`` / ``cross-subject``.
+    dataset_options : dict of str to str
+        ``--dataset-option key=value`` options of the dataset loader (e.g. ``eeg_file=eeg_14_70_std.pth``
+        for ``cvpr40``); recorded in the result, and runs with other options get their own leaderboard.
     profile : str
         ``"small"`` (CPU-friendly backbones) or ``"paper"``.
     seed : int
@@ -83,6 +87,7 @@ class RunConfig:
     dataset: str = "eegnb-n170"
     setting: str = "multi-subject"
     subject: int | None = None
+    dataset_options: dict[str, str] = field(default_factory=dict)
     profile: str = "small"
     seed: int = 0
     data_root: Path | None = None
@@ -194,7 +199,7 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
     t_start = time.perf_counter()
     plugins = plugins or get_plugin_manager()
     method_cls = plugins.methods.get(cfg.method)
-    loader_cls = plugins.datasets.get(cfg.dataset)
+    plugins.datasets.get(cfg.dataset)  # an unknown name fails before anything else
     setting_fn = plugins.settings.get(cfg.setting)
     method_config = apply_overrides(method_cls.default_config(cfg.profile), cfg.overrides)
     method_config = apply_protocol_to_config(method_config, method_cls.name, sampler=cfg.sampler,
@@ -203,6 +208,8 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
     data_root = Path(cfg.data_root or default_data_root())
     weights_root = Path(cfg.weights_root or default_weights_root())
     cache_dir = Path(cfg.cache_dir or default_cache_dir())
+    dataset_options = {str(k): str(v) for k, v in sorted(cfg.dataset_options.items())}
+    loader = make_loader(cfg.dataset, data_root, cache_dir, dataset_options, plugins=plugins)
     taef2 = weights_root / "taef2"
     missing = [str(taef2 / f) for f in ("taef2_encoder.pth", "taef2_decoder.pth") if not (taef2 / f).is_file()]
     if missing:
@@ -228,7 +235,7 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
         inception_weights=inception_weights, classifier_weights=cfg.classifier_weights,
     )
     with timer("load_data"):
-        dataset = loader_cls(data_root, cache_dir=cache_dir / "datasets").load()
+        dataset = loader.load()
         split = setting_fn(dataset, subject=cfg.subject)
     if not split.test:
         raise ConfigError(f"setting {cfg.setting!r} produced an empty test split")
@@ -334,7 +341,7 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
         with timer("metrics"):
             metrics = _score(generated, ref_images, test, train_images, train_image_labels, dataset, split,
                              protocol, backbones, cache_dir, progress, inception_weights=inception_weights,
-                             classifier_weights=cfg.classifier_weights)
+                             classifier_weights=cfg.classifier_weights, dataset_options=dataset_options)
         parameters = count_parameters(method)
         timer.durations["total"] = round(time.perf_counter() - t_start, 3)
         env = environment_info(accelerator)
@@ -349,7 +356,8 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
                         "n_chans": dataset.info.n_chans, "n_times": dataset.info.n_times,
                         "sfreq": dataset.info.sfreq, "unit": dataset.info.unit,
                         "class_names": list(dataset.info.class_names), "n_trials": len(dataset),
-                        "wnids": list(getattr(dataset.info, "wnids", ()) or ())},
+                        "wnids": list(getattr(dataset.info, "wnids", ()) or ()),
+                        "options": dataset_options},
             "split": split.to_dict(),
             "protocol": {**protocol.to_dict(), "hash": protocol.hash()},
             "seed": cfg.seed,
@@ -469,14 +477,14 @@ def apply_protocol_to_config(config: Any, method_name: str, *, sampler: str | No
 
 def _score(generated, ref_images, test, train_images, train_labels, dataset, split, protocol, backbones,
            cache_dir: Path, progress: bool, *, inception_weights: Path | None = None,
-           classifier_weights: Path | None = None) -> dict[str, Any]:
+           classifier_weights: Path | None = None, dataset_options: dict[str, str] | None = None) -> dict[str, Any]:
     """Every protocol metric (:func:`eegbench.evaluate.score_images`) of one run's images."""
     return score_images(
         generated, ref_images, protocol=protocol, labels=test.labels,
         trial_ids=list(test.trials["trial_id"]), n_classes=dataset.info.n_classes,
         wnids=tuple(getattr(dataset.info, "wnids", ()) or ()), train_images=train_images, train_labels=train_labels,
         image_embedder=backbones.image_embedder, cache_dir=cache_dir / "fidelity",
-        reference_cache_name=_safe(f"{dataset.info.name}-{dataset.info.version}-{split.sha256[:16]}-"
-                                   f"{len(ref_images)}-{protocol.image_size}px-ref"),
+        reference_cache_name=reference_cache_name(dataset.info.name, dataset.info.version, dataset_options,
+                                                  split.sha256, len(ref_images), protocol.image_size),
         inception_weights=inception_weights, classifier_weights=classifier_weights, progress=progress,
     )

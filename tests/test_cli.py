@@ -52,6 +52,21 @@ def test_bad_override_exits_2(tmp_path, capsys):
     assert "no_such_option" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("dataset, option, expected", [
+    ("synthetic", "n_trails=8", "did you mean 'n_trials'"),
+    ("synthetic", "n_trials=many", "n_trials='many' is not a valid int"),
+    ("eegnb-n170", "eeg_file=x.pth", "takes no options"),
+])
+def test_bad_dataset_option_exits_2_before_any_work(dataset, option, expected, tmp_path, capsys):
+    # the weights root does not exist either: the option is checked first, so it is what gets reported
+    rc = main(["run", "--dataset", dataset, "--dataset-option", option, "--weights-root", str(tmp_path / "nowhere"),
+               "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and expected in err and "taef2" not in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
+
+
 def test_compare_without_results_exits_2(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "none")]) == 2
     assert "no such run folder" in capsys.readouterr().err

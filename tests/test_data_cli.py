@@ -90,8 +90,9 @@ def test_nan_eeg_exit_2_through_a_subprocess(cvpr40_root, tmp_path):
 def test_unknown_dataset_and_bad_option_exit_2(tmp_path, capsys):
     rc, _, err = _run(capsys, "data", "info", "cvpr4", "--data-root", str(tmp_path))
     assert rc == 2 and "cvpr4" in err and err.count("\n") == 1
-    rc, _, err = _run(capsys, "data", "info", "cvpr40", "--data-root", str(tmp_path), "--option", "bogus=1")
-    assert rc == 2 and "bogus" in err and err.count("\n") == 1
+    for flag in ("--option", "--dataset-option"):  # `data` takes the same flag as `run`, and the short one
+        rc, _, err = _run(capsys, "data", "info", "cvpr40", "--data-root", str(tmp_path), flag, "bogus=1")
+        assert rc == 2 and "bogus" in err and err.count("\n") == 1
 
 
 @pytest.mark.skipif(not (WEIGHTS_ROOT / "taef2" / "taef2_encoder.pth").is_file(),

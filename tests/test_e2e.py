@@ -56,6 +56,7 @@ def test_run_writes_result_samples_grid_and_log(two_runs):
     assert len(result["split"]["sha256"]) == 64 and result["split"]["sizes"]["test"] > 16
     assert {"load_data", "denoiser_pretrain", "fit", "generate", "metrics", "total"} <= set(result["durations_s"])
     assert result["dataset"]["n_chans"] == 4 and result["dataset"]["unit"] == "V"
+    assert result["dataset"]["options"] == {} and result["config"]["dataset_options"] == {}
     manifest = pd.read_csv(run / "samples" / "manifest.csv")
     assert len(manifest) == 32 and set(manifest["sample_index"]) == {0, 1}
     assert all((run / p).is_file() for p in manifest["path"])

@@ -19,7 +19,7 @@ from eegbench.errors import (
     DataNotFoundError,
     WeightsNotFoundError,
 )
-from eegbench.evaluate import evaluate_run, find_inception_weights
+from eegbench.evaluate import evaluate_run, find_inception_weights, reference_cache_name
 from eegbench.leaderboard import compare
 from eegbench.protocol import EvalProtocol
 from eegbench.results import load_results, write_json_atomic
@@ -43,13 +43,14 @@ class RedClassifier(torch.nn.Module):
         return F.one_hot(red.clamp(0, 999), 1000).float()
 
 
-def make_run(root, *, wnids=(), n_samples=2, size=32, dataset_name="synthetic"):
+def make_run(root, *, wnids=(), n_samples=2, size=32, dataset_name="synthetic", dataset_options=None):
     """A finished-looking run folder on the real synthetic dataset and split, with fake samples."""
     from eegbench.datasets.synthetic import SyntheticEEG
     from eegbench.splits import multi_subject
 
     cache = root / "cache"
-    ds = SyntheticEEG(None, cache_dir=cache / "datasets").load()
+    dataset_options = dict(dataset_options or {})
+    ds = SyntheticEEG(None, cache_dir=cache / "datasets", **dataset_options).load()
     split = multi_subject(ds)
     test = ds.subset(split.test)
     refs = test.images(size)
@@ -75,7 +76,7 @@ def make_run(root, *, wnids=(), n_samples=2, size=32, dataset_name="synthetic"):
         "schema_version": 1, "run_id": "r0", "created": "2026-01-01T00:00:00+00:00",
         "method": {"name": "fake", "version": "0", "profile": "small", "config": {"guidance_scale": 3.0}},
         "dataset": {"name": dataset_name, "version": ds.info.version, "class_names": list(ds.info.class_names),
-                    "wnids": list(wnids)},
+                    "wnids": list(wnids), "options": dataset_options},
         "split": split.to_dict(),
         "protocol": {**protocol.to_dict(), "hash": protocol.hash()},
         "seed": 0,
@@ -129,6 +130,29 @@ def test_evaluate_results_are_picked_up_by_compare(tmp_path):
     # no WNIDs: the n-way accuracy is skipped with the reason recorded, and has no column
     assert "n-way" not in text.split("## Protocol")[0]
     assert out["metrics"]["nway_topk"]["value"] is None and "ImageNet" in out["metrics"]["nway_topk"]["skipped"]
+
+
+def test_evaluate_reloads_the_dataset_with_the_runs_loader_options(tmp_path):
+    run, original = make_run(tmp_path, dataset_options={"n_trials": "8"})
+    out = evaluate(run)
+    assert out["metrics"]["probe_accuracy"]["value"] is not None  # train stimuli reloaded, split hash matched
+    assert out["dataset"]["options"] == {"n_trials": "8"}
+    # control: without the options the default synthetic data (16 trials per recording) come back, whose
+    # split differs from the run's, and evaluate refuses instead of scoring against other data
+    stripped = json.loads((run / "result.json").read_text())
+    stripped["dataset"]["options"] = {}
+    write_json_atomic(run / "result.json", stripped)
+    with pytest.raises(ConfigError, match="split hash"):
+        evaluate(run)
+
+
+def test_reference_cache_name_keeps_its_old_form_and_separates_loader_options():
+    plain = reference_cache_name("eegnb-n170", "1", None, "39643a9a3683a05c" + "0" * 48, 583, 64)
+    assert plain == reference_cache_name("eegnb-n170", "1", {}, "39643a9a3683a05c" + "0" * 48, 583, 64)
+    assert plain == "eegnb-n170-1-39643a9a3683a05c-583-64px-ref"  # caches written before options still match
+    other = reference_cache_name("cvpr40", "1", {"images_dir": "imgs/v2"}, "a" * 64, 583, 64)
+    assert other == "cvpr40-images_dir-imgs-v2--1-aaaaaaaaaaaaaaaa-583-64px-ref"
+    assert other != reference_cache_name("cvpr40", "1", None, "a" * 64, 583, 64)
 
 
 def test_evaluate_without_the_dataset_skips_the_probe_with_a_reason(tmp_path):

@@ -43,6 +43,21 @@ def test_compare_aggregates_seeds_with_mean_std(tmp_path):
     assert "1.50 M" in text
 
 
+def test_runs_with_other_dataset_options_get_their_own_leaderboard(tmp_path):
+    results = [fake_result(seed=s) for s in range(2)]
+    for s in range(2):  # same split and protocol hashes, but other EEG files: never averaged together
+        r = fake_result(seed=s, fid=90.0)
+        r["dataset"] = {"name": "eegnb-n170", "options": {"eeg_file": "eeg_14_70_std.pth"}}
+        r["run_id"] += "-eeg14-70"
+        results.append(r)
+    paths = sorted(p.name for p in compare(results, tmp_path))
+    assert paths == ["leaderboard-eegnb-n170-eeg_file-eeg_14_70_std.pth-multi-subject.md",
+                     "leaderboard-eegnb-n170-multi-subject.md"]
+    text = (tmp_path / paths[0]).read_text()
+    assert "# Leaderboard: eegnb-n170[eeg_file=eeg_14_70_std.pth], multi-subject" in text
+    assert "90.00 ± 0.00" in text and "50.00" not in text.split("## Protocol")[0]
+
+
 def test_compare_refuses_mixed_protocols(tmp_path):
     results = [fake_result(), fake_result(seed=1, protocol="q" * 16)]
     with pytest.raises(EegbenchError, match="different protocol or split hashes"):

@@ -15,6 +15,28 @@ from eegbench.data import EEGDataset
 from eegbench.errors import ConfigError
 
 
+def dataset_label(name: str, options: dict[str, Any] | None = None) -> str:
+    """The name under which runs of dataset ``name`` loaded with ``options`` are grouped.
+
+    Parameters
+    ----------
+    name : str
+        Registered dataset name, e.g. ``"cvpr40"``.
+    options : dict or None
+        Loader options of the run (``eegbench run --dataset-option``).
+
+    Returns
+    -------
+    str
+        ``name`` when there are no options, else ``name[key=value,...]`` with sorted keys, e.g.
+        ``cvpr40[eeg_file=eeg_14_70_std.pth]``. Runs whose labels differ read different data and
+        never share a leaderboard.
+    """
+    if not options:
+        return name
+    return f"{name}[{','.join(f'{k}={v}' for k, v in sorted(options.items()))}]"
+
+
 def make_loader(name: str, data_root: Path | None = None, cache_dir: Path | None = None,
                 options: dict[str, Any] | None = None, plugins=None):
     """Instantiate the registered dataset loader ``name``.
