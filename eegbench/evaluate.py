@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from eegbench.datasets.info import dataset_label, make_loader
 from eegbench.errors import (
     ConfigError,
     DataFormatError,
@@ -331,8 +332,6 @@ def reference_cache_name(dataset: str, version: str, options: dict[str, Any] | N
         e.g. ``eegnb-n170-1-39643a9a3683a05c-583-64px-ref``; the same inputs give the same name in
         ``eegbench run`` and ``eegbench evaluate``.
     """
-    from eegbench.datasets.info import dataset_label
-
     return _safe(f"{dataset_label(dataset, options)}-{version}-{split_sha256[:16]}-{n_reference}-{image_size}px-ref")
 
 
@@ -343,8 +342,6 @@ def _training_stimuli(result: dict, data_root: Path | None, cache_dir: Path, plu
         from eegbench.plugins import get_plugin_manager
 
         plugins = plugins or get_plugin_manager()
-        from eegbench.datasets.info import make_loader
-
         setting_fn = plugins.settings.get(result["split"]["setting"])
         root = Path(data_root or config.get("data_root") or ".")
         loader = make_loader(result["dataset"]["name"], root, cache_dir, result["dataset"].get("options") or {},
