@@ -133,7 +133,7 @@ def test_evaluate_results_are_picked_up_by_compare(tmp_path):
 
 
 def test_evaluate_reloads_the_dataset_with_the_runs_loader_options(tmp_path):
-    run, original = make_run(tmp_path, dataset_options={"n_trials": "8"})
+    run, _ = make_run(tmp_path, dataset_options={"n_trials": "8"})
     out = evaluate(run)
     assert out["metrics"]["probe_accuracy"]["value"] is not None  # train stimuli reloaded, split hash matched
     assert out["dataset"]["options"] == {"n_trials": "8"}
