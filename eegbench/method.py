@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -126,8 +127,7 @@ def channel_statistics(eeg: Any) -> tuple[torch.Tensor, torch.Tensor]:
     mean, std : torch.Tensor, shape (n_chans,), float32
         In the EEG's unit.
     """
-    import numpy as np
-
+    # one channel at a time: the float64 temporaries stay n_chans times smaller than the whole array
     mean = np.array([eeg[:, c].mean(dtype=np.float64) for c in range(eeg.shape[1])])
     std = np.array([eeg[:, c].std(dtype=np.float64) for c in range(eeg.shape[1])])
     return torch.from_numpy(mean).float(), torch.from_numpy(std).float()

@@ -199,17 +199,16 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
     t_start = time.perf_counter()
     plugins = plugins or get_plugin_manager()
     method_cls = plugins.methods.get(cfg.method)
-    plugins.datasets.get(cfg.dataset)  # an unknown name fails before anything else
+    data_root = Path(cfg.data_root or default_data_root())
+    cache_dir = Path(cfg.cache_dir or default_cache_dir())
+    dataset_options = {str(k): str(v) for k, v in sorted(cfg.dataset_options.items())}
+    loader = make_loader(cfg.dataset, data_root, cache_dir, dataset_options, plugins=plugins)  # name and options
     setting_fn = plugins.settings.get(cfg.setting)
     method_config = apply_overrides(method_cls.default_config(cfg.profile), cfg.overrides)
     method_config = apply_protocol_to_config(method_config, method_cls.name, sampler=cfg.sampler,
                                              guidance_scale=cfg.guidance_scale)
     profile = apply_overrides(SmallProfile(), cfg.backbone_overrides)
-    data_root = Path(cfg.data_root or default_data_root())
     weights_root = Path(cfg.weights_root or default_weights_root())
-    cache_dir = Path(cfg.cache_dir or default_cache_dir())
-    dataset_options = {str(k): str(v) for k, v in sorted(cfg.dataset_options.items())}
-    loader = make_loader(cfg.dataset, data_root, cache_dir, dataset_options, plugins=plugins)
     taef2 = weights_root / "taef2"
     missing = [str(taef2 / f) for f in ("taef2_encoder.pth", "taef2_decoder.pth") if not (taef2 / f).is_file()]
     if missing:

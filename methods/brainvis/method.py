@@ -294,8 +294,6 @@ class BrainVisConfig:
                               "(they are the two targets of the semantic interpolation)")
 
 
-
-
 # ----------------------------------------------------------------------------- stage wrappers
 class _FreqModel(nn.Module):
     def __init__(self, norm: EEGStandardizer, freq: FreqEncoder) -> None:

@@ -278,8 +278,6 @@ PAPER_CONFIG = {
 }
 
 
-
-
 class _MBMModel(nn.Module):
     """Stage-A wrapper (one module for ``accelerator.prepare``): masked-patch loss of preprocessed EEG."""
 

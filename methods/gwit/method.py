@@ -235,7 +235,6 @@ class GWITConfig:
             raise ConfigError(f"gwit: prompt_template={self.prompt_template!r} needs a '{{}}' for the class")
 
 
-
 class _ControlledUNet(nn.Module):
     """Training wrapper: ControlNet residuals into the frozen UNet (one module for ``accelerate.prepare``)."""
 
@@ -247,7 +246,6 @@ class _ControlledUNet(nn.Module):
         down, mid = self.controlnet(noisy, timesteps, context, eeg, subject)
         return self.unet(noisy, timesteps, encoder_hidden_states=context, down_block_additional_residuals=down,
                          mid_block_additional_residual=mid).sample
-
 
 
 class GWIT(Method):

@@ -239,8 +239,6 @@ class _Stage2Model(nn.Module):
         return self.unet(noisy, timesteps, encoder_hidden_states=context).sample
 
 
-
-
 class Synapse(Method):
     """SYNAPSE: CLIP-aligned EEG autoencoder + IP-adapted latent diffusion.
 
