@@ -12,6 +12,7 @@ import abc
 import dataclasses
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,13 @@ class RunContext:
         Whether to show tqdm bars (False on non-main processes or with ``--no-progress``).
     logger : logging.Logger
         Run logger (writes to the run's ``log.txt``).
+    history : list of dict
+        Every row logged so far (also in ``train_log.jsonl``).
+    checkpoint_dir : Path, optional
+        Where :class:`~eegbench.training.StageTrainer` keeps training checkpoints (None: no
+        checkpoints, no resume).
+    checkpoint_every : int, optional
+        Step-checkpoint interval of every stage (None: four per stage; 0: stage ends only).
     """
 
     accelerator: Accelerator
@@ -55,6 +63,8 @@ class RunContext:
     progress: bool = True
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("eegbench.run"))
     history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint_dir: Path | None = None
+    checkpoint_every: int | None = None
 
     @property
     def device(self) -> torch.device:
@@ -68,6 +78,34 @@ class RunContext:
         if self.accelerator.is_main_process:
             with open(self.work_dir / "train_log.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
+
+    def _rewrite_train_log(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Replace ``train_log.jsonl`` by ``rows`` (the log as of a restored checkpoint)."""
+        path = self.work_dir / "train_log.jsonl"
+        tmp = path.with_name(".train_log.jsonl.tmp")
+        tmp.write_text("".join(json.dumps(dict(r)) + "\n" for r in rows), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def trainer(self, method: Method):
+        """The run's :class:`~eegbench.training.StageTrainer` for ``method``.
+
+        Bound to the accelerator, ``method.state_components()`` (checkpointed and restored on
+        resume), this context's logging and checkpoint settings.
+
+        Parameters
+        ----------
+        method : Method
+
+        Returns
+        -------
+        eegbench.training.StageTrainer
+        """
+        from eegbench.training import StageTrainer
+
+        return StageTrainer(accelerator=self.accelerator, modules=method.state_components(),
+                            log_metrics=self.log_metrics, history=self.history, checkpoint_dir=self.checkpoint_dir,
+                            checkpoint_every=self.checkpoint_every, progress=self.progress, desc=method.name,
+                            logger=self.logger, on_history_restored=self._rewrite_train_log)
 
 
 def apply_overrides(config: Any, overrides: Mapping[str, str]) -> Any:

@@ -495,17 +495,19 @@ def test_fit_and_generate_run_with_cpu_threads_and_restore_it(data, backbones, a
     method = make_method(data, backbones, **{**STEPS, "freq_steps": 2, "pretrain_steps": 2, "finetune_steps": 2,
                                              "fusion_steps": 2, "align_steps": 2, "cpu_threads": 1})
     seen = {}
-    real_loop, real_cascade = method._train_loop, method._cascade
+    from eegbench.training import StageTrainer
 
-    def spy(stage, *args, **kwargs):
+    real_train, real_cascade = StageTrainer._train, method._cascade
+
+    def spy(self, stage, *args, **kwargs):
         seen[stage] = torch.get_num_threads()
-        return real_loop(stage, *args, **kwargs)
+        return real_train(self, stage, *args, **kwargs)
 
     def spy_cascade(*args, **kwargs):
         seen["generate"] = torch.get_num_threads()
         return real_cascade(*args, **kwargs)
 
-    monkeypatch.setattr(method, "_train_loop", spy)
+    monkeypatch.setattr(StageTrainer, "_train", spy)
     monkeypatch.setattr(method, "_cascade", spy_cascade)
     torch.set_num_threads(2)
     try:

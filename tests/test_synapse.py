@@ -319,9 +319,14 @@ def test_fit_losses_finite_and_decreasing(fitted, data):
 
 def test_stage1_latent_carries_class_information_when_the_eeg_does(backbones, accelerator, tmp_path):
     """Positive control: on synthetic EEG whose class is decodable, the Stage-1 latent of held-out
-    trials is nearest to its own class caption's tokens far above chance (0.5)."""
+    trials is nearest to its own class caption's tokens far above chance (0.5).
+
+    The class signal is strong (noise 2 µV against a 10 µV carrier): with the default 10 µV noise the
+    train accuracy after 120 steps ranged 0.86–1.0 and the held-out one 0.54–0.96 over seeds and
+    CPUs, too close to any threshold; at 2 µV every seed and machine tried gave 1.0 on both.
+    """
     ds = SyntheticEEG(cache_dir=tmp_path, n_subjects=2, n_recordings=2, n_trials=24, n_chans=4, n_times=64,
-                      image_size=16).load()
+                      image_size=16, noise_uv=2.0).load()
     ids = list(ds.trials["trial_id"])
     train, val = ds.subset(ids[:72]), ds.subset(ids[72:])
     method = make_method((ds, train, val), backbones, stage1_steps=120, stage2_steps=0, stage1_lr=3e-3)
@@ -334,7 +339,7 @@ def test_stage1_latent_carries_class_information_when_the_eeg_does(backbones, ac
         return (nearest.numpy() == part.labels).mean()
 
     assert accuracy(train) >= 0.9
-    assert accuracy(val) >= 0.7
+    assert accuracy(val) >= 0.8
 
 
 def test_stage1_keeps_the_best_validation_checkpoint(data, backbones, accelerator, tmp_path, monkeypatch):

@@ -597,48 +597,48 @@ def _pretrain(
     latents = (latents * scaling_factor).to(device)
     encode_seconds = time.perf_counter() - t0
 
-    # 2. train
+    # 2. train (through the harness's one stage loop; the main process pretrains alone)
+    from eegbench.training import Stage, StageTrainer
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         unet = diffusers.UNet2DConditionModel(**unet_config)
     unet.to(device).train()
     noise_scheduler = diffusers.DDPMScheduler(**SCHEDULER_KWARGS)
     steps, batch = int(settings.denoiser_steps), int(settings.denoiser_batch_size)
-    try:  # the fused kernel is ~5x faster than the per-tensor loop on the CPU
-        optimizer = torch.optim.AdamW(unet.parameters(), lr=float(settings.denoiser_lr), weight_decay=1e-2, fused=True)
-    except (RuntimeError, ValueError):
-        optimizer = torch.optim.AdamW(unet.parameters(), lr=float(settings.denoiser_lr), weight_decay=1e-2)
-    lr_schedule = get_scheduler(
-        "constant_with_warmup", optimizer, num_warmup_steps=min(100, max(steps // 10, 1)), num_training_steps=steps
-    )
-    ema = EMAModel(unet.parameters(), decay=0.9999, use_ema_warmup=True, power=EMA_POWER, foreach=True)
     class_tokens = class_tokens.to(device)
     n = latents.shape[0]
-    losses: list[float] = []
-    bar = tqdm(range(steps), desc="denoiser: pretrain", disable=not progress)
-    for _ in bar:
+    n_timesteps = int(noise_scheduler.config.num_train_timesteps)
+
+    def adamw(params):
+        try:  # the fused kernel is ~5x faster than the per-tensor loop on the CPU
+            return torch.optim.AdamW(params, lr=float(settings.denoiser_lr), weight_decay=1e-2, fused=True)
+        except (RuntimeError, ValueError):
+            return torch.optim.AdamW(params, lr=float(settings.denoiser_lr), weight_decay=1e-2)
+
+    def step(model, _batch):
+        # batches with replacement, noise, timesteps and condition dropout all from ``generator``
         idx = torch.randint(n, (batch,), generator=generator)
         x0 = latents[idx.to(device)]
         noise = torch.randn(x0.shape, generator=generator).to(device)
-        t = torch.randint(noise_scheduler.config.num_train_timesteps, (batch,), generator=generator).to(device)
+        t = torch.randint(n_timesteps, (batch,), generator=generator).to(device)
         drop = (torch.rand(batch, generator=generator) < CONDITION_DROPOUT).to(device)
         context = class_tokens[view_labels[idx].to(device)]
         context = torch.where(drop[:, None, None], torch.zeros_like(context), context)
         noisy = noise_scheduler.add_noise(x0, noise, t)
         target = noise_scheduler.get_velocity(x0, noise, t)
-        pred = unet(noisy, t, encoder_hidden_states=context).sample
-        loss = F.mse_loss(pred.float(), target.float())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
-        lr_schedule.step()
-        ema.step(unet.parameters())
-        losses.append(float(loss.detach()))
-        if len(losses) % 25 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-25:]):.4f}")
-    bar.close()
-    ema.copy_to(unet.parameters())
+        pred = model(noisy, t, encoder_hidden_states=context).sample
+        return {"loss": F.mse_loss(pred.float(), target.float())}
+
+    stage = Stage(
+        model=unet, step=step, optimizer=adamw, grad_clip=1.0, generators=(generator,), log_every=25,
+        scheduler=lambda opt: get_scheduler("constant_with_warmup", opt, num_warmup_steps=min(100, max(steps // 10, 1)),
+                                            num_training_steps=steps),
+        ema=lambda params: EMAModel(params, decay=0.9999, use_ema_warmup=True, power=EMA_POWER, foreach=True),
+        distributed=False,
+    )
+    trainer = StageTrainer(device=device, progress=progress, desc="denoiser:")
+    losses = trainer.run_stage("pretrain", steps, lambda: stage).losses
     unet.eval().requires_grad_(False)
     train_seconds = time.perf_counter() - t0
     tail = losses[-50:]

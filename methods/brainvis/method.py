@@ -63,8 +63,6 @@ regressor, 64 codes, LSTM width 64, AlignNet 512/128) and the stage budgets fit 
 from __future__ import annotations
 
 import contextlib
-import copy
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -73,11 +71,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from eegbench.data import DatasetInfo, EEGDataset
 from eegbench.errors import ConfigError
-from eegbench.method import Method, RunContext, channel_statistics, infinite_batches
+from eegbench.method import Method, RunContext, channel_statistics
+from eegbench.training import Stage
 
 from .modeling import (
     AlignNet,
@@ -623,73 +621,35 @@ class BrainVis(Method):
             row["acc"] = correct / max(n, 1)
         return row
 
-    def _run_stage(self, stage: str, ctx: RunContext, model: nn.Module, tensors: Sequence[torch.Tensor],
+    def _run_stage(self, trainer, stage: str, model: nn.Module, tensors: Sequence[torch.Tensor],
                    val_tensors: Sequence[torch.Tensor] | None, *, steps: int, batch_size: int, lr: float,
                    optimizer: str, select: Callable[[dict[str, float]], tuple] | None,
-                   keep: Sequence[nn.Module], after_step: Callable[[], None] | None = None) -> None:
-        """Generic training loop with accelerate, logging, validation and best-checkpoint selection.
+                   keep: Sequence[nn.Module], after_step: Callable[[], None] | None = None,
+                   generators: Sequence[torch.Generator] = ()) -> None:
+        """One stage through the harness's :class:`~eegbench.training.StageTrainer`.
 
         ``select`` maps a validation row to a key (smaller is better); the modules in ``keep`` are
         restored to the best evaluation's weights at the end. Without ``select`` (or validation
-        data) the last weights are kept.
+        data) the last weights are kept. The stage runs with ``config.cpu_threads`` intra-op
+        threads on the CPU.
         """
-        if steps == 0:
-            return
-        with self._cpu_threads():
-            self._train_loop(stage, ctx, model, tensors, val_tensors, steps=steps, batch_size=batch_size, lr=lr,
-                             optimizer=optimizer, select=select, keep=keep, after_step=after_step)
+        c = self.config
 
-    def _train_loop(self, stage: str, ctx: RunContext, model: nn.Module, tensors: Sequence[torch.Tensor],
-                    val_tensors: Sequence[torch.Tensor] | None, *, steps: int, batch_size: int, lr: float,
-                    optimizer: str, select: Callable[[dict[str, float]], tuple] | None,
-                    keep: Sequence[nn.Module], after_step: Callable[[], None] | None) -> None:
-        c, acc = self.config, ctx.accelerator
-        self.configure_stage(stage)
-        bs = min(batch_size, len(tensors[0]))
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*tensors), batch_size=bs,
-                                             shuffle=True, drop_last=True)
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = self._optimizer(optimizer, params, lr)
-        wrapped, opt, loader = acc.prepare(model, opt, loader)
-        wrapped.train()
-        best_key, best_state = None, None
-        window: dict[str, list[float]] = {}
-        batches = infinite_batches(loader)
-        t0 = time.perf_counter()
-        bar = tqdm(range(1, steps + 1), desc=f"brainvis {stage}", disable=not ctx.progress)
-        for step in bar:
-            out = wrapped(*next(batches))
-            acc.backward(out["loss"])
-            if acc.sync_gradients and c.grad_clip > 0:
-                acc.clip_grad_norm_(params, c.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if after_step is not None:
-                after_step()
-            for k, v in out.items():
-                if k != "logits" and v.ndim == 0:
-                    window.setdefault(k, []).append(float(v.detach()))
-            if step % c.log_every == 0 or step == steps:
-                row = {k: float(np.mean(v)) for k, v in window.items()}
-                row["steps_per_s"] = step / (time.perf_counter() - t0)
-                ctx.log_metrics(row, stage=stage, step=step)
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
-                window = {}
-            if val_tensors is not None and (step % c.eval_every == 0 or step == steps):
-                vrow = self._evaluate(model, val_tensors, bs)
-                ctx.log_metrics({f"val_{k}": v for k, v in vrow.items()}, stage=stage, step=step)
-                if select is not None:
-                    key = select(vrow)
-                    if best_key is None or key < best_key:
-                        best_key = key
-                        best_state = [copy.deepcopy(m.state_dict()) for m in keep]
-                        ctx.logger.info("brainvis %s: step %d %s (best)", stage, step,
-                                        ", ".join(f"val {k} {v:.4f}" for k, v in vrow.items()))
-        bar.close()
-        if best_state is not None:
-            for m, state in zip(keep, best_state):
-                m.load_state_dict(state)
-        ctx.logger.info("brainvis %s: %d steps in %.1f s, best %s", stage, steps, time.perf_counter() - t0, best_key)
+        def build() -> Stage:
+            self.configure_stage(stage)
+            bs = min(batch_size, len(tensors[0]))
+            validate = None
+            if val_tensors is not None:
+                validate = lambda m: self._evaluate(model, val_tensors, bs)  # noqa: E731
+            return Stage(
+                model=model, step=lambda m, batch: m(*batch), data=tensors, batch_size=bs,
+                optimizer=lambda p: self._optimizer(optimizer, p, lr), grad_clip=c.grad_clip, log_every=c.log_every,
+                after_step=after_step, validate=validate, eval_every=c.eval_every, select=select, keep=keep,
+                generators=generators,
+            )
+
+        with self._cpu_threads():
+            trainer.run_stage(stage, steps, build)
 
     @staticmethod
     def _by_accuracy(row: dict[str, float]) -> tuple:
@@ -699,7 +659,8 @@ class BrainVis(Method):
     def fit(self, train: EEGDataset, val: EEGDataset, ctx: RunContext) -> None:
         """Train the five stages on ``train``; ``val`` (never test) selects checkpoints.
 
-        Each stage runs with ``config.cpu_threads`` intra-op threads on CPU (restored afterwards).
+        Each stage runs through the harness's :class:`~eegbench.training.StageTrainer`, with
+        ``config.cpu_threads`` intra-op threads on CPU (restored afterwards).
 
         Parameters
         ----------
@@ -717,6 +678,7 @@ class BrainVis(Method):
         mean, std = channel_statistics(train.eeg)
         self.eeg_norm.set_statistics(mean, std)
         generator = torch.Generator().manual_seed(int(ctx.seed))
+        trainer = ctx.trainer(self)
 
         def tensors(ds: EEGDataset) -> tuple[torch.Tensor, torch.Tensor]:
             return (torch.from_numpy(np.ascontiguousarray(ds.eeg)).float(),
@@ -726,23 +688,24 @@ class BrainVis(Method):
         va = tensors(val) if len(val) else None
 
         # 1. frequency encoder
-        self._run_stage("freq", ctx, _FreqModel(self.eeg_norm, self.freq_encoder), tr, va, steps=c.freq_steps,
+        self._run_stage(trainer, "freq", _FreqModel(self.eeg_norm, self.freq_encoder), tr, va, steps=c.freq_steps,
                         batch_size=c.freq_batch_size, lr=c.freq_lr, optimizer="adam", select=self._by_accuracy,
                         keep=[self.freq_encoder])
         # 2. latent masked modelling (momentum encoder starts as a copy of the encoder)
         self.momentum_encoder.load_state_dict(self.time_encoder.encoder.state_dict())
         pre = _PretrainModel(self.eeg_norm, self.time_encoder, self.momentum_encoder, self.mask_regressor,
                              self.tokenizer, c, generator)
-        self._run_stage("time_pretrain", ctx, pre, tr[:1], va[:1] if va is not None else None,
+        self._run_stage(trainer, "time_pretrain", pre, tr[:1], va[:1] if va is not None else None,
                         steps=c.pretrain_steps, batch_size=c.pretrain_batch_size, lr=c.pretrain_lr,
-                        optimizer="adamw", select=None, keep=[], after_step=self._momentum_update)
+                        optimizer="adamw", select=None, keep=[], after_step=self._momentum_update,
+                        generators=(generator,))
         # 3. time-encoder fine-tuning
         ft = _FinetuneModel(self.eeg_norm, self.time_encoder, self.time_classifier, c.finetune_l1)
-        self._run_stage("time_finetune", ctx, ft, tr, va, steps=c.finetune_steps, batch_size=c.finetune_batch_size,
-                        lr=c.finetune_lr, optimizer="adam", select=self._by_accuracy,
-                        keep=[self.time_encoder, self.time_classifier])
+        self._run_stage(trainer, "time_finetune", ft, tr, va, steps=c.finetune_steps,
+                        batch_size=c.finetune_batch_size, lr=c.finetune_lr, optimizer="adam",
+                        select=self._by_accuracy, keep=[self.time_encoder, self.time_classifier])
         # 4. time-frequency fusion
-        self._run_stage("fusion", ctx, self._fusion_model(), tr, va, steps=c.fusion_steps,
+        self._run_stage(trainer, "fusion", self._fusion_model(), tr, va, steps=c.fusion_steps,
                         batch_size=c.fusion_batch_size, lr=c.fusion_lr, optimizer="adamw", select=self._by_accuracy,
                         keep=[self.time_encoder, self.freq_encoder, self.fusion_head])
         # 5. semantic interpolation (AlignNet) on frozen encoders: their outputs are computed once
@@ -750,7 +713,7 @@ class BrainVis(Method):
         with self._cpu_threads():
             x_tr = self.align_inputs(tr[0]).cpu()
             x_va = self.align_inputs(va[0]).cpu() if va is not None else None
-        self._run_stage("align", ctx, _AlignModel(self.align_net), (x_tr, class_tok[tr[1]], caption_tok[tr[1]]),
+        self._run_stage(trainer, "align", _AlignModel(self.align_net), (x_tr, class_tok[tr[1]], caption_tok[tr[1]]),
                         (x_va, class_tok[va[1]], caption_tok[va[1]]) if va is not None else None,
                         steps=c.align_steps, batch_size=c.align_batch_size, lr=c.align_lr, optimizer="adamw",
                         select=lambda row: (row["loss"],), keep=[self.align_net])

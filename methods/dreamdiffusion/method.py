@@ -65,9 +65,7 @@ Departures from upstream, and upstream bugs fixed:
 
 from __future__ import annotations
 
-import copy
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -76,12 +74,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from eegbench._compat import ensure_torchvision
 from eegbench.data import DatasetInfo, EEGDataset
 from eegbench.errors import ConfigError
-from eegbench.method import Method, RunContext, channel_statistics, infinite_batches
+from eegbench.method import Method, RunContext, channel_statistics
+from eegbench.training import Stage, diffusion_target, fixed_noise, stimulus_features
 
 from .modeling import (
     ChannelMapper,
@@ -483,7 +481,8 @@ class DreamDiffusion(Method):
     def fit(self, train: EEGDataset, val: EEGDataset, ctx: RunContext) -> None:
         """Stage A (masked signal modelling) then Stage B (latent-diffusion fine-tuning) on ``train``.
 
-        ``val`` selects the checkpoint of each stage (never the test split).
+        ``val`` selects the checkpoint of each stage (never the test split). Both stages run
+        through the harness's :class:`~eegbench.training.StageTrainer`.
 
         Parameters
         ----------
@@ -499,8 +498,9 @@ class DreamDiffusion(Method):
         self.check_fit_data(train, val)
         mean, std = channel_statistics(train.eeg)
         self.mae_encoder.set_normalization(mean, std)
-        self._fit_mbm(train, val, ctx)
-        self._fit_ldm(train, val, ctx)
+        trainer = ctx.trainer(self)
+        trainer.run_stage("mbm", self.config.mbm_steps, lambda: self._mbm_stage(train, val, ctx.seed))
+        trainer.run_stage("ldm", self.config.ldm_steps, lambda: self._ldm_stage(train, val, ctx.seed))
         self.configure_stage("inference")
         for module in self._own_modules():
             module.eval()
@@ -513,7 +513,6 @@ class DreamDiffusion(Method):
 
     @torch.no_grad()
     def _mbm_validation(self, model: nn.Module, x: torch.Tensor, seed: int, device) -> float:
-        model.eval()
         gen = torch.Generator().manual_seed(seed)
         total, n = 0.0, 0
         bs = self.config.mbm_batch_size
@@ -521,79 +520,35 @@ class DreamDiffusion(Method):
             batch = x[start:start + bs].to(device)
             total += float(model(batch, generator=gen)) * len(batch)
             n += len(batch)
-        model.train()
         return total / max(n, 1)
 
-    def _fit_mbm(self, train: EEGDataset, val: EEGDataset, ctx: RunContext) -> None:
-        c, acc = self.config, ctx.accelerator
-        if c.mbm_steps == 0:
-            return
+    def _mbm_stage(self, train: EEGDataset, val: EEGDataset, seed: int) -> Stage:
+        """Stage A: masked signal modelling of the EEG MAE (AdamW β = (0.9, 0.95), cosine LR with warm-up)."""
+        c = self.config
         self.configure_stage("mbm")
         x_train = self._preprocessed(train)
         x_val = self._preprocessed(self._val_subset(val)) if len(val) else None
-        bs = min(c.mbm_batch_size, len(train))
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x_train), batch_size=bs, shuffle=True,
-                                             drop_last=True)
         model = _MBMModel(self.mae_encoder, self.mae_decoder, c.mask_ratio)
         decay, no_decay = [], []
         for pname, p in model.named_parameters():
             if p.requires_grad:
                 # timm ``add_weight_decay``: no decay for biases and 1-D parameters (norms)
                 (no_decay if p.ndim <= 1 or pname.endswith(".bias") else decay).append(p)
-        params = decay + no_decay
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.mbm_weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=c.mbm_lr, betas=(0.9, 0.95))
-        model, opt, loader = acc.prepare(model, opt, loader)
-        model.train()
-        best, best_state = math.inf, None
-        window: list[float] = []
-        batches = infinite_batches(loader)
-        t0 = time.perf_counter()
-        bar = tqdm(range(1, c.mbm_steps + 1), desc="dreamdiffusion mbm", disable=not ctx.progress)
-        for step in bar:
-            lr = cosine_schedule(step - 1, c.mbm_steps, c.mbm_warmup_steps, c.mbm_lr, c.mbm_min_lr)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            (x,) = next(batches)
-            loss = model(x)
-            acc.backward(loss)
-            if acc.sync_gradients and c.mbm_grad_clip > 0:
-                acc.clip_grad_norm_(params, c.mbm_grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            window.append(float(loss.detach()))
-            if step % c.log_every == 0 or step == c.mbm_steps:
-                row = {"loss": float(np.mean(window)), "lr": lr, "steps_per_s": step / (time.perf_counter() - t0)}
-                ctx.log_metrics(row, stage="mbm", step=step)
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
-                window = []
-            if x_val is not None and len(x_val) and (step % c.mbm_eval_every == 0 or step == c.mbm_steps):
-                vloss = self._mbm_validation(model, x_val, ctx.seed, acc.device)
-                ctx.log_metrics({"val_loss": vloss}, stage="mbm", step=step)
-                if vloss < best:
-                    best = vloss
-                    best_state = {"enc": copy.deepcopy(self.mae_encoder.state_dict()),
-                                  "dec": copy.deepcopy(self.mae_decoder.state_dict())}
-                    ctx.logger.info("dreamdiffusion mbm: step %d val loss %.4f (best)", step, best)
-        bar.close()
-        if best_state is not None:
-            self.mae_encoder.load_state_dict(best_state["enc"])
-            self.mae_decoder.load_state_dict(best_state["dec"])
-        ctx.logger.info("dreamdiffusion mbm: %d steps in %.1f s, best val loss %.4f", c.mbm_steps,
-                        time.perf_counter() - t0, best)
+        validate = None
+        if x_val is not None and len(x_val):
+            validate = lambda m: {"loss": self._mbm_validation(m, x_val, seed, self.device)}  # noqa: E731
+        return Stage(
+            model=model, step=lambda m, batch: {"loss": m(batch[0])}, data=(x_train,),
+            batch_size=min(c.mbm_batch_size, len(train)),
+            params=[{"params": decay, "weight_decay": c.mbm_weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            optimizer=lambda groups: torch.optim.AdamW(groups, lr=c.mbm_lr, betas=(0.9, 0.95)),
+            lr_at=lambda i: cosine_schedule(i, c.mbm_steps, c.mbm_warmup_steps, c.mbm_lr, c.mbm_min_lr),
+            grad_clip=c.mbm_grad_clip, log_every=c.log_every,
+            validate=validate, eval_every=c.mbm_eval_every, select=lambda row: row["loss"],
+            keep=(self.mae_encoder, self.mae_decoder),
+        )
 
     # ------------------------------------------------------------------ stage B data
-    @torch.no_grad()
-    def _image_features(self, dataset: EEGDataset, unique: list[str]) -> torch.Tensor:
-        """Frozen image embeddings (n_img, image_dim) of the stimuli ``unique`` (CLIP-loss targets)."""
-        embedder = self.backbones.image_embedder
-        size = int(getattr(embedder, "image_size", self.info.image_size))
-        feats = []
-        for start in range(0, len(unique), 64):
-            imgs = torch.from_numpy(dataset.stimuli.load_many(unique[start:start + 64], size)).to(self.device)
-            feats.append(embedder(imgs).float().cpu())
-        return torch.cat(feats)
-
     @torch.no_grad()
     def _view_latents(self, dataset: EEGDataset, unique: list[str], n_crops: int, seed: int) -> torch.Tensor:
         """Scaled VAE latents (n_img, 1 + n_crops, c, h, w) of each stimulus and its random crops.
@@ -624,11 +579,11 @@ class DreamDiffusion(Method):
 
     def _ldm_tensors(self, dataset: EEGDataset, n_crops: int, seed: int):
         """EEG (n, C, T), image index per trial (n,), features (n_img, D), latents (n_img, V, c, h, w)."""
-        ids = list(dataset.trials["image_id"])
-        unique = sorted(set(ids))
-        pos = {k: i for i, k in enumerate(unique)}
-        index = torch.tensor([pos[i] for i in ids], dtype=torch.int64)
-        return (self._eeg_tensor(dataset), index, self._image_features(dataset, unique),
+        embedder = self.backbones.image_embedder
+        size = int(getattr(embedder, "image_size", self.info.image_size))
+        feats, index = stimulus_features(dataset, embedder, self.device, image_size=size)
+        unique = sorted(set(dataset.trials["image_id"]))
+        return (self._eeg_tensor(dataset), torch.from_numpy(index), feats,
                 self._view_latents(dataset, unique, n_crops, seed))
 
     def _noise_scheduler(self):
@@ -637,12 +592,7 @@ class DreamDiffusion(Method):
 
     @staticmethod
     def _target(scheduler, latents, noise, timesteps) -> torch.Tensor:
-        ptype = scheduler.config.prediction_type
-        if ptype == "v_prediction":
-            return scheduler.get_velocity(latents, noise, timesteps)
-        if ptype == "epsilon":
-            return noise
-        raise ConfigError(f"dreamdiffusion: unsupported denoiser prediction_type {ptype!r}")
+        return diffusion_target(scheduler, latents, noise, timesteps, who="dreamdiffusion")
 
     def _ldm_losses(self, model, scheduler, eeg, latents, feats, noise, timesteps):
         noisy = scheduler.add_noise(latents, noise, timesteps)
@@ -652,7 +602,6 @@ class DreamDiffusion(Method):
 
     @torch.no_grad()
     def _ldm_validation(self, model, scheduler, batch, device) -> tuple[float, float]:
-        model.eval()
         eeg, lat, feats, noise, ts = batch
         sums, n = [0.0, 0.0], 0
         bs = self.config.ldm_batch_size
@@ -662,83 +611,53 @@ class DreamDiffusion(Method):
             sums[0] += float(diff) * len(parts[0])
             sums[1] += float(clip) * len(parts[0])
             n += len(parts[0])
-        model.train()
         return sums[0] / max(n, 1), sums[1] / max(n, 1)
 
-    def _fit_ldm(self, train: EEGDataset, val: EEGDataset, ctx: RunContext) -> None:
-        c, acc = self.config, ctx.accelerator
-        if c.ldm_steps == 0:
-            return
+    def _ldm_stage(self, train: EEGDataset, val: EEGDataset, seed: int) -> Stage:
+        """Stage B: the conditioning model, CLIP mapping and UNet attn2/norm2 on the diffusion + CLIP loss."""
+        c = self.config
         self.configure_stage("inference")
         n_crops = c.crop_views if c.crop_prob > 0 and c.crop_ratio > 0 else 0
-        eeg, index, feats, latents = self._ldm_tensors(train, n_crops, ctx.seed)
+        eeg, index, feats, latents = self._ldm_tensors(train, n_crops, seed)
         scheduler = self._noise_scheduler()
         n_train_steps = int(scheduler.config.num_train_timesteps)
-        val_batch = None
+        validate = None
         if len(val):
             sub = self._val_subset(val)
-            veeg, vindex, vfeats, vlat = self._ldm_tensors(sub, 0, ctx.seed)
-            g = torch.Generator().manual_seed(ctx.seed)
+            veeg, vindex, vfeats, vlat = self._ldm_tensors(sub, 0, seed)
             vl = vlat[vindex, 0]
-            val_batch = (veeg, vl, vfeats[vindex], torch.randn(vl.shape, generator=g),
-                         torch.randint(0, n_train_steps, (len(vl),), generator=g))
+            vn, vts = fixed_noise(vl.shape, n_train_steps, seed)
+            val_batch = (veeg, vl, vfeats[vindex], vn, vts)
+
+            def validate_losses(m):
+                vdiff, vclip = self._ldm_validation(m, scheduler, val_batch, self.device)
+                return {"diffusion": vdiff, "clip": vclip}
+            validate = validate_losses
         self.configure_stage("ldm")
-        bs = min(c.ldm_batch_size, len(train))
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(eeg, index), batch_size=bs, shuffle=True,
-                                             drop_last=True)
         conditioner = _Conditioner(self.mae_encoder, self.channel_mapper, self.dim_mapper, self.time_cond)
-        model = _LDMModel(conditioner, self.clip_mapping, self.unet)
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        params = [p for _, p in named]
-        opt = torch.optim.AdamW(params, lr=c.ldm_lr, weight_decay=c.ldm_weight_decay)
-        model, opt, loader = acc.prepare(model, opt, loader)
-        model.train()
-        feats_dev, latents_dev = feats.to(acc.device), latents.to(acc.device)
+        feats_dev, latents_dev = feats.to(self.device), latents.to(self.device)
         n_views = latents.shape[1]
-        best, best_state = math.inf, None
-        window: dict[str, list[float]] = {"loss": [], "diffusion": [], "clip": []}
-        batches = infinite_batches(loader)
-        t0 = time.perf_counter()
-        bar = tqdm(range(1, c.ldm_steps + 1), desc="dreamdiffusion ldm", disable=not ctx.progress)
-        for step in bar:
-            x, idx = next(batches)
+
+        def step(m, batch):
+            x, idx = batch
             b = len(idx)
             view = torch.zeros(b, dtype=torch.int64, device=idx.device)
             if n_views > 1:
                 crop = torch.rand(b, device=idx.device) < c.crop_prob
                 view = torch.where(crop, torch.randint(1, n_views, (b,), device=idx.device), view)
-            lat = latents_dev[idx.to(acc.device), view.to(acc.device)]
+            lat = latents_dev[idx.to(self.device), view.to(self.device)]
             noise = torch.randn_like(lat)
             t = torch.randint(0, n_train_steps, (b,), device=lat.device)
-            diff, clip = self._ldm_losses(model, scheduler, x, lat, feats_dev[idx.to(acc.device)], noise, t)
-            loss = diff + c.clip_weight * clip
-            acc.backward(loss)
-            if acc.sync_gradients and c.ldm_grad_clip > 0:
-                acc.clip_grad_norm_(params, c.ldm_grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            for key, value in (("loss", loss), ("diffusion", diff), ("clip", clip)):
-                window[key].append(float(value.detach()))
-            if step % c.log_every == 0 or step == c.ldm_steps:
-                row = {k: float(np.mean(v)) for k, v in window.items()}
-                row["steps_per_s"] = step / (time.perf_counter() - t0)
-                ctx.log_metrics(row, stage="ldm", step=step)
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
-                window = {k: [] for k in window}
-            if val_batch is not None and (step % c.ldm_eval_every == 0 or step == c.ldm_steps):
-                vdiff, vclip = self._ldm_validation(model, scheduler, val_batch, acc.device)
-                ctx.log_metrics({"val_diffusion": vdiff, "val_clip": vclip}, stage="ldm", step=step)
-                if vdiff < best:
-                    best = vdiff
-                    best_state = {n: p.detach().clone().cpu() for n, p in named}
-                    ctx.logger.info("dreamdiffusion ldm: step %d val diffusion loss %.4f (best)", step, best)
-        bar.close()
-        if best_state is not None:
-            with torch.no_grad():
-                for n, p in named:
-                    p.copy_(best_state[n].to(p.device))
-        ctx.logger.info("dreamdiffusion ldm: %d steps in %.1f s, best val diffusion loss %.4f", c.ldm_steps,
-                        time.perf_counter() - t0, best)
+            diff, clip = self._ldm_losses(m, scheduler, x, lat, feats_dev[idx.to(self.device)], noise, t)
+            return {"loss": diff + c.clip_weight * clip, "diffusion": diff, "clip": clip}
+
+        return Stage(
+            model=_LDMModel(conditioner, self.clip_mapping, self.unet), step=step, data=(eeg, index),
+            batch_size=min(c.ldm_batch_size, len(train)),
+            optimizer=lambda p: torch.optim.AdamW(p, lr=c.ldm_lr, weight_decay=c.ldm_weight_decay),
+            grad_clip=c.ldm_grad_clip, log_every=c.log_every,
+            validate=validate, eval_every=c.ldm_eval_every, select=lambda row: row["diffusion"],
+        )
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()

@@ -69,9 +69,6 @@ SYNAPSE README's "368 M" for GWIT is not reproduced by either convention (§7).
 
 from __future__ import annotations
 
-import copy
-import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -80,12 +77,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from eegbench._compat import ensure_torchvision
 from eegbench.data import DatasetInfo, EEGDataset
 from eegbench.errors import ConfigError
-from eegbench.method import Method, RunContext, channel_statistics, infinite_batches
+from eegbench.method import Method, RunContext, channel_statistics
+from eegbench.training import Stage, diffusion_target, fixed_noise, stimulus_latents
 
 from .modeling import (
     EEGConditioningEmbedding,
@@ -424,6 +421,8 @@ class GWIT(Method):
     def fit(self, train: EEGDataset, val: EEGDataset, ctx: RunContext) -> None:
         """Train the classifier, then the ControlNet, on ``train``; ``val`` selects both checkpoints.
 
+        Both stages run through the harness's :class:`~eegbench.training.StageTrainer`.
+
         Parameters
         ----------
         train, val : EEGDataset
@@ -440,62 +439,34 @@ class GWIT(Method):
         self.controlnet.embedding.standardize.set_statistics(mean, std)
         self.eeg_classifier.standardize.set_statistics(mean, std)
         self.controlnet.embedding.subject_layers.mark_seen(sorted({int(s) for s in train.subjects}))
-        self._fit_classifier(train, val, ctx)
-        self._fit_controlnet(train, val, ctx)
+        trainer = ctx.trainer(self)
+        trainer.run_stage("classifier", self.config.classifier_steps,
+                          lambda: self._classifier_stage(train, val, ctx.seed))
+        self.configure_stage("inference")
+        self.eeg_classifier.set_bank(self._features(train.eeg), torch.from_numpy(train.labels.copy()))
+        self.eeg_classifier.eval()
+        trainer.run_stage("controlnet", self.config.controlnet_steps,
+                          lambda: self._controlnet_stage(train, val, ctx))
         self.configure_stage("inference")
         self.controlnet.eval()
         self.eeg_classifier.eval()
 
-    def _fit_classifier(self, train: EEGDataset, val: EEGDataset, ctx: RunContext) -> None:
-        c, acc = self.config, ctx.accelerator
+    def _classifier_stage(self, train: EEGDataset, val: EEGDataset, seed: int) -> Stage:
+        """The triplet-loss LSTM feature net; the best validation k-NN accuracy is kept."""
+        c = self.config
+        self.configure_stage("classifier")
+        eeg = torch.from_numpy(np.ascontiguousarray(train.eeg)).float()
         labels = torch.from_numpy(train.labels.copy())
-        if c.classifier_steps > 0:
-            self.configure_stage("classifier")
-            eeg = torch.from_numpy(np.ascontiguousarray(train.eeg)).float()
-            bs = min(c.classifier_batch_size, len(train))
-            g = torch.Generator().manual_seed(ctx.seed)
-            loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(eeg, labels), batch_size=bs,
-                                                 shuffle=True, drop_last=True, generator=g)
-            model = self.eeg_classifier
-            params = [p for p in model.parameters() if p.requires_grad]
-            opt = torch.optim.AdamW(params, lr=c.classifier_lr, weight_decay=0.0)
-            model, opt, loader = acc.prepare(model, opt, loader)
-            model.train()
-            best, best_state = -math.inf, None
-            window: list[float] = []
-            batches = infinite_batches(loader)
-            t0 = time.perf_counter()
-            bar = tqdm(range(1, c.classifier_steps + 1), desc="gwit classifier", disable=not ctx.progress)
-            for step in bar:
-                x, y = next(batches)
-                loss = triplet_margin_loss(model(x), y, c.triplet_margin)
-                acc.backward(loss)
-                if acc.sync_gradients and c.grad_clip > 0:
-                    acc.clip_grad_norm_(params, c.grad_clip)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                window.append(float(loss.detach()))
-                if step % c.log_every == 0 or step == c.classifier_steps:
-                    row = {"loss": float(np.mean(window)), "steps_per_s": step / (time.perf_counter() - t0)}
-                    ctx.log_metrics(row, stage="classifier", step=step)
-                    bar.set_postfix(loss=f"{row['loss']:.3f}")
-                    window = []
-                if len(val) and (step % c.classifier_eval_every == 0 or step == c.classifier_steps):
-                    acc_val = self._knn_accuracy(train, val)
-                    model.train()
-                    ctx.log_metrics({"val_knn_accuracy": acc_val}, stage="classifier", step=step)
-                    if acc_val > best:
-                        best = acc_val
-                        best_state = copy.deepcopy(self.eeg_classifier.state_dict())
-                        ctx.logger.info("gwit classifier: step %d val k-NN accuracy %.3f (best)", step, best)
-            bar.close()
-            if best_state is not None:
-                self.eeg_classifier.load_state_dict(best_state)
-            ctx.logger.info("gwit classifier: %d steps in %.1f s, best val k-NN accuracy %.3f",
-                            c.classifier_steps, time.perf_counter() - t0, best)
-        self.configure_stage("inference")
-        self.eeg_classifier.set_bank(self._features(train.eeg), labels)
-        self.eeg_classifier.eval()
+        validate = (lambda m: {"knn_accuracy": self._knn_accuracy(train, val)}) if len(val) else None  # noqa: E731
+        return Stage(
+            model=self.eeg_classifier, data=(eeg, labels), batch_size=min(c.classifier_batch_size, len(train)),
+            step=lambda m, batch: {"loss": triplet_margin_loss(m(batch[0]), batch[1], c.triplet_margin)},
+            optimizer=lambda p: torch.optim.AdamW(p, lr=c.classifier_lr, weight_decay=0.0),
+            loader_generator=torch.Generator().manual_seed(seed),
+            grad_clip=c.grad_clip, log_every=c.log_every,
+            validate=validate, eval_every=c.classifier_eval_every, select=lambda row: -row["knn_accuracy"],
+            keep=(self.eeg_classifier,),
+        )
 
     def _knn_accuracy(self, train: EEGDataset, val: EEGDataset) -> float:
         """k-NN accuracy on ``val`` with the current features of ``train`` as the reference set."""
@@ -503,19 +474,9 @@ class GWIT(Method):
         pred = knn_vote(ftr, train.labels, self.config.knn_k, query=fva)
         return float((pred == val.labels).mean())
 
-    @torch.no_grad()
     def _latents(self, dataset: EEGDataset) -> torch.Tensor:
         """Scaled VAE latents of each trial's stimulus, float32 (n_trials, C, h, w) on the CPU."""
-        den = self.backbones.denoiser
-        ids = list(dataset.trials["image_id"])
-        unique = sorted(set(ids))
-        lat = []
-        for start in range(0, len(unique), 64):
-            imgs = torch.from_numpy(dataset.stimuli.load_many(unique[start:start + 64], den.image_size))
-            lat.append(den.encode_images(imgs.to(self.device)).float().cpu())
-        latents = torch.cat(lat)
-        pos = {k: i for i, k in enumerate(unique)}
-        return latents[torch.tensor([pos[i] for i in ids])]
+        return stimulus_latents(dataset, self.backbones.denoiser, self.device)
 
     def _training_prompt_classes(self, train: EEGDataset) -> np.ndarray:
         """Class whose prompt each training trial gets: the classifier's leave-one-out guess, or the label."""
@@ -526,20 +487,13 @@ class GWIT(Method):
 
     def _diffusion_loss(self, model: nn.Module, scheduler, latents, context, eeg, subject, noise, timesteps):
         noisy = scheduler.add_noise(latents, noise, timesteps)
-        ptype = scheduler.config.prediction_type
-        if ptype == "v_prediction":
-            target = scheduler.get_velocity(latents, noise, timesteps)
-        elif ptype == "epsilon":
-            target = noise
-        else:
-            raise ConfigError(f"gwit: unsupported denoiser prediction_type {ptype!r}")
+        target = diffusion_target(scheduler, latents, noise, timesteps, who="gwit")
         pred = model(noisy, timesteps, context, eeg, subject)
         return F.mse_loss(pred.float(), target.float())
 
-    def _fit_controlnet(self, train: EEGDataset, val: EEGDataset, ctx: RunContext) -> None:
-        c, acc = self.config, ctx.accelerator
-        if c.controlnet_steps == 0:
-            return
+    def _controlnet_stage(self, train: EEGDataset, val: EEGDataset, ctx: RunContext) -> Stage:
+        """The EEG ControlNet on the frozen shared UNet, prompted by the classifier's guesses (50 % empty)."""
+        c = self.config
         den = self.backbones.denoiser
         scheduler = den.new_scheduler("ddpm")
         n_train_t = int(scheduler.config.num_train_timesteps)
@@ -551,69 +505,43 @@ class GWIT(Method):
         eeg = torch.from_numpy(np.ascontiguousarray(train.eeg)).float()
         subj = torch.from_numpy(train.subjects.copy())
         latents = self._latents(train)
-        val_batch = None
+        validate = None
         if len(val):
             n_val = min(len(val), 64)
             sub = val.subset(list(val.trials["trial_id"])[:n_val])
-            g = torch.Generator().manual_seed(ctx.seed)
-            vcls = self.predict_classes(torch.from_numpy(np.ascontiguousarray(sub.eeg)).float()).cpu()
+            veeg = torch.from_numpy(np.ascontiguousarray(sub.eeg)).float()
+            vcls = self.predict_classes(veeg).cpu()
             vlat = self._latents(sub)
-            val_batch = (vlat, prompts[vcls], torch.from_numpy(np.ascontiguousarray(sub.eeg)).float(),
-                         torch.from_numpy(sub.subjects.copy()), torch.randn(vlat.shape, generator=g),
-                         torch.randint(0, n_train_t, (n_val,), generator=g))
+            vn, vt = fixed_noise(vlat.shape, n_train_t, ctx.seed)
+            val_batch = (vlat, prompts[vcls], veeg, torch.from_numpy(sub.subjects.copy()), vn, vt)
+
+            def validate_loss(m):
+                vl, vc, ve, vs, vn_, vt_ = (v.to(self.device) for v in val_batch)
+                return {"loss": float(self._diffusion_loss(m, scheduler, vl, vc, ve, vs, vn_, vt_))}
+            validate = validate_loss
         self.configure_stage("controlnet")
-        bs = min(c.controlnet_batch_size, len(train))
-        g = torch.Generator().manual_seed(ctx.seed + 1)
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(eeg, subj, classes, latents),
-                                             batch_size=bs, shuffle=True, drop_last=True, generator=g)
-        model = _ControlledUNet(self.controlnet, den.unet)
-        params = [p for p in self.controlnet.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=c.controlnet_lr, betas=(0.9, 0.999), weight_decay=c.weight_decay,
-                                foreach=True)
-        model, opt, loader = acc.prepare(model, opt, loader)
-        model.train()
-        den.unet.eval()
         noise_gen = torch.Generator().manual_seed(ctx.seed + 2)
-        best, best_state = math.inf, None
-        window: list[float] = []
-        batches = infinite_batches(loader)
-        t0 = time.perf_counter()
-        bar = tqdm(range(1, c.controlnet_steps + 1), desc="gwit controlnet", disable=not ctx.progress)
-        for step in bar:
-            x, s, cls, lat = next(batches)
+
+        def step(m, batch):
+            x, s, cls, lat = batch
             b = len(lat)
             drop = torch.rand(b, generator=noise_gen) < c.proportion_empty_prompts
             context = torch.where(drop[:, None, None], empty.expand(b, -1, -1), prompts[cls.cpu()]).to(lat.device)
             noise = torch.randn(lat.shape, generator=noise_gen).to(lat.device)
             t = torch.randint(0, n_train_t, (b,), generator=noise_gen).to(lat.device)
-            loss = self._diffusion_loss(model, scheduler, lat, context, x, s, noise, t)
-            acc.backward(loss)
-            if acc.sync_gradients and c.grad_clip > 0:
-                acc.clip_grad_norm_(params, c.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            window.append(float(loss.detach()))
-            if step % c.log_every == 0 or step == c.controlnet_steps:
-                row = {"loss": float(np.mean(window)), "steps_per_s": step / (time.perf_counter() - t0)}
-                ctx.log_metrics(row, stage="controlnet", step=step)
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
-                window = []
-            if val_batch is not None and (step % c.controlnet_eval_every == 0 or step == c.controlnet_steps):
-                model.eval()
-                with torch.no_grad():
-                    vl, vc, ve, vs, vn, vt = (v.to(acc.device) for v in val_batch)
-                    vloss = float(self._diffusion_loss(model, scheduler, vl, vc, ve, vs, vn, vt))
-                model.train()
-                ctx.log_metrics({"val_loss": vloss}, stage="controlnet", step=step)
-                if vloss < best:
-                    best = vloss
-                    best_state = copy.deepcopy(self.controlnet.state_dict())
-                    ctx.logger.info("gwit controlnet: step %d val loss %.4f (best)", step, best)
-        bar.close()
-        if best_state is not None:
-            self.controlnet.load_state_dict(best_state)
-        ctx.logger.info("gwit controlnet: %d steps in %.1f s, best val loss %.4f", c.controlnet_steps,
-                        time.perf_counter() - t0, best)
+            return {"loss": self._diffusion_loss(m, scheduler, lat, context, x, s, noise, t)}
+
+        return Stage(
+            model=_ControlledUNet(self.controlnet, den.unet), step=step, data=(eeg, subj, classes, latents),
+            batch_size=min(c.controlnet_batch_size, len(train)),
+            params=[p for p in self.controlnet.parameters() if p.requires_grad],
+            optimizer=lambda p: torch.optim.AdamW(p, lr=c.controlnet_lr, betas=(0.9, 0.999),
+                                                  weight_decay=c.weight_decay, foreach=True),
+            loader_generator=torch.Generator().manual_seed(ctx.seed + 1), generators=(noise_gen,),
+            eval_modules=(den.unet,), grad_clip=c.grad_clip, log_every=c.log_every,
+            validate=validate, eval_every=c.controlnet_eval_every, select=lambda row: row["loss"],
+            keep=(self.controlnet,),
+        )
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()

@@ -33,9 +33,6 @@ the small denoiser was pretrained with.
 
 from __future__ import annotations
 
-import copy
-import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,12 +41,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from eegbench._compat import ensure_torchvision
 from eegbench.data import DatasetInfo, EEGDataset
 from eegbench.errors import ConfigError
-from eegbench.method import Method, RunContext, channel_statistics, infinite_batches
+from eegbench.method import Method, RunContext, channel_statistics
+from eegbench.training import Stage, diffusion_target, fixed_noise, stimulus_features, stimulus_latents
 
 from .ip_adapter import EEGIPAdapter
 from .modeling import AlignmentHeads, SynapseEEGDecoder, SynapseEEGEncoder, stage1_losses
@@ -391,19 +388,11 @@ class Synapse(Method):
             self.ip_adapter.requires_grad_(True)
 
     # ------------------------------------------------------------------ helpers
-    @torch.no_grad()
     def _image_features(self, dataset: EEGDataset) -> tuple[torch.Tensor, np.ndarray]:
         """Frozen image embeddings of the unique stimuli; returns (features (n_img, dim), index per trial)."""
-        ids = list(dataset.trials["image_id"])
-        unique = sorted(set(ids))
-        pos = {k: i for i, k in enumerate(unique)}
         embedder = self.backbones.image_embedder
         size = int(getattr(embedder, "image_size", self.info.image_size))
-        feats = []
-        for start in range(0, len(unique), 64):
-            imgs = torch.from_numpy(dataset.stimuli.load_many(unique[start:start + 64], size)).to(self.device)
-            feats.append(embedder(imgs).float().cpu())
-        return torch.cat(feats), np.array([pos[i] for i in ids], dtype=np.int64)
+        return stimulus_features(dataset, embedder, self.device, image_size=size)
 
     @torch.no_grad()
     def _caption_tokens(self) -> torch.Tensor:
@@ -432,6 +421,9 @@ class Synapse(Method):
     def fit(self, train: EEGDataset, val: EEGDataset, ctx: RunContext) -> None:
         """Train Stage 1 then Stage 2 on ``train``; ``val`` selects the Stage-1 checkpoint.
 
+        Both stages run through the harness's :class:`~eegbench.training.StageTrainer` (one loop,
+        checkpoints, resume).
+
         Parameters
         ----------
         train, val : EEGDataset
@@ -446,15 +438,15 @@ class Synapse(Method):
         self.check_fit_data(train, val)
         mean, std = channel_statistics(train.eeg)
         self.eeg_encoder.set_normalization(mean, std)
-        self._fit_stage1(train, val, ctx)
-        self._fit_stage2(train, val, ctx)
+        trainer = ctx.trainer(self)
+        trainer.run_stage("stage1", self.config.stage1_steps, lambda: self._stage1(train, val))
+        trainer.run_stage("stage2", self.config.stage2_steps, lambda: self._stage2(train, val, ctx.seed))
         self.configure_stage("inference")
         for module in (self.eeg_encoder, self.eeg_decoder, self.align_heads, self.unet, self.ip_adapter):
             module.eval()
 
     @torch.no_grad()
     def _stage1_validation(self, model: nn.Module, tensors: tuple[torch.Tensor, ...], device) -> dict[str, float]:
-        model.eval()
         sums = dict.fromkeys((*_LOSS_TERMS, "loss"), 0.0)
         n, used = len(tensors[0]), 0
         bs = self.config.stage1_batch_size
@@ -468,83 +460,39 @@ class Synapse(Method):
                 sums[k] += float(losses[k]) * len(batch[0])
             sums["loss"] += float(total) * len(batch[0])
             used += len(batch[0])
-        model.train()
         return {k: v / max(used, 1) for k, v in sums.items()}
 
-    def _fit_stage1(self, train: EEGDataset, val: EEGDataset, ctx: RunContext) -> None:
-        c, acc = self.config, ctx.accelerator
-        if c.stage1_steps == 0:
-            return
+    def _stage1(self, train: EEGDataset, val: EEGDataset) -> Stage:
+        """Stage 1: the hybrid autoencoder aligned to the frozen text tokens and image embedding."""
+        c = self.config
         self.configure_stage("stage1")
         captions = self._caption_tokens()
         train_t = self._stage1_tensors(train, captions)
         val_t = self._stage1_tensors(val, captions) if len(val) >= 2 else None
-        bs = min(c.stage1_batch_size, len(train))
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*train_t), batch_size=bs,
-                                             shuffle=True, drop_last=True)
         model = _Stage1Model(self.eeg_encoder, self.eeg_decoder, self.align_heads, c.sdsc_alpha)
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=c.stage1_lr, betas=(0.9, 0.999), weight_decay=c.stage1_weight_decay,
-                                foreach=True)
-        model, opt, loader = acc.prepare(model, opt, loader)
-        model.train()
-        best, best_state = math.inf, None
-        window: dict[str, list[float]] = {k: [] for k in (*_LOSS_TERMS, "loss")}
-        batches = infinite_batches(loader)
-        t0 = time.perf_counter()
-        bar = tqdm(range(1, c.stage1_steps + 1), desc="synapse stage1", disable=not ctx.progress)
-        for step in bar:
-            eeg, feat, text = next(batches)
-            losses = model(eeg, feat, text)
-            loss = self._loss_total(losses)
-            acc.backward(loss)
-            if acc.sync_gradients and c.grad_clip > 0:
-                acc.clip_grad_norm_(params, c.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            for k in _LOSS_TERMS:
-                window[k].append(float(losses[k].detach()))
-            window["loss"].append(float(loss.detach()))
-            if step % c.log_every == 0 or step == c.stage1_steps:
-                row = {k: float(np.mean(v)) for k, v in window.items()}
-                row["steps_per_s"] = step / (time.perf_counter() - t0)
-                ctx.log_metrics(row, stage="stage1", step=step)
-                bar.set_postfix(loss=f"{row['loss']:.3f}")
-                window = {k: [] for k in window}
-            if val_t is not None and (step % c.stage1_eval_every == 0 or step == c.stage1_steps):
-                vrow = self._stage1_validation(model, val_t, acc.device)
-                ctx.log_metrics({f"val_{k}": v for k, v in vrow.items()}, stage="stage1", step=step)
-                if vrow["loss"] < best:
-                    best = vrow["loss"]
-                    best_state = {name: copy.deepcopy(m.state_dict())
-                                  for name, m in (("enc", self.eeg_encoder), ("dec", self.eeg_decoder),
-                                                  ("heads", self.align_heads))}
-                    ctx.logger.info("synapse stage1: step %d val loss %.4f (best)", step, best)
-        bar.close()
-        if best_state is not None:
-            self.eeg_encoder.load_state_dict(best_state["enc"])
-            self.eeg_decoder.load_state_dict(best_state["dec"])
-            self.align_heads.load_state_dict(best_state["heads"])
-        ctx.logger.info("synapse stage1: %d steps in %.1f s, best val loss %.4f", c.stage1_steps,
-                        time.perf_counter() - t0, best)
+
+        def step(m, batch):
+            losses = m(*batch)
+            return {**{k: losses[k] for k in _LOSS_TERMS}, "loss": self._loss_total(losses)}
+
+        return Stage(
+            model=model, step=step, data=train_t, batch_size=min(c.stage1_batch_size, len(train)),
+            optimizer=lambda p: torch.optim.AdamW(p, lr=c.stage1_lr, betas=(0.9, 0.999),
+                                                  weight_decay=c.stage1_weight_decay, foreach=True),
+            grad_clip=c.grad_clip, log_every=c.log_every,
+            validate=(lambda m: self._stage1_validation(m, val_t, self.device)) if val_t is not None else None,
+            eval_every=c.stage1_eval_every, select=lambda row: row["loss"],
+            keep=(self.eeg_encoder, self.eeg_decoder, self.align_heads),
+        )
 
     @torch.no_grad()
     def _stage2_tensors(self, dataset: EEGDataset) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen EEG tokens per trial (batch, n_tokens, dim) and scaled VAE latents of its stimulus."""
-        den = self.backbones.denoiser
         self.eeg_encoder.eval()
         eeg = torch.from_numpy(np.ascontiguousarray(dataset.eeg)).float()
         tokens = torch.cat([self.eeg_encoder(eeg[i:i + 256].to(self.device)).float().cpu()
                             for i in range(0, len(eeg), 256)])
-        ids = list(dataset.trials["image_id"])
-        unique = sorted(set(ids))
-        lat = []
-        for start in range(0, len(unique), 64):
-            imgs = torch.from_numpy(dataset.stimuli.load_many(unique[start:start + 64], den.image_size))
-            lat.append(den.encode_images(imgs.to(self.device)).float().cpu())
-        latents = torch.cat(lat)
-        pos = {k: i for i, k in enumerate(unique)}
-        return tokens, latents[torch.tensor([pos[i] for i in ids])]
+        return tokens, stimulus_latents(dataset, self.backbones.denoiser, self.device)
 
     def _noise_scheduler(self):
         """Training scheduler (DDPM) from the denoiser's scheduler config."""
@@ -558,12 +506,7 @@ class Synapse(Method):
 
         noisy = scheduler.add_noise(latents, noise, timesteps)
         ptype = scheduler.config.prediction_type
-        if ptype == "v_prediction":
-            target = scheduler.get_velocity(latents, noise, timesteps)
-        elif ptype == "epsilon":
-            target = noise
-        else:
-            raise ConfigError(f"synapse: unsupported denoiser prediction_type {ptype!r}")
+        target = diffusion_target(scheduler, latents, noise, timesteps, who="synapse")
         pred = model(noisy, timesteps, tokens)
         mse = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         gamma = self.config.snr_gamma
@@ -575,77 +518,47 @@ class Synapse(Method):
             mse = mse * weight
         return mse.mean()
 
-    def _fit_stage2(self, train: EEGDataset, val: EEGDataset, ctx: RunContext) -> None:
+    def _stage2(self, train: EEGDataset, val: EEGDataset, seed: int) -> Stage:
+        """Stage 2: UNet attn2/time/norm2 + IP adapter on frozen EEG tokens (v-prediction, min-SNR, EMA)."""
         ensure_torchvision()
         from diffusers.training_utils import EMAModel
 
-        c, acc = self.config, ctx.accelerator
-        if c.stage2_steps == 0:
-            return
+        c = self.config
         self.configure_stage("inference")
         tokens, latents = self._stage2_tensors(train)
-        val_batch = None
+        scheduler = self._noise_scheduler()
+        n_train_steps = int(scheduler.config.num_train_timesteps)
+        validate = None
         if len(val):
             n_val = min(len(val), 64)
-            sub = val.subset(list(val.trials["trial_id"])[:n_val])
-            vt, vl = self._stage2_tensors(sub)
-            g = torch.Generator().manual_seed(ctx.seed)
-            n_steps = self._noise_scheduler().config.num_train_timesteps
-            val_batch = (vt, vl, torch.randn(vl.shape, generator=g), torch.randint(0, n_steps, (n_val,), generator=g))
+            vt, vl = self._stage2_tensors(val.subset(list(val.trials["trial_id"])[:n_val]))
+            vn, vts = fixed_noise(vl.shape, n_train_steps, seed)
+
+            def validate_loss(m):
+                dev = self.device
+                return {"loss": float(self._diffusion_loss(m, scheduler, vl.to(dev), vt.to(dev), vn.to(dev),
+                                                           vts.to(dev)))}
+            validate = validate_loss
         self.configure_stage("stage2")
-        scheduler = self._noise_scheduler()
-        bs = min(c.stage2_batch_size, len(train))
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(tokens, latents), batch_size=bs,
-                                             shuffle=True, drop_last=True)
-        model = _Stage2Model(self.unet, self.ip_adapter)
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=c.stage2_lr, betas=(0.9, 0.999), weight_decay=c.stage2_weight_decay,
-                                foreach=True)
-        model, opt, loader = acc.prepare(model, opt, loader)
-        ema = EMAModel(params, decay=c.ema_decay) if c.use_ema else None
-        model.train()
-        window: list[float] = []
-        batches = infinite_batches(loader)
-        t0 = time.perf_counter()
-        bar = tqdm(range(1, c.stage2_steps + 1), desc="synapse stage2", disable=not ctx.progress)
-        n_train_steps = scheduler.config.num_train_timesteps
-        for step in bar:
-            tok, lat = next(batches)
+
+        def step(m, batch):
+            tok, lat = batch
             if c.cond_drop_prob > 0:
                 keep = (torch.rand(len(tok), device=tok.device) >= c.cond_drop_prob).to(tok.dtype)
                 tok = tok * keep[:, None, None]
             noise = torch.randn_like(lat)
             t = torch.randint(0, n_train_steps, (len(lat),), device=lat.device)
-            loss = self._diffusion_loss(model, scheduler, lat, tok, noise, t)
-            acc.backward(loss)
-            if acc.sync_gradients and c.grad_clip > 0:
-                acc.clip_grad_norm_(params, c.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.step(params)
-            window.append(float(loss.detach()))
-            if step % c.log_every == 0 or step == c.stage2_steps:
-                row = {"loss": float(np.mean(window)), "steps_per_s": step / (time.perf_counter() - t0)}
-                ctx.log_metrics(row, stage="stage2", step=step)
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
-                window = []
-            if val_batch is not None and (step % c.stage2_eval_every == 0 or step == c.stage2_steps):
-                if ema is not None:
-                    ema.store(params)
-                    ema.copy_to(params)
-                model.eval()
-                with torch.no_grad():
-                    vt, vl, vn, vts = (x.to(acc.device) for x in val_batch)
-                    vloss = float(self._diffusion_loss(model, scheduler, vl, vt, vn, vts))
-                model.train()
-                if ema is not None:
-                    ema.restore(params)
-                ctx.log_metrics({"val_loss": vloss}, stage="stage2", step=step)
-        bar.close()
-        if ema is not None:
-            ema.copy_to(params)
-        ctx.logger.info("synapse stage2: %d steps in %.1f s", c.stage2_steps, time.perf_counter() - t0)
+            return {"loss": self._diffusion_loss(m, scheduler, lat, tok, noise, t)}
+
+        return Stage(
+            model=_Stage2Model(self.unet, self.ip_adapter), step=step, data=(tokens, latents),
+            batch_size=min(c.stage2_batch_size, len(train)),
+            optimizer=lambda p: torch.optim.AdamW(p, lr=c.stage2_lr, betas=(0.9, 0.999),
+                                                  weight_decay=c.stage2_weight_decay, foreach=True),
+            grad_clip=c.grad_clip, log_every=c.log_every,
+            ema=(lambda p: EMAModel(p, decay=c.ema_decay)) if c.use_ema else None,
+            validate=validate, eval_every=c.stage2_eval_every,
+        )
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
