@@ -72,6 +72,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eegbench.config import (
+    at_least,
+    greater_than,
+    in_range,
+    sampler as sampler_field,
+    template as template_field,
+    validate_fields,
+)
 from eegbench.data import DatasetInfo, EEGDataset
 from eegbench.errors import ConfigError
 from eegbench.method import Method, RunContext, channel_statistics
@@ -195,51 +203,51 @@ class BrainVisConfig:
         (``time_pretrain``) with two threads, 0.04 s and 0.6–0.9 s with one. No effect on GPU.
     """
 
-    d_model: int = 128
-    n_layers: int = 2
-    n_heads: int = 4
-    patch_size: int = 4
-    dropout: float = 0.2
+    d_model: int = at_least(1, 128)
+    n_layers: int = at_least(1, 2)
+    n_heads: int = at_least(1, 4)
+    patch_size: int = at_least(1, 4)
+    dropout: float = in_range(0.0, 1.0, 0.2, high_open=True)
     res_init: float = 1e-8
-    mask_ratio: float = 0.75
-    momentum: float = 0.99
-    reg_layers: int = 2
-    vocab_size: int = 64
+    mask_ratio: float = in_range(0.0, 1.0, 0.75, low_open=True, high_open=True)
+    momentum: float = in_range(0.0, 1.0, 0.99, high_open=True)
+    reg_layers: int = at_least(1, 2)
+    vocab_size: int = at_least(1, 64)
     tokenizer_gumbel: bool = True
-    alpha: float = 4.0
-    beta: float = 2.0
-    label_smoothing: float = 0.2
-    freq_hidden: int = 64
-    align_hidden: int = 512
-    align_bottleneck: int = 128
-    eeg_clip: float = 10.0
-    class_prompt_template: str = "{}"
-    caption_template: str = "a photo of a {}"
-    freq_steps: int = 600
-    freq_batch_size: int = 64
-    freq_lr: float = 1e-3
-    pretrain_steps: int = 600
-    pretrain_batch_size: int = 64
-    pretrain_lr: float = 1e-3
-    finetune_steps: int = 300
-    finetune_batch_size: int = 64
-    finetune_lr: float = 3e-4
-    finetune_l1: float = 0.0
-    fusion_steps: int = 200
-    fusion_batch_size: int = 64
-    fusion_lr: float = 3e-4
+    alpha: float = at_least(0.0, 4.0)
+    beta: float = at_least(0.0, 2.0)
+    label_smoothing: float = in_range(0.0, 1.0, 0.2, high_open=True)
+    freq_hidden: int = at_least(1, 64)
+    align_hidden: int = at_least(1, 512)
+    align_bottleneck: int = at_least(1, 128)
+    eeg_clip: float = at_least(0.0, 10.0)
+    class_prompt_template: str = template_field("{}")
+    caption_template: str = template_field("a photo of a {}")
+    freq_steps: int = at_least(0, 600)
+    freq_batch_size: int = at_least(1, 64)
+    freq_lr: float = greater_than(0.0, 1e-3)
+    pretrain_steps: int = at_least(0, 600)
+    pretrain_batch_size: int = at_least(1, 64)
+    pretrain_lr: float = greater_than(0.0, 1e-3)
+    finetune_steps: int = at_least(0, 300)
+    finetune_batch_size: int = at_least(1, 64)
+    finetune_lr: float = greater_than(0.0, 3e-4)
+    finetune_l1: float = at_least(0.0, 0.0)
+    fusion_steps: int = at_least(0, 200)
+    fusion_batch_size: int = at_least(1, 64)
+    fusion_lr: float = greater_than(0.0, 3e-4)
     fusion_train_encoders: bool = True
-    align_steps: int = 400
-    align_batch_size: int = 64
-    align_lr: float = 5e-4
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    eval_every: int = 100
-    sampler: str = "plms"
-    guidance_scale: float = 7.5
-    img2img_strength: float = 0.85
-    log_every: int = 50
-    cpu_threads: int = 0
+    align_steps: int = at_least(0, 400)
+    align_batch_size: int = at_least(1, 64)
+    align_lr: float = greater_than(0.0, 5e-4)
+    weight_decay: float = at_least(0.0, 0.01)
+    grad_clip: float = at_least(0.0, 1.0)
+    eval_every: int = at_least(1, 100)
+    sampler: str = sampler_field("plms")
+    guidance_scale: float = at_least(1.0, 7.5)
+    img2img_strength: float = in_range(0.0, 1.0, 0.85, low_open=True)
+    log_every: int = at_least(1, 50)
+    cpu_threads: int = at_least(0, 0)
 
     def validate(self) -> None:
         """Check value ranges.
@@ -249,44 +257,9 @@ class BrainVisConfig:
         ConfigError
             Naming the first offending option.
         """
-        from eegbench.backbones.denoiser import SAMPLERS
-
-        positive = ("d_model", "n_layers", "n_heads", "patch_size", "reg_layers", "vocab_size", "freq_hidden",
-                    "align_hidden", "align_bottleneck", "freq_batch_size", "pretrain_batch_size",
-                    "finetune_batch_size", "fusion_batch_size", "align_batch_size", "eval_every", "log_every")
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"brainvis: {name}={getattr(self, name)} must be ≥ 1")
-        if self.cpu_threads < 0:
-            raise ConfigError(f"brainvis: cpu_threads={self.cpu_threads} must be ≥ 0 (0: leave torch's setting)")
-        for name in ("freq_steps", "pretrain_steps", "finetune_steps", "fusion_steps", "align_steps"):
-            if int(getattr(self, name)) < 0:
-                raise ConfigError(f"brainvis: {name}={getattr(self, name)} must be ≥ 0")
+        validate_fields(self, "brainvis")
         if self.d_model % self.n_heads:
             raise ConfigError(f"brainvis: n_heads={self.n_heads} must divide d_model={self.d_model}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"brainvis: dropout={self.dropout} must be in [0, 1)")
-        if not 0.0 < self.mask_ratio < 1.0:
-            raise ConfigError(f"brainvis: mask_ratio={self.mask_ratio} must be in (0, 1)")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ConfigError(f"brainvis: momentum={self.momentum} must be in [0, 1)")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"brainvis: label_smoothing={self.label_smoothing} must be in [0, 1)")
-        for name in ("alpha", "beta", "finetune_l1", "weight_decay", "grad_clip", "eeg_clip"):
-            if float(getattr(self, name)) < 0:
-                raise ConfigError(f"brainvis: {name}={getattr(self, name)} must be ≥ 0")
-        for name in ("freq_lr", "pretrain_lr", "finetune_lr", "fusion_lr", "align_lr"):
-            if not float(getattr(self, name)) > 0:
-                raise ConfigError(f"brainvis: {name}={getattr(self, name)} must be > 0")
-        if self.sampler not in SAMPLERS or self.sampler == "ddpm":
-            raise ConfigError(f"brainvis: sampler={self.sampler!r} is unknown; known: ddim, dpm-solver++, plms, unipc")
-        if self.guidance_scale < 1.0:
-            raise ConfigError(f"brainvis: guidance_scale={self.guidance_scale} must be ≥ 1")
-        if not 0.0 < self.img2img_strength <= 1.0:
-            raise ConfigError(f"brainvis: img2img_strength={self.img2img_strength} must be in (0, 1]")
-        for name in ("class_prompt_template", "caption_template"):
-            if "{}" not in getattr(self, name):
-                raise ConfigError(f"brainvis: {name}={getattr(self, name)!r} needs a '{{}}' for the class name")
         if self.class_prompt_template == self.caption_template:
             raise ConfigError("brainvis: class_prompt_template and caption_template must differ "
                               "(they are the two targets of the semantic interpolation)")

@@ -76,6 +76,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from eegbench._compat import ensure_torchvision
+from eegbench.config import (
+    at_least,
+    greater_than,
+    in_range,
+    sampler as sampler_field,
+    validate_fields,
+)
 from eegbench.data import DatasetInfo, EEGDataset
 from eegbench.errors import ConfigError
 from eegbench.method import Method, RunContext, channel_statistics
@@ -179,39 +186,39 @@ class DreamDiffusionConfig:
         Interval (steps) of training-loss logging.
     """
 
-    time_len: int = 0
-    patch_size: int = 4
-    embed_dim: int = 128
-    depth: int = 4
-    num_heads: int = 4
-    mlp_ratio: float = 1.0
-    decoder_dim: int = 64
-    decoder_depth: int = 2
-    decoder_num_heads: int = 4
-    mask_ratio: float = 0.5
-    eeg_clip: float = 10.0
-    mbm_steps: int = 1500
-    mbm_batch_size: int = 32
-    mbm_lr: float = 1e-3
-    mbm_min_lr: float = 0.0
-    mbm_weight_decay: float = 0.05
-    mbm_warmup_steps: int = 100
-    mbm_grad_clip: float = 0.8
-    mbm_eval_every: int = 250
-    ldm_steps: int = 1500
-    ldm_batch_size: int = 16
-    ldm_lr: float = 1e-4
-    ldm_weight_decay: float = 0.01
-    ldm_grad_clip: float = 0.5
-    clip_weight: float = 1.0
-    crop_ratio: float = 0.2
-    crop_prob: float = 0.5
-    crop_views: int = 4
-    ldm_eval_every: int = 250
-    val_trials: int = 256
-    sampler: str = "plms"
-    guidance_scale: float = 1.0
-    log_every: int = 50
+    time_len: int = at_least(0, 0)
+    patch_size: int = at_least(1, 4)
+    embed_dim: int = at_least(1, 128)
+    depth: int = at_least(1, 4)
+    num_heads: int = at_least(1, 4)
+    mlp_ratio: float = greater_than(0.0, 1.0)
+    decoder_dim: int = at_least(1, 64)
+    decoder_depth: int = at_least(1, 2)
+    decoder_num_heads: int = at_least(1, 4)
+    mask_ratio: float = in_range(0.0, 1.0, 0.5, low_open=True, high_open=True)
+    eeg_clip: float = at_least(0.0, 10.0)
+    mbm_steps: int = at_least(0, 1500)
+    mbm_batch_size: int = at_least(1, 32)
+    mbm_lr: float = greater_than(0.0, 1e-3)
+    mbm_min_lr: float = at_least(0.0, 0.0)
+    mbm_weight_decay: float = at_least(0.0, 0.05)
+    mbm_warmup_steps: int = at_least(0, 100)
+    mbm_grad_clip: float = at_least(0.0, 0.8)
+    mbm_eval_every: int = at_least(1, 250)
+    ldm_steps: int = at_least(0, 1500)
+    ldm_batch_size: int = at_least(1, 16)
+    ldm_lr: float = greater_than(0.0, 1e-4)
+    ldm_weight_decay: float = at_least(0.0, 0.01)
+    ldm_grad_clip: float = at_least(0.0, 0.5)
+    clip_weight: float = at_least(0.0, 1.0)
+    crop_ratio: float = in_range(0.0, 1.0, 0.2, high_open=True)
+    crop_prob: float = in_range(0.0, 1.0, 0.5)
+    crop_views: int = at_least(0, 4)
+    ldm_eval_every: int = at_least(1, 250)
+    val_trials: int = at_least(1, 256)
+    sampler: str = sampler_field("plms")
+    guidance_scale: float = at_least(1.0, 1.0)
+    log_every: int = at_least(1, 50)
 
     def validate(self) -> None:
         """Check value ranges.
@@ -221,17 +228,7 @@ class DreamDiffusionConfig:
         ConfigError
             Naming the first offending option.
         """
-        from eegbench.backbones.denoiser import SAMPLERS
-
-        positive = ("patch_size", "embed_dim", "depth", "num_heads", "decoder_dim", "decoder_depth",
-                    "decoder_num_heads", "mbm_batch_size", "mbm_eval_every", "ldm_batch_size", "ldm_eval_every",
-                    "val_trials", "log_every")
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"dreamdiffusion: {name}={getattr(self, name)} must be ≥ 1")
-        for name in ("time_len", "mbm_steps", "ldm_steps", "mbm_warmup_steps", "crop_views"):
-            if int(getattr(self, name)) < 0:
-                raise ConfigError(f"dreamdiffusion: {name}={getattr(self, name)} must be ≥ 0")
+        validate_fields(self, "dreamdiffusion")
         if self.time_len and self.time_len % self.patch_size:
             raise ConfigError(f"dreamdiffusion: time_len={self.time_len} must be a multiple of "
                               f"patch_size={self.patch_size}")
@@ -241,26 +238,6 @@ class DreamDiffusionConfig:
         if self.decoder_dim % self.decoder_num_heads or self.decoder_dim % 2:
             raise ConfigError(f"dreamdiffusion: decoder_dim={self.decoder_dim} must be even and divisible by "
                               f"decoder_num_heads={self.decoder_num_heads}")
-        if not 0.0 < self.mask_ratio < 1.0:
-            raise ConfigError(f"dreamdiffusion: mask_ratio={self.mask_ratio} must be in (0, 1)")
-        if self.mlp_ratio <= 0:
-            raise ConfigError(f"dreamdiffusion: mlp_ratio={self.mlp_ratio} must be > 0")
-        for name in ("mbm_lr", "ldm_lr"):
-            if not float(getattr(self, name)) > 0:
-                raise ConfigError(f"dreamdiffusion: {name}={getattr(self, name)} must be > 0")
-        for name in ("mbm_min_lr", "mbm_weight_decay", "ldm_weight_decay", "mbm_grad_clip", "ldm_grad_clip",
-                     "clip_weight", "eeg_clip"):
-            if float(getattr(self, name)) < 0:
-                raise ConfigError(f"dreamdiffusion: {name}={getattr(self, name)} must be ≥ 0")
-        if not 0.0 <= self.crop_ratio < 1.0:
-            raise ConfigError(f"dreamdiffusion: crop_ratio={self.crop_ratio} must be in [0, 1)")
-        if not 0.0 <= self.crop_prob <= 1.0:
-            raise ConfigError(f"dreamdiffusion: crop_prob={self.crop_prob} must be in [0, 1]")
-        if self.sampler not in SAMPLERS or self.sampler == "ddpm":
-            known = ", ".join(k for k in sorted(SAMPLERS) if k != "ddpm")
-            raise ConfigError(f"dreamdiffusion: sampler={self.sampler!r} is unknown; known: {known}")
-        if self.guidance_scale < 1.0:
-            raise ConfigError(f"dreamdiffusion: guidance_scale={self.guidance_scale} must be ≥ 1")
 
 
 #: The ``paper`` profile (``code/config.py``: ``Config_MBM_EEG``, ``Config_Generative_Model``;

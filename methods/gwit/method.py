@@ -79,6 +79,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from eegbench._compat import ensure_torchvision
+from eegbench.config import (
+    at_least,
+    greater_than,
+    in_range,
+    one_of,
+    sampler as sampler_field,
+    template as template_field,
+    validate_fields,
+)
 from eegbench.data import DatasetInfo, EEGDataset
 from eegbench.errors import ConfigError
 from eegbench.method import Method, RunContext, channel_statistics
@@ -94,7 +103,6 @@ from .modeling import (
 
 __all__ = ["GWIT", "GWITConfig"]
 
-_SAMPLERS = ("ddim", "plms", "unipc", "dpm-solver++")
 
 
 @dataclass
@@ -167,34 +175,34 @@ class GWITConfig:
         Interval (steps) of training-loss logging.
     """
 
-    prompt_template: str = "image of {}"
-    empty_context: str = "null"
-    eeg_pad_to: int = 256
-    eeg_embed_channels: int = 8
-    eeg_embed_stages: int = 5
-    eeg_clip: float = 10.0
-    classifier_hidden: int = 64
-    classifier_layers: int = 2
-    classifier_dim: int = 64
-    classifier_steps: int = 150
-    classifier_batch_size: int = 64
-    classifier_lr: float = 1e-3
-    triplet_margin: float = 0.2
-    knn_k: int = 5
-    classifier_eval_every: int = 50
-    controlnet_steps: int = 1000
-    controlnet_batch_size: int = 16
-    controlnet_lr: float = 1e-4
-    weight_decay: float = 1e-2
-    grad_clip: float = 1.0
-    proportion_empty_prompts: float = 0.5
+    prompt_template: str = template_field("image of {}")
+    empty_context: str = one_of(("null", "text"), "null")
+    eeg_pad_to: int = at_least(1, 256)
+    eeg_embed_channels: int = at_least(1, 8)
+    eeg_embed_stages: int = at_least(0, 5)
+    eeg_clip: float = at_least(0.0, 10.0)
+    classifier_hidden: int = at_least(1, 64)
+    classifier_layers: int = at_least(1, 2)
+    classifier_dim: int = at_least(1, 64)
+    classifier_steps: int = at_least(0, 150)
+    classifier_batch_size: int = at_least(1, 64)
+    classifier_lr: float = greater_than(0.0, 1e-3)
+    triplet_margin: float = at_least(0.0, 0.2)
+    knn_k: int = at_least(1, 5)
+    classifier_eval_every: int = at_least(1, 50)
+    controlnet_steps: int = at_least(0, 1000)
+    controlnet_batch_size: int = at_least(1, 16)
+    controlnet_lr: float = greater_than(0.0, 1e-4)
+    weight_decay: float = at_least(0.0, 1e-2)
+    grad_clip: float = at_least(0.0, 1.0)
+    proportion_empty_prompts: float = in_range(0.0, 1.0, 0.5)
     caption_from_classifier: bool = True
-    controlnet_eval_every: int = 250
-    sampler: str = "unipc"
-    guidance_scale: float = 4.0
+    controlnet_eval_every: int = at_least(1, 250)
+    sampler: str = sampler_field("unipc")
+    guidance_scale: float = at_least(1.0, 4.0)
     guess_mode: bool = True
-    conditioning_scale: float = 1.0
-    log_every: int = 50
+    conditioning_scale: float = at_least(0.0, 1.0)
+    log_every: int = at_least(1, 50)
 
     def validate(self) -> None:
         """Check value ranges.
@@ -204,32 +212,7 @@ class GWITConfig:
         ConfigError
             Naming the first offending option.
         """
-        positive = ("eeg_pad_to", "eeg_embed_channels", "classifier_hidden", "classifier_layers", "classifier_dim",
-                    "classifier_batch_size", "knn_k", "classifier_eval_every", "controlnet_batch_size",
-                    "controlnet_eval_every", "log_every")
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"gwit: {name}={getattr(self, name)} must be ≥ 1")
-        for name in ("eeg_embed_stages", "classifier_steps", "controlnet_steps"):
-            if int(getattr(self, name)) < 0:
-                raise ConfigError(f"gwit: {name}={getattr(self, name)} must be ≥ 0")
-        for name in ("classifier_lr", "controlnet_lr"):
-            if not float(getattr(self, name)) > 0:
-                raise ConfigError(f"gwit: {name}={getattr(self, name)} must be > 0")
-        if self.weight_decay < 0 or self.grad_clip < 0 or self.triplet_margin < 0 or self.eeg_clip < 0:
-            raise ConfigError("gwit: weight_decay, grad_clip, triplet_margin and eeg_clip must be ≥ 0")
-        if not 0.0 <= self.proportion_empty_prompts <= 1.0:
-            raise ConfigError(f"gwit: proportion_empty_prompts={self.proportion_empty_prompts} must be in [0, 1]")
-        if self.empty_context not in ("null", "text"):
-            raise ConfigError(f"gwit: empty_context={self.empty_context!r} must be 'null' or 'text'")
-        if self.sampler not in _SAMPLERS:
-            raise ConfigError(f"gwit: sampler={self.sampler!r}; known: {', '.join(_SAMPLERS)}")
-        if self.guidance_scale < 1.0:
-            raise ConfigError(f"gwit: guidance_scale={self.guidance_scale} must be ≥ 1")
-        if self.conditioning_scale < 0:
-            raise ConfigError(f"gwit: conditioning_scale={self.conditioning_scale} must be ≥ 0")
-        if "{}" not in self.prompt_template:
-            raise ConfigError(f"gwit: prompt_template={self.prompt_template!r} needs a '{{}}' for the class")
+        validate_fields(self, "gwit")
 
 
 class _ControlledUNet(nn.Module):

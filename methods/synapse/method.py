@@ -43,6 +43,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from eegbench._compat import ensure_torchvision
+from eegbench.config import (
+    at_least,
+    greater_than,
+    in_range,
+    sampler as sampler_field,
+    template as template_field,
+    validate_fields,
+)
 from eegbench.data import DatasetInfo, EEGDataset
 from eegbench.errors import ConfigError
 from eegbench.method import Method, RunContext, channel_statistics
@@ -139,42 +147,42 @@ class SynapseConfig:
 
     dims: tuple[int, ...] = (32, 64, 128)
     down_strides: tuple[int, ...] = (2, 2)
-    n_layer: int = 2
-    n_head: int = 8
-    dff_factor: int = 2
-    groups: int = 32
-    dropout: float = 0.1
-    agg_hidden: int = 256
+    n_layer: int = at_least(1, 2)
+    n_head: int = at_least(1, 8)
+    dff_factor: int = at_least(1, 2)
+    groups: int = at_least(1, 32)
+    dropout: float = in_range(0.0, 1.0, 0.1, high_open=True)
+    agg_hidden: int = at_least(1, 256)
     global_attn: bool = True
     eeg_clip: float = 10.0
-    caption_template: str = "a photo of a {}"
-    stage1_steps: int = 1000
-    stage1_batch_size: int = 32
-    stage1_lr: float = 5e-4
-    stage1_weight_decay: float = 0.01
+    caption_template: str = template_field("a photo of a {}")
+    stage1_steps: int = at_least(0, 1000)
+    stage1_batch_size: int = at_least(1, 32)
+    stage1_lr: float = greater_than(0.0, 5e-4)
+    stage1_weight_decay: float = at_least(0.0, 0.01)
     w_rec: float = 0.5
     w_sdsc: float = 0.5
     w_sim: float = 0.5
     w_cos: float = 0.5
     w_align: float = 0.5
     sdsc_alpha: float = 100.0
-    stage1_eval_every: int = 250
-    ip_tokens: int = 4
+    stage1_eval_every: int = at_least(1, 250)
+    ip_tokens: int = at_least(1, 4)
     ip_scale: float = 1.0
-    stage2_steps: int = 1500
-    stage2_batch_size: int = 16
-    stage2_lr: float = 1e-4
-    stage2_weight_decay: float = 0.01
-    cond_drop_prob: float = 0.1
-    snr_gamma: float = 0.5
+    stage2_steps: int = at_least(0, 1500)
+    stage2_batch_size: int = at_least(1, 16)
+    stage2_lr: float = greater_than(0.0, 1e-4)
+    stage2_weight_decay: float = at_least(0.0, 0.01)
+    cond_drop_prob: float = in_range(0.0, 1.0, 0.1)
+    snr_gamma: float = at_least(0.0, 0.5)
     use_ema: bool = True
-    ema_decay: float = 0.9999
-    stage2_eval_every: int = 500
-    grad_clip: float = 1.0
-    guidance_scale: float = 3.0
-    sampler: str = "ddim"
+    ema_decay: float = in_range(0.0, 1.0, 0.9999, low_open=True, high_open=True)
+    stage2_eval_every: int = at_least(1, 500)
+    grad_clip: float = at_least(0.0, 1.0)
+    guidance_scale: float = at_least(1.0, 3.0)
+    sampler: str = sampler_field("ddim")
     learn_logit_scale: bool = True
-    log_every: int = 50
+    log_every: int = at_least(1, 50)
 
     def validate(self) -> None:
         """Check value ranges.
@@ -184,28 +192,7 @@ class SynapseConfig:
         ConfigError
             Naming the first offending option.
         """
-        positive = ("n_layer", "n_head", "dff_factor", "groups", "agg_hidden", "stage1_batch_size",
-                    "stage2_batch_size", "ip_tokens", "stage1_eval_every", "stage2_eval_every", "log_every")
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"synapse: {name}={getattr(self, name)} must be ≥ 1")
-        for name in ("stage1_steps", "stage2_steps"):
-            if int(getattr(self, name)) < 0:
-                raise ConfigError(f"synapse: {name}={getattr(self, name)} must be ≥ 0")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"synapse: dropout={self.dropout} must be in [0, 1)")
-        if not 0.0 <= self.cond_drop_prob <= 1.0:
-            raise ConfigError(f"synapse: cond_drop_prob={self.cond_drop_prob} must be in [0, 1]")
-        if not 0.0 < self.ema_decay < 1.0:
-            raise ConfigError(f"synapse: ema_decay={self.ema_decay} must be in (0, 1)")
-        if self.guidance_scale < 1.0:
-            raise ConfigError(f"synapse: guidance_scale={self.guidance_scale} must be ≥ 1")
-        if "{}" not in self.caption_template:
-            raise ConfigError(f"synapse: caption_template={self.caption_template!r} needs a '{{}}' for the class")
-        from eegbench.backbones.denoiser import SAMPLERS
-
-        if self.sampler not in SAMPLERS:
-            raise ConfigError(f"synapse: sampler={self.sampler!r} is unknown; known: {', '.join(sorted(SAMPLERS))}")
+        validate_fields(self, "synapse")
 
 
 class _Stage1Model(nn.Module):
