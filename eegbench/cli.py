@@ -19,6 +19,7 @@ EPILOG = """\
 examples:
   eegbench run --method synapse --setting multi-subject
   eegbench run --method synapse --setting single-subject --subject 1 --seed 1
+  eegbench run --resume synapse_eegnb-n170_multi-subject_seed0_20261201-120000
   eegbench evaluate runs/<run_id> --inception-weights weights-inception-2015-12-05-6726825d.pth
   eegbench compare
   eegbench params --method synapse --profile paper
@@ -87,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="protocol classifier-free guidance scale (default: each method's own)")
     _add_weights_flags(g)
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    g = p.add_argument_group("checkpoints and resume")
+    g.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="save the full training state every N optimiser steps of each stage (default: four "
+                        "times per stage; 0: only at the end of each stage)")
+    g.add_argument("--resume", default=None, metavar="RUN_ID",
+                   help="continue the interrupted run runs/.partial-RUN_ID/ from its last checkpoint (other "
+                        "options may be left out; any given must equal the run's own)")
 
     p = sub.add_parser("evaluate", help="re-score a finished run's saved samples under a given protocol")
     p.add_argument("run_dir", type=Path, help="run folder written by `eegbench run`")
@@ -135,10 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cmd_run(args) -> int:
-    from eegbench.runner import RunConfig, run
+def _run_config(args):
+    from eegbench.runner import RunConfig
 
-    cfg = RunConfig(
+    return RunConfig(
         method=args.method, dataset=args.dataset, setting=args.setting, subject=args.subject,
         dataset_options=dict(args.dataset_options),
         profile=args.profile, seed=args.seed, data_root=args.data_root, weights_root=args.weights_root,
@@ -147,8 +155,24 @@ def _cmd_run(args) -> int:
         n_samples_per_trial=args.n_samples, num_inference_steps=args.steps,
         max_test_trials=args.max_test_trials, sampler=args.sampler, guidance_scale=args.guidance_scale,
         inception_weights=args.inception_weights, classifier_weights=args.classifier_weights,
-        progress=not args.no_progress,
+        progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
     )
+
+
+def _cmd_run(args) -> int:
+    import dataclasses
+
+    from eegbench.runner import resume_config, run
+
+    cfg = _run_config(args)
+    if args.resume:
+        if args.run_id is not None and args.run_id != args.resume:
+            raise EegbenchError(f"--run-id {args.run_id} and --resume {args.resume} name different runs")
+        defaults = _run_config(build_parser().parse_args(["run"]))
+        given = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                 if getattr(cfg, f.name) != getattr(defaults, f.name)}
+        cfg = resume_config(args.resume, args.runs_dir, given, progress=not args.no_progress,
+                            checkpoint_every=args.checkpoint_every)
     result = run(cfg)
     if result:
         from eegbench.leaderboard import metrics_summary

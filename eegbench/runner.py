@@ -1,19 +1,27 @@
-"""The run pipeline: data → split → shared backbones → fit → generate → score → ``result.json``.
+"""The run pipeline: prepare → backbones → fit → generate → score → record (``result.json``).
 
 Everything a run writes goes to ``runs/.partial-<run_id>/`` first and is renamed to
-``runs/<run_id>/`` only when the run succeeded, so a failed run leaves nothing half-written.
-Only the main process writes files; generation is sharded over processes when launched with
+``runs/<run_id>/`` only when the run succeeded. Bad input fails before any folder exists. A run
+that fails or is killed once training has started keeps its partial folder (``run.json``, training
+checkpoints in ``train_state/``, the fitted method in ``checkpoint/``, samples) and
+``eegbench run --resume <run_id>`` continues it; a run that fails before that leaves nothing.
+Only the main process writes files; training runs on every process through the accelerator (the
+global batch stays the configured one), generation is sharded over processes when launched with
 ``torchrun``/``accelerate launch``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import re
 import resource
 import shutil
+import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +35,7 @@ from tqdm.auto import tqdm
 from eegbench.backbones import Backbones, SmallProfile, default_weights_root
 from eegbench.datasets import default_cache_dir, default_data_root
 from eegbench.datasets.info import make_loader
+from eegbench.config import check_sampler
 from eegbench.errors import ConfigError, EegbenchError
 from eegbench.evaluate import find_inception_weights, reference_cache_name, resolve_protocol, score_images
 from eegbench.method import RunContext, apply_overrides, count_parameters
@@ -81,6 +90,11 @@ class RunConfig:
         Show tqdm progress bars.
     run_id : str, optional
         Folder name under ``runs_dir``; default ``<method>_<dataset>_<setting>_seed<seed>_<UTC time>``.
+    checkpoint_every : int, optional
+        Training-checkpoint interval in optimiser steps for every stage (None: four per stage;
+        0: only at the end of each stage).
+    resume : bool
+        Continue the interrupted run ``runs_dir/.partial-<run_id>/`` (see :func:`resume_config`).
     """
 
     method: str = "synapse"
@@ -105,6 +119,8 @@ class RunConfig:
     classifier_weights: Path | None = None
     progress: bool = True
     run_id: str | None = None
+    checkpoint_every: int | None = None
+    resume: bool = False
 
 
 def _safe(name: str) -> str:
@@ -171,8 +187,416 @@ def _grid(reference: np.ndarray, generated: np.ndarray, labels: np.ndarray, clas
     grid.save(path)
 
 
+#: RunConfig fields that define a run: ``--resume`` refuses to continue a run with any of them changed.
+IDENTITY_FIELDS = (
+    "method", "dataset", "setting", "subject", "dataset_options", "profile", "seed", "overrides",
+    "backbone_overrides", "n_samples_per_trial", "num_inference_steps", "max_test_trials", "sampler",
+    "guidance_scale", "inception_weights", "classifier_weights",
+)
+
+#: Names of the run's steps, in order (``durations_s`` uses them too).
+RUN_STEPS = ("prepare", "backbones", "fit", "generate", "score", "record")
+
+
+def _check_counts(cfg: RunConfig) -> None:
+    """One-line errors for protocol counts that must be ≥ 1 (0 is not "use the default")."""
+    for flag, value in (("--n-samples", cfg.n_samples_per_trial), ("--steps", cfg.num_inference_steps),
+                        ("--max-test-trials", cfg.max_test_trials)):
+        if value is not None and int(value) < 1:
+            raise ConfigError(f"{flag} {value}: must be ≥ 1 (leave the flag out for the protocol default)")
+    if cfg.checkpoint_every is not None and int(cfg.checkpoint_every) < 0:
+        raise ConfigError(f"--checkpoint-every {cfg.checkpoint_every}: must be ≥ 0 (0: only at the end of each stage)")
+
+
+def _config_record(cfg: RunConfig) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+
+
+def _partial_dir(runs_dir: Path, run_id: str) -> Path:
+    return Path(runs_dir) / f".partial-{run_id}"
+
+
+def resume_config(run_id: str, runs_dir: Path | str = Path("runs"), given: Mapping[str, Any] | None = None,
+                  *, progress: bool = True, checkpoint_every: int | None = None) -> RunConfig:
+    """The :class:`RunConfig` of an interrupted run, to continue it with :func:`run`.
+
+    Parameters
+    ----------
+    run_id : str
+        Folder name of the run (``runs/.partial-<run_id>/`` must exist).
+    runs_dir : Path
+    given : mapping of str to value, optional
+        RunConfig fields the user stated again (e.g. on the command line); each must equal the
+        run's own value.
+    progress : bool
+    checkpoint_every : int, optional
+        New checkpoint interval (not part of the run's identity).
+
+    Returns
+    -------
+    RunConfig
+        With ``resume=True`` and the stored values.
+
+    Raises
+    ------
+    ConfigError
+        If the run finished already, no interrupted run of that id exists, or a given field differs
+        (naming every differing field with both values).
+    """
+    runs_dir = Path(runs_dir)
+    work = _partial_dir(runs_dir, run_id)
+    if (runs_dir / run_id).exists():
+        raise ConfigError(f"--resume {run_id}: the run finished already ({runs_dir / run_id}); nothing to resume")
+    record_file = work / "run.json"
+    if not record_file.is_file():
+        raise ConfigError(f"--resume {run_id}: no interrupted run {work} (with run.json) under --runs-dir {runs_dir}")
+    try:
+        stored = json.loads(record_file.read_text(encoding="utf-8"))["run_config"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"--resume {run_id}: {record_file} is unreadable ({exc})") from None
+    names = {f.name: f for f in dataclasses.fields(RunConfig)}
+    values = {k: v for k, v in stored.items() if k in names}
+    for key in ("data_root", "weights_root", "cache_dir", "inception_weights", "classifier_weights"):
+        if values.get(key) is not None:
+            values[key] = Path(values[key])
+    diffs = []
+    for key, value in (given or {}).items():
+        if key not in IDENTITY_FIELDS:
+            continue
+        mine = stored.get(key)
+        theirs = str(value) if isinstance(value, Path) else value
+        if theirs != mine:
+            diffs.append(f"{key} (run: {mine!r}, given: {theirs!r})")
+    if diffs:
+        raise ConfigError(f"--resume {run_id}: refused, the run was started with other options: {'; '.join(diffs)}")
+    values.update(runs_dir=runs_dir, run_id=run_id, resume=True, progress=progress)
+    if checkpoint_every is not None:
+        values["checkpoint_every"] = checkpoint_every
+    return RunConfig(**values)
+
+
+def _differences(stored: Mapping[str, Any], now: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(stored) | set(now)):
+        a, b = stored.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(_differences(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out.append(f"{prefix}{key} (run: {a!r}, now: {b!r})")
+    return out
+
+
+class _Run:
+    """One run as named steps (:data:`RUN_STEPS`), shared by a fresh run and ``--resume``."""
+
+    def __init__(self, cfg: RunConfig, plugins) -> None:
+        from eegbench.plugins import get_plugin_manager
+
+        self.cfg = cfg
+        self.plugins = plugins or get_plugin_manager()
+        self.timer = _Timer()
+        self.t_start = time.perf_counter()
+        self.handler: logging.Handler | None = None
+        self.work: Path | None = None
+        self.main = True
+
+    # ------------------------------------------------------------------ prepare
+    def prepare(self) -> None:
+        """Names, options, weights, protocol, data and split; nothing is written yet."""
+        cfg, plugins = self.cfg, self.plugins
+        _check_counts(cfg)
+        check_sampler(cfg.sampler)
+        self.method_cls = plugins.methods.get(cfg.method)
+        self.data_root = Path(cfg.data_root or default_data_root())
+        self.cache_dir = Path(cfg.cache_dir or default_cache_dir())
+        self.dataset_options = {str(k): str(v) for k, v in sorted(cfg.dataset_options.items())}
+        loader = make_loader(cfg.dataset, self.data_root, self.cache_dir, self.dataset_options, plugins=plugins)
+        setting_fn = plugins.settings.get(cfg.setting)
+        method_config = apply_overrides(self.method_cls.default_config(cfg.profile), cfg.overrides)
+        self.method_config = apply_protocol_to_config(method_config, self.method_cls.name, sampler=cfg.sampler,
+                                                      guidance_scale=cfg.guidance_scale)
+        self.profile = apply_overrides(SmallProfile(), cfg.backbone_overrides)
+        self.weights_root = Path(cfg.weights_root or default_weights_root())
+        taef2 = self.weights_root / "taef2"
+        missing = [str(taef2 / f) for f in ("taef2_encoder.pth", "taef2_decoder.pth") if not (taef2 / f).is_file()]
+        if missing:
+            from eegbench.errors import WeightsNotFoundError
+
+            raise WeightsNotFoundError(
+                f"missing weights {', '.join(missing)}; set --weights-root or EEGBENCH_WEIGHTS to the folder "
+                "holding taef2/ (the TAEF2 autoencoder from github.com/madebyollin/taesd)"
+            )
+        # scoring weights are checked before any data is loaded (a bad file fails fast)
+        self.inception_weights = find_inception_weights(cfg.inception_weights)
+        self.protocol = resolve_protocol(
+            EvalProtocol(
+                n_samples_per_trial=(EvalProtocol.n_samples_per_trial if cfg.n_samples_per_trial is None
+                                     else int(cfg.n_samples_per_trial)),
+                image_size=self.profile.image_size,
+                num_inference_steps=(EvalProtocol.num_inference_steps if cfg.num_inference_steps is None
+                                     else int(cfg.num_inference_steps)),
+                sampler=cfg.sampler,
+                guidance_scale=None if cfg.guidance_scale is None else float(cfg.guidance_scale),
+                max_test_trials=None if cfg.max_test_trials is None else int(cfg.max_test_trials),
+                seed=cfg.seed,
+            ),
+            inception_weights=self.inception_weights, classifier_weights=cfg.classifier_weights,
+        )
+        with self.timer("load_data"):
+            self.dataset = loader.load()
+            self.split = setting_fn(self.dataset, subject=cfg.subject)
+        if not self.split.test:
+            raise ConfigError(f"setting {cfg.setting!r} produced an empty test split")
+
+    # ------------------------------------------------------------------ the run folder
+    def open_folder(self) -> None:
+        """Create ``runs/.partial-<run_id>/`` (or reopen it for ``--resume``) and start the log."""
+        from accelerate.utils import broadcast_object_list, set_seed
+
+        cfg = self.cfg
+        self.accelerator = _make_accelerator()
+        self.main = self.accelerator.is_main_process
+        self.progress = cfg.progress and self.main
+        set_seed(cfg.seed)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        subject_tag = f"-sub{cfg.subject}" if cfg.subject is not None else ""
+        run_id = [cfg.run_id or _safe(f"{cfg.method}_{cfg.dataset}_{cfg.setting}{subject_tag}_seed{cfg.seed}_{stamp}")]
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(run_id)
+        self.run_id = run_id[0]
+        self.runs_dir = Path(cfg.runs_dir)
+        self.final_dir = self.runs_dir / self.run_id
+        if self.final_dir.exists():
+            raise ConfigError(f"run folder {self.final_dir} already exists; pass another --run-id")
+        work = _partial_dir(self.runs_dir, self.run_id)
+        self.config_record = {
+            **_config_record(cfg),
+            "data_root": str(self.data_root), "weights_root": str(self.weights_root),
+            "cache_dir": str(self.cache_dir),
+            "method_config": asdict(self.method_config), "backbones": asdict(self.profile),
+        }
+        identity = {"method_config": asdict(self.method_config), "backbones": asdict(self.profile),
+                    "protocol_hash": self.protocol.hash(), "split_sha256": self.split.sha256}
+        identity = json.loads(json.dumps(identity, default=list))  # as stored (tuples → lists)
+        if cfg.resume:
+            record_file = work / "run.json"
+            if not record_file.is_file():
+                raise ConfigError(f"--resume {self.run_id}: no interrupted run {work}")
+            stored = json.loads(record_file.read_text(encoding="utf-8"))
+            diffs = _differences({k: stored.get(k) for k in identity}, identity)
+            if diffs:
+                raise ConfigError(f"--resume {self.run_id}: refused, the run's config/protocol/split differ from "
+                                  f"what this checkout computes: {'; '.join(diffs)}")
+        elif self.main:
+            if work.exists():
+                shutil.rmtree(work)
+            (work / "samples").mkdir(parents=True)
+            (work / "reference").mkdir()
+            write_json_atomic(work / "run.json", {"run_id": self.run_id, "run_config": _config_record(cfg),
+                                                  **identity})
+        self.accelerator.wait_for_everyone()
+        self.work = work
+        if self.main:
+            self.handler = _setup_file_logging(work)
+        log.info("run %s%s: method=%s dataset=%s setting=%s split=%s sizes=%s", self.run_id,
+                 " (resumed)" if cfg.resume else "", cfg.method, cfg.dataset, cfg.setting, self.split.sha256[:12],
+                 self.split.sizes())
+        self.plugins.pm.hook.eegbench_run_start(config=self.config_record, run_dir=work)
+        dataset = self.dataset
+        self.train, self.val, self.test = (dataset.subset(ids) for ids in (self.split.train, self.split.val,
+                                                                            self.split.test))
+        if self.protocol.max_test_trials:
+            self.test = self.test.subset(list(self.test.trials["trial_id"][: self.protocol.max_test_trials]))
+
+    # ------------------------------------------------------------------ steps
+    def backbones(self) -> None:
+        """Shared backbones; the denoiser is pretrained once per dataset and cached (file-locked)."""
+        dataset, profile = self.dataset, self.profile
+        self.bb = Backbones(self.cfg.profile, weights_root=self.weights_root, cache_dir=self.cache_dir,
+                            device=self.accelerator.device, settings=profile, progress=self.progress)
+        train_image_ids = sorted(set(self.train.trials["image_id"]))
+        self.train_images = dataset.stimuli.load_many(train_image_ids, profile.image_size)
+        self.train_image_labels = np.array([dataset.stimuli.labels[i] for i in train_image_ids])
+        with self.timer("denoiser_pretrain"):
+            # the main process pretrains (or loads) first; the others then load its cached copy
+            for turn in (True, False):
+                if self.main is turn:
+                    self.bb.prepare_denoiser(self.train_images, self.train_image_labels, dataset.info.class_names,
+                                             dataset_key=f"{dataset.info.name}-{dataset.info.version}", seed=0)
+                self.accelerator.wait_for_everyone()
+
+    def fit(self) -> None:
+        """Fit the method (stage checkpoints under ``train_state/``), then save it to ``checkpoint/``."""
+        from accelerate.utils import set_seed
+
+        cfg, work = self.cfg, self.work
+        set_seed(cfg.seed)
+        self.method = self.method_cls(self.method_config, info=self.dataset.info, backbones=self.bb,
+                                      device=self.accelerator.device)
+        self.ctx = RunContext(accelerator=self.accelerator, seed=cfg.seed, work_dir=work, progress=self.progress,
+                              logger=log, checkpoint_dir=work / "train_state", checkpoint_every=cfg.checkpoint_every)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        done = work / "checkpoint" / "fit.json"
+        with self.timer("fit"):
+            if cfg.resume and done.is_file():
+                self.method.load(work / "checkpoint")
+                self.ctx.history[:] = json.loads(done.read_text(encoding="utf-8"))["history"]
+                log.info("fit finished before; loaded %s", work / "checkpoint")
+            else:
+                self.method.fit(self.train, self.val, self.ctx)
+                if self.main:
+                    self.method.save(work / "checkpoint")
+                    write_json_atomic(done, {"history": self.ctx.history})
+                self.accelerator.wait_for_everyone()
+        self.peak_fit = _peak_rss_mb()
+
+    def generate(self) -> None:
+        """``n_samples_per_trial`` PNGs per test trial (sharded over processes), manifest, references, grid."""
+        from PIL import Image
+
+        work, protocol, test, info = self.work, self.protocol, self.test, self.dataset.info
+        manifest_file = work / "samples" / "manifest.csv"
+        with self.timer("generate"):
+            if self.cfg.resume and manifest_file.is_file():
+                manifest = pd.read_csv(manifest_file)
+                if all((work / p).is_file() for p in manifest["path"]):
+                    log.info("samples generated before; reusing %s", manifest_file)
+                    self.manifest = manifest
+                else:
+                    manifest = None
+            else:
+                manifest = None
+            if manifest is None:
+                gen_paths = _generate(self.method, test, protocol, work, self.accelerator, self.progress)
+            self.accelerator.wait_for_everyone()
+        if not self.main:
+            return
+        test_ids = list(test.trials["trial_id"])
+        self.ref_images = test.images(protocol.image_size)
+        ref_paths = []
+        for tid, img in zip(test_ids, self.ref_images):
+            p = work / "reference" / f"{_safe(tid)}.png"
+            Image.fromarray(img.transpose(1, 2, 0)).save(p)
+            ref_paths.append(p)
+        if manifest is None:
+            manifest = pd.DataFrame(
+                [
+                    {"trial_id": tid, "sample_index": k, "label": int(lab), "class_name": info.class_names[lab],
+                     "subject": int(sub), "image_id": iid, "path": str(gen_paths[tid][k].relative_to(work)),
+                     "reference_path": str(ref_paths[i].relative_to(work))}
+                    for i, (tid, lab, sub, iid) in enumerate(
+                        test.trials[["trial_id", "label", "subject", "image_id"]].itertuples(index=False))
+                    for k in range(protocol.n_samples_per_trial)
+                ]
+            )
+            tmp = manifest_file.with_name(".manifest.csv.tmp")
+            manifest.to_csv(tmp, index=False)
+            os.replace(tmp, manifest_file)
+        self.generated = np.stack([
+            np.stack([np.asarray(Image.open(work / p).convert("RGB")).transpose(2, 0, 1) for p in grp["path"]])
+            for _, grp in manifest.groupby("trial_id", sort=False)
+        ])  # (n_test, n_samples, 3, H, W)
+        _grid(self.ref_images, self.generated, test.labels, info.class_names, work / "grid.png")
+
+    def score(self) -> None:
+        """Every protocol metric of the generated images (core-owned; identical for every method)."""
+        with self.timer("metrics"):
+            self.metrics = _score(self.generated, self.ref_images, self.test, self.train_images,
+                                  self.train_image_labels, self.dataset, self.split, self.protocol, self.bb,
+                                  self.cache_dir, self.progress, inception_weights=self.inception_weights,
+                                  classifier_weights=self.cfg.classifier_weights,
+                                  dataset_options=self.dataset_options)
+
+    def record(self) -> dict[str, Any]:
+        """Write ``result.json`` and move the folder into place (main process only)."""
+        cfg, dataset, method_cls = self.cfg, self.dataset, self.method_cls
+        parameters = count_parameters(self.method)
+        self.timer.durations["total"] = round(time.perf_counter() - self.t_start, 3)
+        env = environment_info(self.accelerator)
+        self.plugins.pm.hook.eegbench_update_environment_info(info=env)
+        den = self.bb.denoiser
+        result = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "method": {"name": method_cls.name, "version": method_cls.version, "paper": method_cls.paper,
+                       "profile": cfg.profile, "config": asdict(self.method_config)},
+            "dataset": {"name": dataset.info.name, "version": dataset.info.version,
+                        "n_chans": dataset.info.n_chans, "n_times": dataset.info.n_times,
+                        "sfreq": dataset.info.sfreq, "unit": dataset.info.unit,
+                        "class_names": list(dataset.info.class_names), "n_trials": len(dataset),
+                        "wnids": list(getattr(dataset.info, "wnids", ()) or ()),
+                        "options": self.dataset_options},
+            "split": self.split.to_dict(),
+            "protocol": {**self.protocol.to_dict(), "hash": self.protocol.hash()},
+            "seed": cfg.seed,
+            "metrics": self.metrics,
+            "parameters": parameters,
+            "durations_s": self.timer.durations,
+            "peak_memory_mb": {"rss_after_fit": round(self.peak_fit, 1), "rss_total": round(_peak_rss_mb(), 1),
+                               **({"cuda_max_allocated": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+                                  if torch.cuda.is_available() else {})},
+            "backbones": {"profile": cfg.profile, **asdict(self.profile),
+                          "denoiser_train_seconds": getattr(den, "train_seconds", None),
+                          "denoiser_loaded_from_cache": bool(getattr(den, "loaded_from_cache", False))},
+            "training_history": self.ctx.history[-50:],
+            "resumed": bool(cfg.resume),
+            "processes": int(self.accelerator.num_processes),
+            "environment": env,
+            "config": self.config_record,
+            "artifacts": {"samples": "samples", "manifest": "samples/manifest.csv", "reference": "reference",
+                          "grid": "grid.png", "checkpoint": "checkpoint", "log": "log.txt",
+                          "train_log": "train_log.jsonl"},
+        }
+        work = self.work
+        write_json_atomic(work / "result.json", result)
+        shutil.rmtree(work / "train_state", ignore_errors=True)  # the fitted method is in checkpoint/
+        self._close_log()
+        os.replace(work, self.final_dir)
+        result["run_dir"] = str(self.final_dir)
+        self.plugins.pm.hook.eegbench_run_end(result=result, run_dir=self.final_dir)
+        return result
+
+    # ------------------------------------------------------------------ failure
+    def _close_log(self) -> None:
+        if self.handler is not None:
+            logging.getLogger("eegbench").removeHandler(self.handler)
+            self.handler.close()
+            self.handler = None
+
+    def resumable(self) -> bool:
+        """Whether the partial folder holds trained state worth keeping (stage checkpoints or a fit)."""
+        work = self.work
+        if work is None or not work.exists():
+            return False
+        state = work / "train_state"
+        return (work / "checkpoint" / "fit.json").is_file() or (state.is_dir() and any(
+            p.name.endswith((".final", ".json")) for p in state.iterdir()))
+
+    def fail(self, exc: BaseException) -> None:
+        """Keep a partial folder that can be resumed (and say how); remove one that holds nothing."""
+        self._close_log()
+        if not self.main or self.work is None or not self.work.exists():
+            return
+        if self.resumable():
+            log.error("run %s failed (%s: %s); trained state kept in %s", self.run_id, type(exc).__name__, exc,
+                      self.work)
+            print(f"eegbench: run {self.run_id} stopped; its trained state is kept in {self.work}; continue it "
+                  f"with: eegbench run --resume {self.run_id} --runs-dir {self.runs_dir}", file=sys.stderr)
+        elif not self.cfg.resume:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
 def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
     """Train, generate and score one method on one dataset/setting; write the run folder.
+
+    The run is a sequence of named steps (:data:`RUN_STEPS`: prepare → backbones → fit → generate →
+    score → record) shared by a fresh run and ``cfg.resume``. Training checkpoints go to
+    ``runs/.partial-<run_id>/train_state/``; a run that fails or is killed after training started
+    keeps its partial folder, and ``eegbench run --resume <run_id>`` continues it (finished stages
+    skipped, the current stage from its last checkpoint, a finished fit loaded, finished samples
+    reused) with the same results as an uninterrupted run.
 
     Parameters
     ----------
@@ -183,213 +607,30 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
     Returns
     -------
     dict
-        The result as written to ``runs/<run_id>/result.json``.
+        The result as written to ``runs/<run_id>/result.json`` (empty on non-main processes).
 
     Raises
     ------
     EegbenchError
         For unknown names, bad options, missing data or weights — before any folder is created when
-        the problem is known up front.
+        the problem is known up front; for a ``--resume`` whose run differs from this checkout's
+        config, protocol or split.
     """
-    from accelerate.utils import broadcast_object_list, set_seed
-
-    from eegbench.plugins import get_plugin_manager
-
-    timer = _Timer()
-    t_start = time.perf_counter()
-    plugins = plugins or get_plugin_manager()
-    method_cls = plugins.methods.get(cfg.method)
-    data_root = Path(cfg.data_root or default_data_root())
-    cache_dir = Path(cfg.cache_dir or default_cache_dir())
-    dataset_options = {str(k): str(v) for k, v in sorted(cfg.dataset_options.items())}
-    loader = make_loader(cfg.dataset, data_root, cache_dir, dataset_options, plugins=plugins)  # name and options
-    setting_fn = plugins.settings.get(cfg.setting)
-    method_config = apply_overrides(method_cls.default_config(cfg.profile), cfg.overrides)
-    method_config = apply_protocol_to_config(method_config, method_cls.name, sampler=cfg.sampler,
-                                             guidance_scale=cfg.guidance_scale)
-    profile = apply_overrides(SmallProfile(), cfg.backbone_overrides)
-    weights_root = Path(cfg.weights_root or default_weights_root())
-    taef2 = weights_root / "taef2"
-    missing = [str(taef2 / f) for f in ("taef2_encoder.pth", "taef2_decoder.pth") if not (taef2 / f).is_file()]
-    if missing:
-        from eegbench.errors import WeightsNotFoundError
-
-        raise WeightsNotFoundError(
-            f"missing weights {', '.join(missing)}; set --weights-root or EEGBENCH_WEIGHTS to the folder "
-            "holding taef2/ (the TAEF2 autoencoder from github.com/madebyollin/taesd)"
-        )
-
-    # scoring weights are checked before any data is loaded (a bad file fails fast)
-    inception_weights = find_inception_weights(cfg.inception_weights)
-    protocol = resolve_protocol(
-        EvalProtocol(
-            n_samples_per_trial=cfg.n_samples_per_trial or EvalProtocol.n_samples_per_trial,
-            image_size=profile.image_size,
-            num_inference_steps=cfg.num_inference_steps or EvalProtocol.num_inference_steps,
-            sampler=cfg.sampler,
-            guidance_scale=None if cfg.guidance_scale is None else float(cfg.guidance_scale),
-            max_test_trials=int(cfg.max_test_trials) if cfg.max_test_trials else None,
-            seed=cfg.seed,
-        ),
-        inception_weights=inception_weights, classifier_weights=cfg.classifier_weights,
-    )
-    with timer("load_data"):
-        dataset = loader.load()
-        split = setting_fn(dataset, subject=cfg.subject)
-    if not split.test:
-        raise ConfigError(f"setting {cfg.setting!r} produced an empty test split")
-
-    accelerator = _make_accelerator()
-    main = accelerator.is_main_process
-    progress = cfg.progress and main
-    set_seed(cfg.seed)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    subject_tag = f"-sub{cfg.subject}" if cfg.subject is not None else ""
-    run_id = [cfg.run_id or _safe(f"{cfg.method}_{cfg.dataset}_{cfg.setting}{subject_tag}_seed{cfg.seed}_{stamp}")]
-    if accelerator.num_processes > 1:
-        broadcast_object_list(run_id)
-    run_id = run_id[0]
-    runs_dir = Path(cfg.runs_dir)
-    final_dir = runs_dir / run_id
-    if final_dir.exists():
-        raise ConfigError(f"run folder {final_dir} already exists; pass another --run-id")
-    work = runs_dir / f".partial-{run_id}"
-    handler = None
+    r = _Run(cfg, plugins)
+    r.prepare()
+    r.open_folder()
     try:
-        if main:
-            if work.exists():
-                shutil.rmtree(work)
-            (work / "samples").mkdir(parents=True)
-            (work / "reference").mkdir()
-            handler = _setup_file_logging(work)
-        accelerator.wait_for_everyone()
-        log.info("run %s: method=%s dataset=%s setting=%s split=%s sizes=%s", run_id, cfg.method, cfg.dataset,
-                 cfg.setting, split.sha256[:12], split.sizes())
-        config_record = {
-            **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
-            "data_root": str(data_root), "weights_root": str(weights_root), "cache_dir": str(cache_dir),
-            "method_config": asdict(method_config), "backbones": asdict(profile),
-        }
-        plugins.pm.hook.eegbench_run_start(config=config_record, run_dir=work)
-
-        train, val, test = (dataset.subset(ids) for ids in (split.train, split.val, split.test))
-        if protocol.max_test_trials:
-            test = test.subset(list(test.trials["trial_id"][: protocol.max_test_trials]))
-
-        # ---- shared backbones (cached; the same for every method) ----
-        backbones = Backbones(cfg.profile, weights_root=weights_root, cache_dir=cache_dir,
-                              device=accelerator.device, settings=profile, progress=progress)
-        train_image_ids = sorted(set(train.trials["image_id"]))
-        train_images = dataset.stimuli.load_many(train_image_ids, profile.image_size)
-        train_image_labels = np.array([dataset.stimuli.labels[i] for i in train_image_ids])
-        with timer("denoiser_pretrain"):
-            # the main process pretrains (or loads) first; the others then load its cached copy
-            for turn in (True, False):
-                if main is turn:
-                    backbones.prepare_denoiser(train_images, train_image_labels, dataset.info.class_names,
-                                               dataset_key=f"{dataset.info.name}-{dataset.info.version}", seed=0)
-                accelerator.wait_for_everyone()
-
-        # ---- fit ----
-        set_seed(cfg.seed)
-        method = method_cls(method_config, info=dataset.info, backbones=backbones, device=accelerator.device)
-        ctx = RunContext(accelerator=accelerator, seed=cfg.seed, work_dir=work,
-                         progress=progress, logger=log)
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        with timer("fit"):
-            method.fit(train, val, ctx)
-        peak_fit = _peak_rss_mb()
-        if main:
-            method.save(work / "checkpoint")
-
-        # ---- generate (sharded over processes) ----
-        with timer("generate"):
-            gen_paths = _generate(method, test, protocol, work, accelerator, progress)
-        accelerator.wait_for_everyone()
-        if not main:
+        r.backbones()
+        r.fit()
+        r.generate()
+        r.accelerator.wait_for_everyone()
+        if not r.main:
+            r._close_log()
             return {}
-
-        test_ids = list(test.trials["trial_id"])
-        ref_images = test.images(protocol.image_size)
-        ref_paths = []
-        from PIL import Image
-
-        for tid, img in zip(test_ids, ref_images):
-            p = work / "reference" / f"{_safe(tid)}.png"
-            Image.fromarray(img.transpose(1, 2, 0)).save(p)
-            ref_paths.append(p)
-        manifest = pd.DataFrame(
-            [
-                {"trial_id": tid, "sample_index": k, "label": int(lab), "class_name": dataset.info.class_names[lab],
-                 "subject": int(sub), "image_id": iid, "path": str(gen_paths[tid][k].relative_to(work)),
-                 "reference_path": str(ref_paths[i].relative_to(work))}
-                for i, (tid, lab, sub, iid) in enumerate(
-                    test.trials[["trial_id", "label", "subject", "image_id"]].itertuples(index=False))
-                for k in range(protocol.n_samples_per_trial)
-            ]
-        )
-        manifest.to_csv(work / "samples" / "manifest.csv", index=False)
-        generated = np.stack([
-            np.stack([np.asarray(Image.open(work / p).convert("RGB")).transpose(2, 0, 1) for p in grp["path"]])
-            for _, grp in manifest.groupby("trial_id", sort=False)
-        ])  # (n_test, n_samples, 3, H, W)
-        _grid(ref_images, generated, test.labels, dataset.info.class_names, work / "grid.png")
-
-        # ---- score ----
-        with timer("metrics"):
-            metrics = _score(generated, ref_images, test, train_images, train_image_labels, dataset, split,
-                             protocol, backbones, cache_dir, progress, inception_weights=inception_weights,
-                             classifier_weights=cfg.classifier_weights, dataset_options=dataset_options)
-        parameters = count_parameters(method)
-        timer.durations["total"] = round(time.perf_counter() - t_start, 3)
-        env = environment_info(accelerator)
-        plugins.pm.hook.eegbench_update_environment_info(info=env)
-        result = {
-            "schema_version": SCHEMA_VERSION,
-            "run_id": run_id,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "method": {"name": method_cls.name, "version": method_cls.version, "paper": method_cls.paper,
-                       "profile": cfg.profile, "config": asdict(method_config)},
-            "dataset": {"name": dataset.info.name, "version": dataset.info.version,
-                        "n_chans": dataset.info.n_chans, "n_times": dataset.info.n_times,
-                        "sfreq": dataset.info.sfreq, "unit": dataset.info.unit,
-                        "class_names": list(dataset.info.class_names), "n_trials": len(dataset),
-                        "wnids": list(getattr(dataset.info, "wnids", ()) or ()),
-                        "options": dataset_options},
-            "split": split.to_dict(),
-            "protocol": {**protocol.to_dict(), "hash": protocol.hash()},
-            "seed": cfg.seed,
-            "metrics": metrics,
-            "parameters": parameters,
-            "durations_s": timer.durations,
-            "peak_memory_mb": {"rss_after_fit": round(peak_fit, 1), "rss_total": round(_peak_rss_mb(), 1),
-                               **({"cuda_max_allocated": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
-                                  if torch.cuda.is_available() else {})},
-            "backbones": {"profile": cfg.profile, **asdict(profile),
-                          "denoiser_train_seconds": getattr(backbones.denoiser, "train_seconds", None)},
-            "training_history": ctx.history[-50:],
-            "environment": env,
-            "config": config_record,
-            "artifacts": {"samples": "samples", "manifest": "samples/manifest.csv", "reference": "reference",
-                          "grid": "grid.png", "checkpoint": "checkpoint", "log": "log.txt",
-                          "train_log": "train_log.jsonl"},
-        }
-        write_json_atomic(work / "result.json", result)
-        if handler is not None:
-            logging.getLogger("eegbench").removeHandler(handler)
-            handler.close()
-            handler = None
-        os.replace(work, final_dir)
-        result["run_dir"] = str(final_dir)
-        plugins.pm.hook.eegbench_run_end(result=result, run_dir=final_dir)
-        return result
-    except BaseException:
-        if handler is not None:
-            logging.getLogger("eegbench").removeHandler(handler)
-            handler.close()
-        if main and work.exists():
-            shutil.rmtree(work, ignore_errors=True)
+        r.score()
+        return r.record()
+    except BaseException as exc:
+        r.fail(exc)
         raise
 
 

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from eegbench.errors import DataFormatError
+from eegbench.locks import cache_lock
 
 #: Bump when the pretraining recipe changes: it is part of the cache key.
 CODE_VERSION = "eegbench-denoiser-1"
@@ -740,49 +741,54 @@ def prepare_denoiser(backbones, images, labels, class_names, *, dataset_key: str
             unet=unet, vae=vae, text_embedder=text, meta=meta, directory=directory, device=device, loaded_from_cache=True
         )
 
-    cached = load(final)
-    if cached is not None:
-        return cached
-    if final.exists():  # complete folders only appear by rename, so this one was damaged by hand
-        shutil.rmtree(final, ignore_errors=True)
+    def _load_or_train() -> PretrainedDenoiser:
+        cached = load(final)
+        if cached is not None:
+            return cached
+        if final.exists():  # complete folders only appear by rename, so this one was damaged by hand
+            shutil.rmtree(final, ignore_errors=True)
 
-    prompts = [PROMPT_TEMPLATE.format(c) for c in class_names]
-    class_tokens, _ = text.encode(prompts)
-    unet, meta = _pretrain(
-        backbones, images, torch.from_numpy(labels_np), class_tokens.float(), unet_config, seed=seed
-    )
-    meta.update(
-        {
-            "key": key,
-            "code_version": CODE_VERSION,
-            "dataset_key": str(dataset_key),
-            "seed": int(seed),
-            "n_images": int(images.shape[0]),
-            "class_names": class_names,
-            "image_size": image_size,
-            "context_tokens": int(class_tokens.shape[1]),
-            "settings": dataclasses.asdict(backbones.settings),
-            "profile": getattr(backbones, "profile", None),
-            "unet_config": dict(unet_config),
-            "augment_views": AUGMENT_VIEWS,
-            "condition_dropout": CONDITION_DROPOUT,
-            "prompt_template": PROMPT_TEMPLATE,
-            "n_parameters": int(sum(p.numel() for p in unet.parameters())),
-        }
-    )
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{key[:24]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        unet.save_pretrained(str(tmp / "unet"), safe_serialization=True)
-        (tmp / "denoiser.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        prompts = [PROMPT_TEMPLATE.format(c) for c in class_names]
+        class_tokens, _ = text.encode(prompts)
+        unet, meta = _pretrain(
+            backbones, images, torch.from_numpy(labels_np), class_tokens.float(), unet_config, seed=seed
+        )
+        meta.update(
+            {
+                "key": key,
+                "code_version": CODE_VERSION,
+                "dataset_key": str(dataset_key),
+                "seed": int(seed),
+                "n_images": int(images.shape[0]),
+                "class_names": class_names,
+                "image_size": image_size,
+                "context_tokens": int(class_tokens.shape[1]),
+                "settings": dataclasses.asdict(backbones.settings),
+                "profile": getattr(backbones, "profile", None),
+                "unet_config": dict(unet_config),
+                "augment_views": AUGMENT_VIEWS,
+                "condition_dropout": CONDITION_DROPOUT,
+                "prompt_template": PROMPT_TEMPLATE,
+                "n_parameters": int(sum(p.numel() for p in unet.parameters())),
+            }
+        )
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".tmp-{key[:24]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
-            os.rename(tmp, final)
-        except OSError:
-            if load(final) is None:  # not a concurrent writer's finished copy: a real failure
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return PretrainedDenoiser(
-        unet=unet, vae=vae, text_embedder=text, meta=meta, directory=final, device=device, loaded_from_cache=False
-    )
+            unet.save_pretrained(str(tmp / "unet"), safe_serialization=True)
+            (tmp / "denoiser.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if load(final) is None:  # not a concurrent writer's finished copy: a real failure
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return PretrainedDenoiser(
+            unet=unet, vae=vae, text_embedder=text, meta=meta, directory=final, device=device, loaded_from_cache=False
+        )
+
+    with cache_lock(final, what="the shared denoiser"):  # one process trains it; the others wait and load it
+        return _load_or_train()
+
