@@ -149,9 +149,15 @@ class _Timer:
 
 
 def _make_accelerator():
+    """The run's accelerator: CUDA when available; under torchrun/accelerate launch, DDP that
+    tolerates parameters a stage's step leaves unused (frozen branches, unused heads)."""
     from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
-    return Accelerator(cpu=not torch.cuda.is_available())
+    handlers = []
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
+    return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=handlers)
 
 
 def _setup_file_logging(run_dir: Path) -> logging.Handler:
@@ -284,6 +290,23 @@ def _differences(stored: Mapping[str, Any], now: Mapping[str, Any], prefix: str 
         elif a != b:
             out.append(f"{prefix}{key} (run: {a!r}, now: {b!r})")
     return out
+
+
+def _fingerprint(method, accelerator) -> dict[str, Any]:
+    """sha256 of every saved tensor of the fitted method, per process (they must agree under DDP)."""
+    import hashlib
+
+    from accelerate.utils import gather_object
+
+    h = hashlib.sha256()
+    for cname, module in sorted(method.state_components().items()):
+        for key, value in sorted(module.state_dict().items()):
+            h.update(f"{cname}.{key}".encode())
+            h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    digests = [h.hexdigest()]
+    if accelerator.num_processes > 1:
+        digests = gather_object(digests)
+    return {"sha256": digests[0], "per_process": digests, "processes_agree": len(set(digests)) == 1}
 
 
 class _Run:
@@ -450,6 +473,8 @@ class _Run:
                     write_json_atomic(done, {"history": self.ctx.history})
                 self.accelerator.wait_for_everyone()
         self.peak_fit = _peak_rss_mb()
+        self.fit_fingerprint = _fingerprint(self.method, self.accelerator)
+
 
     def generate(self) -> None:
         """``n_samples_per_trial`` PNGs per test trial (sharded over processes), manifest, references, grid."""
@@ -541,6 +566,7 @@ class _Run:
                           "denoiser_train_seconds": getattr(den, "train_seconds", None),
                           "denoiser_loaded_from_cache": bool(getattr(den, "loaded_from_cache", False))},
             "training_history": self.ctx.history[-50:],
+            "fit_fingerprint": self.fit_fingerprint,
             "resumed": bool(cfg.resume),
             "processes": int(self.accelerator.num_processes),
             "environment": env,
