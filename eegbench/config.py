@@ -1,7 +1,7 @@
 """Config fields that carry their own constraints, and the one validator every method config uses.
 
 A method's ``Config`` dataclass declares each constrained hyperparameter with one of the helpers
-below, e.g. ``stage1_steps: int = at_least(0, 1000)`` or ``sampler: str = sampler("ddim")``;
+below, e.g. ``stage1_steps: int = at_least(0, 1000)`` or ``sampler: str = sampler_field("ddim")``;
 :func:`validate_fields` then checks every field against its metadata and raises one
 :class:`~eegbench.errors.ConfigError` naming the method, the field, its value and the rule. The
 same :data:`GENERATION_SAMPLERS` list applies to every method and to the protocol's ``--sampler``.
@@ -24,8 +24,8 @@ __all__ = [
     "greater_than",
     "in_range",
     "one_of",
-    "sampler",
-    "template",
+    "sampler_field",
+    "template_field",
     "validate_fields",
     "check_sampler",
 ]
@@ -63,12 +63,12 @@ def one_of(choices: Sequence[str], default: str):
     return _field(default, {"choices": tuple(choices)})
 
 
-def sampler(default: str):
+def sampler_field(default: str):
     """The generation-sampler field: one of :data:`GENERATION_SAMPLERS`."""
     return _field(default, {"choices": GENERATION_SAMPLERS})
 
 
-def template(default: str):
+def template_field(default: str):
     """A text template that must contain one ``{}`` for the class name."""
     return _field(default, {"template": True})
 

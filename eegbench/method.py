@@ -171,12 +171,6 @@ def channel_statistics(eeg: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
 
 
-def infinite_batches(loader: Any):
-    """Yield the batches of ``loader`` forever (epoch after epoch), for step-budgeted training loops."""
-    while True:
-        yield from loader
-
-
 class Method(abc.ABC):
     """Base class of every EEG-to-image method plugin.
 

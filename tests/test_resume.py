@@ -156,7 +156,13 @@ def test_two_runs_at_once_on_one_empty_cache_train_the_denoiser_once(tmp_path):
 def test_torchrun_two_processes_one_result_same_parameters_on_both_ranks(base):
     """Two CPU processes (gloo DDP): one result file, the ranks hold identical parameters after fit,
     and the metrics stay near the 1-process run of the same recipe and seed (the global batch is
-    the configured one; only the shard-wise shuffling and noise differ)."""
+    the configured one; only the shard-wise shuffling and noise differ).
+
+    Tolerance: FID and KID within 25 % of the 1-process run. Over seeds 0–2 on this recipe the
+    1-process runs spread 341–350 (FID) and 0.263–0.274 (KID), the 2-process runs 329–387 and
+    0.240–0.291; the largest 2-vs-1 gap at equal seed was 11 % — the seed-to-seed spread, well
+    inside the tolerance.
+    """
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531"]
     proc = subprocess.run([*torchrun, "-m", "eegbench", *_args(base, "ddp")], capture_output=True, text=True,
                           timeout=600, cwd=base, env=_env())

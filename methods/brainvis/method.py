@@ -76,8 +76,8 @@ from eegbench.config import (
     at_least,
     greater_than,
     in_range,
-    sampler as sampler_field,
-    template as template_field,
+    sampler_field,
+    template_field,
     validate_fields,
 )
 from eegbench.data import DatasetInfo, EEGDataset

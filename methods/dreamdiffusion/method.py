@@ -80,7 +80,7 @@ from eegbench.config import (
     at_least,
     greater_than,
     in_range,
-    sampler as sampler_field,
+    sampler_field,
     validate_fields,
 )
 from eegbench.data import DatasetInfo, EEGDataset

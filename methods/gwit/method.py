@@ -84,8 +84,8 @@ from eegbench.config import (
     greater_than,
     in_range,
     one_of,
-    sampler as sampler_field,
-    template as template_field,
+    sampler_field,
+    template_field,
     validate_fields,
 )
 from eegbench.data import DatasetInfo, EEGDataset
