@@ -1,8 +1,11 @@
 """Inter-process file locks for the shared caches (``filelock``).
 
-Two runs may share one cache folder (dataset arrays, the pretrained shared denoiser, reference
-feature statistics). Whoever builds a cache entry holds its lock; the others wait, then find the
-finished entry, so nothing is read half-written or built twice.
+Two runs may share one cache folder. The shared denoiser (minutes of training) is built under a
+lock: whoever trains it holds the lock, the others wait and then load the finished entry, so it is
+trained once. The other cache entries — dataset arrays (``eegbench.datasets``) and reference feature
+statistics (torch-fidelity's ``torch_atomic_save``) — are deterministic for their key and written
+to a temporary name then moved into place, so a reader never sees half a file; two runs building
+the same entry at the same moment both write identical content.
 """
 
 from __future__ import annotations

@@ -610,7 +610,9 @@ def test_standard_is_path_uses_torch_fidelity_inception_logits(random_standard_i
     out = compute_is(images, feature_extractor="inception-v3-compat",
                      feature_extractor_weights_path=random_standard_inception_file, splits=2, progress=False)
     assert out["key"] == "is" and out["label"] == "IS" and out["splits"] == 2
-    assert out["value"] >= 1.0 and len(out["weights_sha256"]) == 64
+    # IS = exp(mean KL) ≥ 1; random (unseeded) weights give nearly uniform logits, so it can land a
+    # rounding error below 1 (0.9999999999999998 was seen)
+    assert out["value"] >= 1.0 - 1e-9 and len(out["weights_sha256"]) == 64
 
 
 def test_imagenet_classifiers_run_in_eval_mode():

@@ -70,7 +70,6 @@ from eegbench.data import TRIAL_COLUMNS, DatasetInfo, EEGDataset, StimulusSet
 from eegbench.datasets import default_cache_dir, default_data_root
 from eegbench.datasets.eegnb import _atomic_write, sha256_file
 from eegbench.errors import ConfigError, DataFormatError, DataNotFoundError
-from eegbench.locks import cache_lock
 
 logger = logging.getLogger(__name__)
 
@@ -527,13 +526,12 @@ class CVPR40:
         """
         self._check_present()
         key = self._cache_key()
-        with cache_lock(self.cache_root / f"arrays-{key[:16]}", what=f"the {self.name} arrays"):
-            cached = self._read_cache(key)
-            self.cache_hit = cached is not None
-            if cached is None:
-                eeg, table, manifest = self._build_cache(key)
-            else:
-                eeg, table, manifest = cached
+        cached = self._read_cache(key)
+        self.cache_hit = cached is not None
+        if cached is None:
+            eeg, table, manifest = self._build_cache(key)
+        else:
+            eeg, table, manifest = cached
         labels = list(manifest["labels"])
         self.manifest = manifest
         paths = self._check_images(table, labels)

@@ -53,7 +53,6 @@ import pandas as pd
 
 from eegbench.data import TRIAL_COLUMNS, DatasetInfo, EEGDataset, StimulusSet
 from eegbench.datasets import default_cache_dir, default_data_root
-from eegbench.locks import cache_lock
 from eegbench.errors import ConfigError, DataFormatError, DataNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -512,18 +511,17 @@ class EEGNotebooksVisual:
             sources[path.relative_to(self.recordings_dir).as_posix()] = digest
         self.recordings = unique
         key = self._cache_key(sources)
-        with cache_lock(self.cache_root / "epochs", what=f"the {self.name} epochs"):
-            cached = self._read_cache(key)
-            self.cache_hit = cached is not None
-            if cached is not None:
-                eeg, table = cached
-                logger.info("%s: loaded %d trials from cache %s", self.name, len(eeg), self.cache_root)
-            else:
-                eeg, table = self._epoch_all(unique)
-                try:
-                    self._write_cache(key, sources, eeg, table)
-                except OSError as exc:  # a read-only cache must not stop a run
-                    logger.warning("%s: could not write cache in %s (%s)", self.name, self.cache_root, exc)
+        cached = self._read_cache(key)
+        self.cache_hit = cached is not None
+        if cached is not None:
+            eeg, table = cached
+            logger.info("%s: loaded %d trials from cache %s", self.name, len(eeg), self.cache_root)
+        else:
+            eeg, table = self._epoch_all(unique)
+            try:
+                self._write_cache(key, sources, eeg, table)
+            except OSError as exc:  # a read-only cache must not stop a run
+                logger.warning("%s: could not write cache in %s (%s)", self.name, self.cache_root, exc)
         names = self.class_names
         table["image_id"] = [self._image_for(t, names[lab], photos)
                              for t, lab in zip(table["trial_id"], table["label"])]

@@ -31,7 +31,6 @@ ever downloaded.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import os
@@ -47,7 +46,6 @@ from PIL import Image
 
 from eegbench._compat import ensure_torchvision
 from eegbench.errors import ConfigError, DataFormatError, DataNotFoundError, PluginError, WeightsNotFoundError
-from eegbench.locks import cache_lock
 
 ensure_torchvision()  # torch-fidelity imports torchvision at import time
 
@@ -594,30 +592,26 @@ def compute_fid_kid(
                 f"reference_cache_name={reference_cache_name!r} must be a non-empty file-name-safe string"
             )
         cache_name = f"{reference_cache_name}-w{sha[:12]}"
+        _check_cached_reference(cache_dir, cache_name, feature_extractor, layer, n_ref)
 
-    lock = (cache_lock(cache_dir / cache_name, what="reference features") if cache_name is not None
-            else contextlib.nullcontext())
-    with lock:  # one process extracts and caches the reference features; the others then read them
-        if cache_name is not None:
-            _check_cached_reference(cache_dir, cache_name, feature_extractor, layer, n_ref)
-        metrics = torch_fidelity.calculate_metrics(
-            input1=input1,
-            input2=input2,
-            fid=True,
-            kid=True,
-            cuda=torch.cuda.is_available(),
-            batch_size=int(batch_size),
-            save_cpu_ram=True,
-            rng_seed=int(seed),
-            kid_subset_size=int(kid_subset_size),
-            feature_extractor=feature_extractor,
-            feature_extractor_weights_path=None if weights_path is None else str(weights_path),
-            feature_layer_fid=layer,
-            feature_layer_kid=layer,
-            cache_root=str(cache_dir),
-            input2_cache_name=cache_name,
-            verbose=bool(progress),
-        )
+    metrics = torch_fidelity.calculate_metrics(
+        input1=input1,
+        input2=input2,
+        fid=True,
+        kid=True,
+        cuda=torch.cuda.is_available(),
+        batch_size=int(batch_size),
+        save_cpu_ram=True,
+        rng_seed=int(seed),
+        kid_subset_size=int(kid_subset_size),
+        feature_extractor=feature_extractor,
+        feature_extractor_weights_path=None if weights_path is None else str(weights_path),
+        feature_layer_fid=layer,
+        feature_layer_kid=layer,
+        cache_root=str(cache_dir),
+        input2_cache_name=cache_name,
+        verbose=bool(progress),
+    )
     return {
         "fid": float(metrics[torch_fidelity.KEY_METRIC_FID]),
         "kid_mean": float(metrics[torch_fidelity.KEY_METRIC_KID_MEAN]),
