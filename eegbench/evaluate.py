@@ -14,7 +14,6 @@ picks up — leaving the run's own ``result.json`` untouched.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import re
 from dataclasses import replace
@@ -35,6 +34,7 @@ from eegbench.errors import (
     WeightsNotFoundError,
 )
 from eegbench.protocol import EvalProtocol
+from eegbench.results import RunResult
 
 log = logging.getLogger("eegbench.evaluate")
 
@@ -276,11 +276,9 @@ def _load_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     if not res_file.is_file():
         raise DataNotFoundError(f"{run_dir} is not a finished run folder (no result.json)")
     try:
-        result = json.loads(res_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataFormatError(f"{res_file}: not a readable result file ({exc})") from None
-    if not isinstance(result, dict) or "schema_version" not in result or "protocol" not in result:
-        raise DataFormatError(f"{res_file}: not an eegbench result (no schema_version/protocol)")
+        result = RunResult.read(res_file).to_dict()
+    except EegbenchError as exc:
+        raise DataFormatError(str(exc)) from None
     manifest_file = run_dir / result.get("artifacts", {}).get("manifest", "samples/manifest.csv")
     if not manifest_file.is_file():
         raise DataNotFoundError(f"{manifest_file} is missing: the run's samples cannot be re-scored")
@@ -419,7 +417,7 @@ def evaluate_run(
     ConfigError
         For a bad ``n_samples`` or protocol override, or a changed split.
     """
-    from eegbench.results import SCHEMA_VERSION, environment_info, write_json_atomic
+    from eegbench.results import SCHEMA_VERSION, environment_info
 
     run_dir = Path(run_dir)
     result, manifest = _load_run(run_dir)
@@ -496,6 +494,6 @@ def evaluate_run(
     new["artifacts"] = {k: (f"../../{v}" if isinstance(v, str) else v) for k, v in result.get("artifacts", {}).items()}
     if (out_dir / "result.json").exists():
         log.info("replacing the earlier evaluation %s", out_dir / "result.json")
-    write_json_atomic(out_dir / "result.json", new)
+    RunResult.from_dict(new, source=str(out_dir / "result.json")).write(out_dir / "result.json")
     return new
 

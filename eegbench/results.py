@@ -13,7 +13,8 @@ import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,110 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, (set, tuple)):
         return list(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+#: Top-level keys every result has (``RunResult`` fields besides ``extra``).
+_RESULT_KEYS = ("schema_version", "run_id", "created", "method", "dataset", "split", "protocol", "seed",
+                "metrics", "parameters", "durations_s")
+
+
+@dataclass
+class RunResult:
+    """One run's result — the typed form of ``result.json``, read and written by ``run``,
+    ``evaluate`` and ``compare``.
+
+    Attributes
+    ----------
+    run_id : str
+    created : str
+        ISO-8601 UTC time.
+    method : dict
+        ``name``, ``version``, ``paper``, ``profile``, ``config`` (the resolved hyperparameters).
+    dataset : dict
+        ``name``, ``version``, ``n_chans``, ``n_times``, ``sfreq`` (Hz), ``unit``, ``class_names``,
+        ``n_trials``, ``wnids``, ``options``.
+    split : dict
+        ``setting``, ``sha256``, ``sizes`` and the trial ids.
+    protocol : dict
+        The :class:`~eegbench.protocol.EvalProtocol` fields and its ``hash``.
+    seed : int
+    metrics : dict of str to dict
+        Per metric key: ``value``, ``higher_is_better``, ``label`` and metric-specific fields.
+    parameters : dict
+        Harness parameter counts (:func:`eegbench.method.count_parameters`).
+    durations_s : dict of str to float
+        Wall time of each run step, seconds.
+    schema_version : int
+    extra : dict
+        Every other key (backbones, environment, artefacts, training history, …), kept as written.
+    """
+
+    run_id: str
+    created: str
+    method: dict[str, Any]
+    dataset: dict[str, Any]
+    split: dict[str, Any]
+    protocol: dict[str, Any]
+    seed: int
+    metrics: dict[str, Any]
+    parameters: dict[str, Any]
+    durations_s: dict[str, float]
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "result") -> RunResult:
+        """Build from the JSON layout.
+
+        Raises
+        ------
+        EegbenchError
+            Naming ``source`` and the missing keys, or a newer ``schema_version``.
+        """
+        if not isinstance(data, Mapping) or "schema_version" not in data:
+            raise EegbenchError(f"{source}: not an eegbench result (no schema_version)")
+        if int(data["schema_version"]) > SCHEMA_VERSION:
+            raise EegbenchError(f"{source}: schema_version {data['schema_version']} is newer than this eegbench's "
+                                f"{SCHEMA_VERSION}; upgrade eegbench")
+        missing = [k for k in _RESULT_KEYS if k not in data]
+        if missing:
+            raise EegbenchError(f"{source}: not a complete eegbench result (missing {', '.join(missing)})")
+        core = {k: data[k] for k in _RESULT_KEYS}
+        return cls(**core, extra={k: v for k, v in data.items() if k not in _RESULT_KEYS})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON layout (core keys first, then ``extra`` in its own order)."""
+        return {**{k: getattr(self, k) for k in _RESULT_KEYS}, **self.extra}
+
+    @classmethod
+    def read(cls, path: Path | str) -> RunResult:
+        """Read a ``result.json``.
+
+        Raises
+        ------
+        EegbenchError
+            If the file is unreadable, not JSON, or not a complete result (names the file).
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise EegbenchError(f"{path}: not a readable result file ({exc})") from None
+        return cls.from_dict(data, source=str(path))
+
+    def write(self, path: Path | str) -> None:
+        """Write atomically as indented JSON (:func:`write_json_atomic`)."""
+        write_json_atomic(Path(path), self.to_dict())
+
+    @property
+    def protocol_hash(self) -> str | None:
+        """Hash of the scoring protocol."""
+        return self.protocol.get("hash")
+
+    @property
+    def split_sha256(self) -> str | None:
+        """sha256 of the split."""
+        return self.split.get("sha256")
 
 
 def git_info(start: Path | None = None) -> dict[str, Any]:
@@ -113,12 +218,7 @@ def load_results(paths: Iterable[Path]) -> list[dict[str, Any]]:
         for f in files:
             if any(part.startswith(".partial-") for part in f.parts):
                 continue
-            try:
-                data = json.loads(f.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as exc:
-                raise EegbenchError(f"{f}: not a readable result file ({exc})") from None
-            if not isinstance(data, dict) or "schema_version" not in data:
-                raise EegbenchError(f"{f}: not an eegbench result (no schema_version)")
+            data = RunResult.read(f).to_dict()
             data.setdefault("_path", str(f))
             out.append(data)
     return out

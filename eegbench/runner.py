@@ -40,7 +40,7 @@ from eegbench.errors import ConfigError, EegbenchError
 from eegbench.evaluate import find_inception_weights, reference_cache_name, resolve_protocol, score_images
 from eegbench.method import RunContext, apply_overrides, count_parameters
 from eegbench.protocol import EvalProtocol, image_seed
-from eegbench.results import SCHEMA_VERSION, environment_info, write_json_atomic
+from eegbench.results import SCHEMA_VERSION, RunResult, environment_info, write_json_atomic
 
 log = logging.getLogger("eegbench.run")
 
@@ -576,7 +576,7 @@ class _Run:
                           "train_log": "train_log.jsonl"},
         }
         work = self.work
-        write_json_atomic(work / "result.json", result)
+        RunResult.from_dict(result, source=f"run {self.run_id}").write(work / "result.json")
         shutil.rmtree(work / "train_state", ignore_errors=True)  # the fitted method is in checkpoint/
         self._close_log()
         os.replace(work, self.final_dir)
