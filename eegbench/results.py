@@ -56,7 +56,7 @@ def _json_default(obj: Any) -> Any:
 
 
 #: Top-level keys every result has (``RunResult`` fields besides ``extra``).
-_RESULT_KEYS = ("schema_version", "run_id", "created", "method", "dataset", "split", "protocol", "seed",
+_RESULT_KEYS = ("schema_version", "run_id", "method", "dataset", "split", "protocol", "seed",
                 "metrics", "parameters", "durations_s")
 
 
@@ -68,8 +68,6 @@ class RunResult:
     Attributes
     ----------
     run_id : str
-    created : str
-        ISO-8601 UTC time.
     method : dict
         ``name``, ``version``, ``paper``, ``profile``, ``config`` (the resolved hyperparameters).
     dataset : dict
@@ -87,12 +85,13 @@ class RunResult:
     durations_s : dict of str to float
         Wall time of each run step, seconds.
     schema_version : int
+    created : str or None
+        ISO-8601 UTC time of writing.
     extra : dict
         Every other key (backbones, environment, artefacts, training history, …), kept as written.
     """
 
     run_id: str
-    created: str
     method: dict[str, Any]
     dataset: dict[str, Any]
     split: dict[str, Any]
@@ -102,6 +101,7 @@ class RunResult:
     parameters: dict[str, Any]
     durations_s: dict[str, float]
     schema_version: int = SCHEMA_VERSION
+    created: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -122,11 +122,15 @@ class RunResult:
         if missing:
             raise EegbenchError(f"{source}: not a complete eegbench result (missing {', '.join(missing)})")
         core = {k: data[k] for k in _RESULT_KEYS}
-        return cls(**core, extra={k: v for k, v in data.items() if k not in _RESULT_KEYS})
+        return cls(**core, created=data.get("created"),
+                   extra={k: v for k, v in data.items() if k not in (*_RESULT_KEYS, "created")})
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON layout (core keys first, then ``extra`` in its own order)."""
-        return {**{k: getattr(self, k) for k in _RESULT_KEYS}, **self.extra}
+        head = {k: getattr(self, k) for k in _RESULT_KEYS[:2]}
+        if self.created is not None:
+            head["created"] = self.created
+        return {**head, **{k: getattr(self, k) for k in _RESULT_KEYS[2:]}, **self.extra}
 
     @classmethod
     def read(cls, path: Path | str) -> RunResult:

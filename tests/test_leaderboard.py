@@ -158,3 +158,20 @@ def test_metrics_summary_uses_honest_labels_and_reports_skips():
     assert "IS (EfficientNet-Lite0, not comparable to Inception IS) 5.00" in line
     assert "50-way top-1 acc. (efficientnet-lite0): skipped (no WNIDs)" in line
     assert "Class acc. (probe) 0.700 (chance 0.500)" in line
+
+
+def test_run_result_round_trips_and_names_what_is_missing(tmp_path):
+    from eegbench.results import RunResult
+
+    data = {**fake_result(), "created": "2026-12-01T00:00:00+00:00", "backbones": {"profile": "small"}}
+    result = RunResult.from_dict(data)
+    assert result.protocol_hash == "p" * 16 and result.split_sha256 == "s" * 64
+    assert result.extra == {"backbones": {"profile": "small"}}
+    result.write(tmp_path / "result.json")
+    assert json.loads((tmp_path / "result.json").read_text()) == data
+    assert RunResult.read(tmp_path / "result.json") == result
+    broken = {k: v for k, v in data.items() if k not in ("metrics", "split")}
+    with pytest.raises(EegbenchError, match=r"x\.json: not a complete eegbench result \(missing split, metrics\)"):
+        RunResult.from_dict(broken, source="x.json")
+    with pytest.raises(EegbenchError, match="newer than this eegbench"):
+        RunResult.from_dict({**data, "schema_version": 99})
