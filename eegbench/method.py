@@ -257,7 +257,11 @@ class Method(abc.ABC):
 
     @abc.abstractmethod
     def fit(self, train: EEGDataset, val: EEGDataset, ctx: RunContext) -> None:
-        """Train every stage on ``train``; ``val`` may be used for model selection (never test)."""
+        """Train every stage on ``train``; ``val`` may be used for model selection (never test).
+
+        Run each stage through ``ctx.trainer(self).run_stage(name, steps, build)`` (see
+        :mod:`eegbench.training`): the harness then owns the loop, checkpoints and ``--resume``.
+        """
 
     @abc.abstractmethod
     def generate(

@@ -130,7 +130,9 @@ class Stage:
     loader_generator : torch.Generator, optional
         Generator of the shuffled ``DataLoader`` (default: the global RNG).
     generators : sequence of torch.Generator
-        Other generators the step function draws from; checkpointed with the RNG states.
+        Other generators the step function draws from; checkpointed with the RNG states. Create
+        them in the stage's ``build`` (a generator that outlives its stage is not restored when a
+        finished stage is skipped on resume).
     eval_modules : sequence of torch.nn.Module
         Frozen modules inside ``model`` kept in eval mode while it trains.
     distributed : bool
