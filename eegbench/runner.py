@@ -401,6 +401,8 @@ class _Run:
         identity = {"method_config": asdict(self.method_config), "backbones": asdict(self.profile),
                     "protocol_hash": self.protocol.hash(), "split_sha256": self.split.sha256}
         identity = json.loads(json.dumps(identity, default=list))  # as stored (tuples → lists)
+        interrupted = (work / "run.json").is_file()
+        self.accelerator.wait_for_everyone()  # every process looks before the main one writes
         if cfg.resume:
             record_file = work / "run.json"
             if not record_file.is_file():
@@ -410,8 +412,11 @@ class _Run:
             if diffs:
                 raise ConfigError(f"--resume {self.run_id}: refused, the run's config/protocol/split differ from "
                                   f"what this checkout computes: {'; '.join(diffs)}")
+        elif interrupted:
+            raise ConfigError(f"{work} holds an interrupted run; continue it with --resume {self.run_id} "
+                              f"(or delete that folder to start again)")
         elif self.main:
-            if work.exists():
+            if work.exists():  # a folder that never got its run.json holds nothing to keep
                 shutil.rmtree(work)
             (work / "samples").mkdir(parents=True)
             (work / "reference").mkdir()

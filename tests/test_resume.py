@@ -98,6 +98,10 @@ def test_resume_refuses_other_options_and_unknown_runs(base, tmp_path):
     assert proc.returncode == 2
     err = proc.stderr.strip()
     assert err.count("\n") == 0 and "refused" in err and "seed (run: 0, given: 3)" in err and "overrides" in err
+    # starting the interrupted run afresh would throw its training state away: refused
+    fresh = _cli(*_args(tmp_path, "copy"), cwd=tmp_path)
+    assert fresh.returncode == 2 and "--resume copy" in fresh.stderr and fresh.stderr.strip().count("\n") == 0
+    assert (tmp_path / "runs" / ".partial-copy" / "run.json").is_file()
     proc = _cli("run", "--resume", "nope", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
     assert proc.returncode == 2 and "nope" in proc.stderr and proc.stderr.strip().count("\n") == 0
     proc = _cli("run", "--resume", "base", "--runs-dir", str(base / "runs"), cwd=tmp_path)
