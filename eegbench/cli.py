@@ -44,17 +44,8 @@ def _add_weights_flags(group) -> None:
                             "accuracy (default: EfficientNet-Lite0)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser with every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="eegbench", description="Benchmark harness for EEG-to-image generation.", epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"eegbench {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("run", help="train, generate and score one method", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``eegbench run``."""
     g = p.add_argument_group("what to run")
     g.add_argument("--method", default="synapse", help="registered method name (default: synapse)")
     g.add_argument("--dataset", default="eegnb-n170", help="registered dataset name (default: eegnb-n170)")
@@ -95,6 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", default=None, metavar="RUN_ID",
                    help="continue the interrupted run runs/.partial-RUN_ID/ from its last checkpoint (other "
                         "options may be left out; any given must equal the run's own)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="eegbench", description="Benchmark harness for EEG-to-image generation.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"eegbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="train, generate and score one method", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_run_arguments(p)
 
     p = sub.add_parser("evaluate", help="re-score a finished run's saved samples under a given protocol")
     p.add_argument("run_dir", type=Path, help="run folder written by `eegbench run`")
@@ -159,19 +164,34 @@ def _run_config(args):
     )
 
 
-def _cmd_run(args) -> int:
-    import dataclasses
+#: ``run`` flags (argparse dest) → RunConfig field, where the names differ.
+_RUN_FIELDS = {"n_samples": "n_samples_per_trial", "steps": "num_inference_steps"}
 
+
+class _Unset(list):
+    """Default of every ``run`` option while finding which ones were stated (a list, for ``append``)."""
+
+
+def _given_run_options(argv: list[str]) -> dict[str, object]:
+    """The ``run`` options stated on the command line (even at their default value), by RunConfig field."""
+    parser = argparse.ArgumentParser(add_help=False)
+    _add_run_arguments(parser)
+    parser.set_defaults(**{dest: _Unset() for dest in vars(parser.parse_args([]))})
+    stated = vars(parser.parse_args(argv[argv.index("run") + 1:]))
+    converted = {"dataset_options": dict, "overrides": dict, "backbone_overrides": dict}
+    return {_RUN_FIELDS.get(k, k): converted.get(k, lambda v: v)(v) for k, v in stated.items()
+            if not (isinstance(v, _Unset) and not v)
+            and k not in ("resume", "no_progress", "checkpoint_every", "runs_dir")}
+
+
+def _cmd_run(args, argv: list[str]) -> int:
     from eegbench.runner import resume_config, run
 
     cfg = _run_config(args)
     if args.resume:
         if args.run_id is not None and args.run_id != args.resume:
             raise EegbenchError(f"--run-id {args.run_id} and --resume {args.resume} name different runs")
-        defaults = _run_config(build_parser().parse_args(["run"]))
-        given = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-                 if getattr(cfg, f.name) != getattr(defaults, f.name)}
-        cfg = resume_config(args.resume, args.runs_dir, given, progress=not args.no_progress,
+        cfg = resume_config(args.resume, args.runs_dir, _given_run_options(argv), progress=not args.no_progress,
                             checkpoint_every=args.checkpoint_every)
     result = run(cfg)
     if result:
@@ -246,10 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``eegbench`` console script; returns the exit status."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            return _cmd_run(args)
+            return _cmd_run(args, argv)
         if args.command == "compare":
             return _cmd_compare(args)
         if args.command == "evaluate":

@@ -37,6 +37,7 @@ def cache_lock(path: Path | str, *, what: str = "") -> Iterator[None]:
     from filelock import FileLock, Timeout
 
     path = Path(path)
+    lock = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(path) + ".lock")
@@ -47,9 +48,9 @@ def cache_lock(path: Path | str, *, what: str = "") -> Iterator[None]:
             lock.acquire()
     except OSError as exc:  # read-only cache: no lock can be taken, and nothing will be written
         log.warning("cannot lock %s (%s); going on without a lock", path, exc)
-        yield
-        return
+        lock = None
     try:
         yield
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()

@@ -200,8 +200,9 @@ IDENTITY_FIELDS = (
     "guidance_scale", "inception_weights", "classifier_weights",
 )
 
-#: Names of the run's steps, in order (``durations_s`` uses them too).
-RUN_STEPS = ("prepare", "backbones", "fit", "generate", "score", "record")
+#: The run's steps, in order (methods of ``_Run``; ``durations_s`` times load_data,
+#: denoiser_pretrain, fit, generate, metrics and the total).
+RUN_STEPS = ("prepare", "open_folder", "backbones", "fit", "generate", "score", "record")
 
 
 def _check_counts(cfg: RunConfig) -> None:
@@ -232,8 +233,10 @@ def resume_config(run_id: str, runs_dir: Path | str = Path("runs"), given: Mappi
         Folder name of the run (``runs/.partial-<run_id>/`` must exist).
     runs_dir : Path
     given : mapping of str to value, optional
-        RunConfig fields the user stated again (e.g. on the command line); each must equal the
-        run's own value.
+        RunConfig fields the user stated again (e.g. on the command line): each field of
+        :data:`IDENTITY_FIELDS` must equal the run's own value; ``data_root``, ``weights_root``
+        and ``cache_dir`` replace the stored paths (a changed dataset is still refused, by its
+        split hash).
     progress : bool
     checkpoint_every : int, optional
         New checkpoint interval (not part of the run's identity).
@@ -275,6 +278,9 @@ def resume_config(run_id: str, runs_dir: Path | str = Path("runs"), given: Mappi
             diffs.append(f"{key} (run: {mine!r}, given: {theirs!r})")
     if diffs:
         raise ConfigError(f"--resume {run_id}: refused, the run was started with other options: {'; '.join(diffs)}")
+    for key in ("data_root", "weights_root", "cache_dir"):  # the files may have moved: given paths win
+        if (given or {}).get(key) is not None:
+            values[key] = Path(given[key])
     values.update(runs_dir=runs_dir, run_id=run_id, resume=True, progress=progress)
     if checkpoint_every is not None:
         values["checkpoint_every"] = checkpoint_every
@@ -648,12 +654,10 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
         config, protocol or split.
     """
     r = _Run(cfg, plugins)
-    r.prepare()
-    r.open_folder()
+    r.prepare()  # bad input fails here, before anything is written
     try:
-        r.backbones()
-        r.fit()
-        r.generate()
+        for step in RUN_STEPS[1:-2]:  # open_folder, backbones, fit, generate
+            getattr(r, step)()
         r.accelerator.wait_for_everyone()
         if not r.main:
             r._close_log()

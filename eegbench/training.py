@@ -31,6 +31,7 @@ trials per micro-step.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -86,20 +87,18 @@ class Stage:
     step : callable ``(model, batch) -> dict of str to torch.Tensor``
         One forward pass on a micro-batch. Must return ``"loss"`` (a scalar to minimise); every
         other 0-d tensor is averaged over ``log_every`` steps and logged. ``model`` is the prepared
-        module; ``batch`` is a tuple of ``data`` tensors on the device (or what ``sample``
-        returned, or None when neither is given).
+        module; ``batch`` is a sequence of the ``data`` tensors' rows on the device, or None
+        without ``data`` (the step then draws its batch itself, from ``generators``).
     data : sequence of torch.Tensor, optional
         Tensors of equal length (dim 0 = trials) served in shuffled batches with ``drop_last``.
     batch_size : int
         Global batch size (all processes, all accumulation micro-steps together).
-    sample : callable ``() -> batch``, optional
-        Draw a batch yourself instead of ``data`` (e.g. with replacement from a generator that is
-        listed in ``generators``).
     optimizer : callable ``(params) -> torch.optim.Optimizer``
         Builds the optimiser from ``params``.
     params : list, optional
         Parameters or param groups for ``optimizer``; default: the parameters of ``model`` that
-        require grad when the stage starts (set them with ``Method.configure_stage``).
+        require grad when the stage starts (set them with ``Method.configure_stage``). They must
+        be parameters of ``model`` (under DDP only those have their gradients averaged).
     lr_at : callable ``(step_index) -> float``, optional
         Absolute learning rate of every param group before optimiser step ``step_index`` (0-based);
         stateless, so it resumes from the step alone.
@@ -111,14 +110,14 @@ class Stage:
         Micro-steps per optimiser step (gradient accumulation).
     ema : callable ``(params) -> diffusers.training_utils.EMAModel``, optional
         EMA of the trained parameters: stepped after each optimiser step, swapped in for
-        validation, copied into the model at the end.
+        validation, copied into the model at the end. Not combinable with ``select``.
     after_step : callable ``() -> None``, optional
         Called after each optimiser step (e.g. a momentum-encoder update).
     validate : callable ``(model) -> dict of str to float``, optional
         Validation on the validation split (the model is in eval mode and gradients are off);
         logged with a ``val_`` prefix every ``eval_every`` steps and at the last step.
     eval_every : int
-        Validation interval in optimiser steps.
+        Validation interval in optimiser steps (0: at the last step only).
     select : callable ``(row) -> float or tuple``, optional
         Maps a validation row to a key, smaller is better; the weights of the best evaluation are
         restored at the end of the stage (ties keep the earlier one).
@@ -145,7 +144,6 @@ class Stage:
     optimizer: Callable[[Any], torch.optim.Optimizer]
     data: Sequence[torch.Tensor] | None = None
     batch_size: int = 1
-    sample: Callable[[], Any] | None = None
     params: list | None = None
     lr_at: Callable[[int], float] | None = None
     scheduler: Callable[[torch.optim.Optimizer], Any] | None = None
@@ -208,8 +206,8 @@ def get_rng_state(generators: Sequence[torch.Generator] = ()) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``torch`` (uint8 tensor), ``cuda`` (list of uint8 tensors), ``numpy`` (list: name, uint32
-        key tensor, pos, has_gauss, cached_gaussian), ``python`` (list), ``generators`` (list of
+        ``torch`` (uint8 tensor), ``cuda`` (list of uint8 tensors), ``numpy`` (list: name, the
+        MT19937 key as an int64 tensor, pos, has_gauss, cached_gaussian), ``python`` (list), ``generators`` (list of
         uint8 tensors).
     """
     np_state = np.random.get_state()
@@ -328,7 +326,18 @@ def _torch_load(path: Path) -> Any:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint file is missing") from None
     except Exception as exc:  # unpickling errors of a damaged file
-        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from None
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {first})") from None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint file ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a checkpoint record")
+    return data
 
 
 # ------------------------------------------------------------------------------- trainer
@@ -382,7 +391,6 @@ class StageTrainer:
         self.desc = desc
         self.logger = logger or log
         self.on_history_restored = on_history_restored
-        self.outcomes: dict[str, StageOutcome] = {}
 
     # ------------------------------------------------------------------ process helpers
     @property
@@ -445,13 +453,8 @@ class StageTrainer:
         if steps == 0:
             return StageOutcome(name=name, steps=0)
         if self.finished(name):
-            outcome = self._restore_final(name)
-            self.outcomes[name] = outcome
-            return outcome
-        stage = build()
-        outcome = self._train(name, steps, stage)
-        self.outcomes[name] = outcome
-        return outcome
+            return self._restore_final(name)
+        return self._train(name, steps, build())
 
     # ------------------------------------------------------------------ the loop
     def _train(self, name: str, steps: int, st: Stage) -> StageOutcome:
@@ -463,6 +466,13 @@ class StageTrainer:
         flat_params = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
         if not flat_params:
             raise ConfigError(f"{self.desc} {name}: the stage trains no parameter (check configure_stage)")
+        inside = {id(p) for p in st.model.parameters()}
+        if any(id(p) not in inside for p in flat_params):
+            raise ConfigError(f"{self.desc} {name}: Stage.params holds parameters outside Stage.model; wrap every "
+                              "trained module in the stage's model (under DDP only its gradients are averaged)")
+        if st.ema is not None and st.select is not None:
+            raise ConfigError(f"{self.desc} {name}: a stage keeps either its EMA or its best validation state, "
+                              "not both (set ema or select)")
         optimizer = st.optimizer(params)
         scheduler = st.scheduler(optimizer) if st.scheduler is not None else None
         batches = None
@@ -482,7 +492,11 @@ class StageTrainer:
             else:
                 model, optimizer = acc.prepare(model, optimizer)
         if st.data is not None:
-            batches = _Batches(loader, st.loader_generator)
+            # with several processes accelerate gives the sampler its own generator: track that one
+            from accelerate.data_loader import get_sampler
+
+            shuffle_gen = st.loader_generator or getattr(get_sampler(loader), "generator", None)
+            batches = _Batches(loader, shuffle_gen)
         ema = st.ema(flat_params) if st.ema is not None else None
         model.train()
         for m in st.eval_modules:
@@ -496,23 +510,29 @@ class StageTrainer:
         pointer = self._pointer(name)
         if pointer is not None and pointer.is_file():
             ck = self._load_step_checkpoint(name, pointer)
-            optimizer.load_state_dict(ck["state"]["optimizer"])
-            if scheduler is not None and ck["state"].get("scheduler") is not None:
-                scheduler.load_state_dict(ck["state"]["scheduler"])
-            if ema is not None and ck["state"].get("ema") is not None:
-                ema.load_state_dict(ck["state"]["ema"])
-                ema.to(self.device)
-            best_state = ck["state"].get("best")
-            meta = ck["meta"]
-            best_key = _from_json_key(meta.get("best_key"))
-            best_step = meta.get("best_step")
-            window = {k: list(v) for k, v in meta.get("window", {}).items()}
-            losses = list(meta.get("losses", []))
-            start_step = int(meta["step"])
-            elapsed_before = float(meta.get("seconds", 0.0))
-            if batches is not None:
-                batches.restore(ck["state"].get("loader"))
-            set_rng_state(ck["state"]["rng"], self._all_generators(st))
+            try:
+                optimizer.load_state_dict(ck["state"]["optimizer"])
+                if scheduler is not None and ck["state"].get("scheduler") is not None:
+                    scheduler.load_state_dict(ck["state"]["scheduler"])
+                if ema is not None and ck["state"].get("ema") is not None:
+                    ema.load_state_dict(ck["state"]["ema"])
+                    ema.to(self.device)
+                best_state = ck["state"].get("best")
+                meta = ck["meta"]
+                best_key = _from_json_key(meta.get("best_key"))
+                best_step = meta.get("best_step")
+                window = {k: list(v) for k, v in meta.get("window", {}).items()}
+                losses = list(meta.get("losses", []))
+                start_step = int(meta["step"])
+                elapsed_before = float(meta.get("seconds", 0.0))
+                if batches is not None:
+                    batches.restore(ck["state"].get("loader"))
+                self._restore_rng(ck["state"], self._all_generators(st, batches), ck["dir"])
+                if self._scaler() is not None and ck["state"].get("scaler") is not None:
+                    self._scaler().load_state_dict(ck["state"]["scaler"])
+            except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+                first = (str(exc).strip().splitlines() or [""])[0]
+                raise CheckpointError(f"{ck['dir']}: does not fit this stage ({type(exc).__name__}: {first})") from None
             self.logger.info("%s %s: resumed at step %d from %s", self.desc, name, start_step, ck["dir"])
 
         every = self._interval(steps)
@@ -543,7 +563,7 @@ class StageTrainer:
                 self._log(row, name, step)
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
                 window = {}
-            if st.validate is not None and st.eval_every > 0 and (step % int(st.eval_every) == 0 or step == steps):
+            if st.validate is not None and (step == steps or (st.eval_every > 0 and step % int(st.eval_every) == 0)):
                 vrow = self._validate(st, model, ema, flat_params)
                 self._log({f"val_{k}": v for k, v in vrow.items()}, name, step)
                 if st.select is not None:
@@ -563,6 +583,7 @@ class StageTrainer:
             ema.copy_to(flat_params)
         seconds = time.perf_counter() - t0
         if acc is not None and st.distributed:
+            acc.unwrap_model(model, keep_fp32_wrapper=False)  # undo the mixed-precision forward patch
             acc.free_memory()
         outcome = StageOutcome(name=name, steps=steps, losses=losses, best=best_key, best_step=best_step,
                                seconds=seconds, resumed_from=start_step)
@@ -576,16 +597,13 @@ class StageTrainer:
         use_acc = acc is not None and st.distributed
         sums: dict[str, float] = {}
         for micro in range(accumulation):
+            batch = None
             if batches is not None:
                 batch = batches.next()
                 if not use_acc:
                     batch = tuple(t.to(self.device) for t in batch)
-            elif st.sample is not None:
-                batch = st.sample()
-            else:
-                batch = None
             last = micro == accumulation - 1
-            ctx = acc.no_sync(model) if (use_acc and not last and acc.num_processes > 1) else _nullcontext()
+            ctx = acc.no_sync(model) if (use_acc and not last and acc.num_processes > 1) else contextlib.nullcontext()
             with ctx:
                 out = st.step(model, batch)
                 loss = out["loss"]
@@ -648,23 +666,46 @@ class StageTrainer:
         return int(self.checkpoint_every)
 
     @staticmethod
-    def _all_generators(st: Stage) -> list[torch.Generator]:
+    def _all_generators(st: Stage, batches: _Batches | None) -> list[torch.Generator]:
         gens = list(st.generators)
-        if st.loader_generator is not None:
-            gens.append(st.loader_generator)
+        if batches is not None and batches.generator is not None:
+            gens.append(batches.generator)
         return gens
+
+    def _scaler(self):
+        return getattr(self.accelerator, "scaler", None) if self.accelerator is not None else None
+
+    def _gathered_rng(self, generators: Sequence[torch.Generator]) -> list[dict[str, Any]]:
+        """Every process's RNG states (collective: all processes call it), rank order."""
+        state = get_rng_state(generators)
+        if self.world > 1:
+            from accelerate.utils import gather_object
+
+            return gather_object([state])
+        return [state]
+
+    def _restore_rng(self, state: Mapping[str, Any], generators: Sequence[torch.Generator], where) -> None:
+        per_process = state["rng"]
+        if len(per_process) != self.world:
+            raise CheckpointError(f"{where}: written by {len(per_process)} process(es), this run has {self.world}; "
+                                  "resume with the same number of processes")
+        rank = 0 if self.accelerator is None else int(self.accelerator.process_index)
+        set_rng_state(per_process[rank], generators)
 
     # ------------------------------------------------------------------ checkpoint I/O
     def _save_step_checkpoint(self, name, step, optimizer, scheduler, ema, best_state, best_key, best_step, window,
                               losses, batches, st: Stage, seconds: float) -> None:
+        rng = self._gathered_rng(self._all_generators(st, batches))
         if self.is_main:
+            scaler = self._scaler()
             state = {
                 "modules": _module_states(self.modules),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "ema": ema.state_dict() if ema is not None else None,
                 "best": best_state,
-                "rng": get_rng_state(self._all_generators(st)),
+                "rng": rng,
+                "scaler": scaler.state_dict() if scaler is not None else None,
                 "loader": batches.state() if batches is not None else None,
             }
             meta = {"stage": name, "step": step, "best_key": _to_json_key(best_key), "best_step": best_step,
@@ -672,7 +713,7 @@ class StageTrainer:
             target = self.checkpoint_dir / f"{name}.step{step}"
             self._write_dir(target, state, meta)
             pointer = self._pointer(name)
-            previous = json.loads(pointer.read_text())["dir"] if pointer.is_file() else None
+            previous = _read_json(pointer).get("dir") if pointer.is_file() else None
             _atomic_write_text(pointer, json.dumps({"stage": name, "step": step, "dir": target.name}))
             if previous and previous != target.name:
                 shutil.rmtree(self.checkpoint_dir / previous, ignore_errors=True)
@@ -681,16 +722,18 @@ class StageTrainer:
     def _save_final(self, name: str, outcome: StageOutcome) -> None:
         if self.checkpoint_dir is None:
             return
+        rng = self._gathered_rng(())
         if self.is_main:
-            state = {"modules": _module_states(self.modules), "rng": get_rng_state()}
+            state = {"modules": _module_states(self.modules), "rng": rng}
             meta = {"stage": name, "steps": outcome.steps, "best_key": _to_json_key(outcome.best),
                     "best_step": outcome.best_step, "seconds": outcome.seconds, "history": self.history}
             self._write_dir(self._final_dir(name), state, meta)
             pointer = self._pointer(name)
             if pointer.is_file():
-                previous = json.loads(pointer.read_text())["dir"]
+                previous = _read_json(pointer).get("dir")
                 pointer.unlink()
-                shutil.rmtree(self.checkpoint_dir / previous, ignore_errors=True)
+                if previous:
+                    shutil.rmtree(self.checkpoint_dir / previous, ignore_errors=True)
         self._barrier()
 
     def _write_dir(self, target: Path, state: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
@@ -708,16 +751,12 @@ class StageTrainer:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def _load_step_checkpoint(self, name: str, pointer: Path) -> dict[str, Any]:
-        try:
-            info = json.loads(pointer.read_text())
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{pointer}: unreadable checkpoint pointer ({exc})") from None
+        info = _read_json(pointer)
+        if not isinstance(info.get("dir"), str):
+            raise CheckpointError(f"{pointer}: names no checkpoint folder")
         directory = self.checkpoint_dir / info["dir"]
         state = _torch_load(directory / "state.pt")
-        try:
-            meta = json.loads((directory / "meta.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{directory / 'meta.json'}: unreadable ({exc})") from None
+        meta = _read_json(directory / "meta.json")
         _load_module_states(self.modules, state["modules"], directory)
         self._restore_history(meta.get("history", []))
         return {"state": state, "meta": meta, "dir": directory}
@@ -725,11 +764,13 @@ class StageTrainer:
     def _restore_final(self, name: str) -> StageOutcome:
         directory = self._final_dir(name)
         state = _torch_load(directory / "state.pt")
-        meta = json.loads((directory / "meta.json").read_text())
+        meta = _read_json(directory / "meta.json")
         _load_module_states(self.modules, state["modules"], directory)
-        set_rng_state(state["rng"])
+        self._restore_rng(state, (), directory)
         self._restore_history(meta.get("history", []))
         self.logger.info("%s %s: finished before; restored from %s", self.desc, name, directory)
+        if not isinstance(meta.get("steps"), int):
+            raise CheckpointError(f"{directory / 'meta.json'}: no step count")
         return StageOutcome(name=name, steps=int(meta["steps"]), best=_from_json_key(meta.get("best_key")),
                             best_step=meta.get("best_step"), seconds=float(meta.get("seconds", 0.0)), restored=True)
 
@@ -737,14 +778,6 @@ class StageTrainer:
         self.history[:] = rows
         if self.on_history_restored is not None and self.is_main:
             self.on_history_restored(rows)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _to_json_key(key: Any) -> Any:

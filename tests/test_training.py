@@ -43,7 +43,9 @@ def toy_data(n=40):
     return x, x @ torch.arange(6.0) / 6
 
 
-def make_stage(model, *, steps_seen=None, fail_at=None, val=True, **kw):
+def make_stage(model, *, steps_seen=None, fail_at=None, val=True, keep="best", **kw):
+    """A stage with every stateful piece: shuffled loader, dropout, LR schedule + scheduler, clipping,
+    a registered generator, validation, and either best-state selection or an EMA."""
     x, y = toy_data()
     gen = torch.Generator().manual_seed(3)
 
@@ -63,9 +65,10 @@ def make_stage(model, *, steps_seen=None, fail_at=None, val=True, **kw):
         optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2),
         lr_at=lambda i: 1e-2 * (0.5 + 0.5 * (i % 5) / 5),
         scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0),
-        ema=lambda p: EMAModel(p, decay=0.9), grad_clip=1.0, log_every=3,
+        ema=(lambda p: EMAModel(p, decay=0.9)) if keep == "ema" else None, grad_clip=1.0, log_every=3,
         validate=(lambda m: {"loss": float(m(x[:16], y[:16])["loss"])}) if val else None, eval_every=4,
-        select=lambda row: row["loss"], keep=(model,), generators=(gen,), **kw,
+        select=(lambda row: row["loss"]) if keep == "best" else None, keep=(model,) if keep == "best" else (),
+        generators=(gen,), **kw,
     )
 
 
@@ -78,7 +81,7 @@ def fresh_model():
     return Toy()
 
 
-def train(tmp_path, accelerator, *, steps=23, fail_at=None, history=None, checkpoint_every=5):
+def train(tmp_path, accelerator, *, steps=23, fail_at=None, history=None, checkpoint_every=5, keep="best"):
     model = fresh_model()
     torch.manual_seed(11)
     trainer = StageTrainer(accelerator=accelerator, modules={"toy": model}, checkpoint_dir=tmp_path,
@@ -86,23 +89,24 @@ def train(tmp_path, accelerator, *, steps=23, fail_at=None, history=None, checkp
                            log_metrics=(lambda v, *, stage, step: history.append({"stage": stage, "step": step, **v}))
                            if history is not None else None, history=history)
     seen = []
-    outcome = trainer.run_stage("a", steps, lambda: make_stage(model, steps_seen=seen, fail_at=fail_at))
-    second = trainer.run_stage("b", 7, lambda: make_stage(model))
+    outcome = trainer.run_stage("a", steps, lambda: make_stage(model, steps_seen=seen, fail_at=fail_at, keep=keep))
+    second = trainer.run_stage("b", 7, lambda: make_stage(model, keep=keep))
     return model, outcome, second, trainer
 
 
-def test_an_interrupted_stage_resumes_to_the_same_weights(tmp_path, accelerator):
+@pytest.mark.parametrize("keep", ["best", "ema"])
+def test_an_interrupted_stage_resumes_to_the_same_weights(tmp_path, accelerator, keep):
     """Killed at step 13 of 23 (last checkpoint at 10), a new trainer continues from step 10 and ends
     with bit-identical weights, losses and log to an uninterrupted run: model, optimiser, LR
-    scheduler, EMA, best state, loader position, global RNG and registered generators all resume."""
+    scheduler, EMA or best state, loader position, global RNG and registered generators all resume."""
     ref_hist: list = []
-    ref, ref_out, ref_b, _ = train(tmp_path / "ref", accelerator, history=ref_hist)
+    ref, ref_out, ref_b, _ = train(tmp_path / "ref", accelerator, history=ref_hist, keep=keep)
     with pytest.raises(KeyboardInterrupt):
-        train(tmp_path / "cut", accelerator, fail_at=13, history=[])
+        train(tmp_path / "cut", accelerator, fail_at=13, history=[], keep=keep)
     pointer = json.loads((tmp_path / "cut" / "a.json").read_text())
     assert pointer["step"] == 10 and not (tmp_path / "cut" / "a.final").exists()
     hist: list = []
-    again, out, second, _ = train(tmp_path / "cut", accelerator, history=hist)
+    again, out, second, _ = train(tmp_path / "cut", accelerator, history=hist, keep=keep)
     assert out.resumed_from == 10
     assert out.losses == ref_out.losses and out.best_step == ref_out.best_step
     for k, v in states(ref).items():
@@ -133,7 +137,7 @@ def test_best_validation_state_is_kept(tmp_path, accelerator):
         snapshots.append(states(model))
         return {"loss": next(scripted)}
 
-    stage = dataclasses.replace(make_stage(model), validate=validate, eval_every=5, ema=None)
+    stage = dataclasses.replace(make_stage(model), validate=validate, eval_every=5)
     out = StageTrainer(accelerator=accelerator, progress=False).run_stage("a", 20, lambda: stage)
     assert len(snapshots) == 4 and out.best_step == 10 and out.best == 1.0
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in snapshots[1].items())
@@ -170,6 +174,12 @@ def test_bad_budgets_and_batches_are_config_errors(accelerator):
     frozen = fresh_model().requires_grad_(False)
     with pytest.raises(ConfigError, match="trains no parameter"):
         trainer.run_stage("a", 2, lambda: make_stage(frozen))
+    both = dataclasses.replace(make_stage(fresh_model()), ema=lambda p: None)
+    with pytest.raises(ConfigError, match="either its EMA or its best"):
+        trainer.run_stage("a", 2, lambda: both)
+    outside = dataclasses.replace(make_stage(fresh_model()), params=list(nn.Linear(2, 2).parameters()))
+    with pytest.raises(ConfigError, match="outside Stage.model"):
+        trainer.run_stage("a", 2, lambda: outside)
 
 
 def test_a_damaged_or_foreign_checkpoint_is_a_clear_error(tmp_path, accelerator):
