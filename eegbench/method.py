@@ -374,7 +374,9 @@ class Method(abc.ABC):
             path = directory / f"{cname}.safetensors"
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: missing weights of component {cname!r}")
-            module.load_state_dict(load_file(str(path), device=str(self.device)))
+            # safetensors names the CPU "cpu" only (a multi-process CPU run's device is "cpu:<rank>")
+            device = "cpu" if self.device.type == "cpu" else str(self.device)
+            module.load_state_dict(load_file(str(path), device=device))
 
 
 def count_parameters(method: Method) -> dict[str, Any]:

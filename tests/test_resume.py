@@ -182,3 +182,34 @@ def test_torchrun_two_processes_one_result_same_parameters_on_both_ranks(base):
         a, b = one["metrics"][key]["value"], two["metrics"][key]["value"]
         assert abs(a - b) <= 0.25 * abs(a), (key, a, b)
     assert two["metrics"]["fid"]["n_gen"] == one["metrics"]["fid"]["n_gen"] == 12
+
+
+def test_torchrun_run_killed_in_stage2_resumes_to_the_uninterrupted_two_process_result(base):
+    """The same kill-and-resume with two processes: every process's RNG state and the sampler's own
+    generator (which accelerate adds with several processes) are checkpointed, so the resumed
+    2-process run equals the uninterrupted 2-process run (``test_torchrun_two_processes…``)."""
+    if not (base / "runs" / "ddp").is_dir():
+        pytest.skip("needs the uninterrupted 2-process run of test_torchrun_two_processes_…")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29532"]
+    import psutil
+
+    proc = subprocess.Popen([*torchrun, "-m", "eegbench", *_args(base, "ddpkill")], cwd=base, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pointer = base / "runs" / ".partial-ddpkill" / "train_state" / "stage2.json"
+    deadline = time.monotonic() + 300
+    while not pointer.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    tree = [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]
+    for p in tree:  # both workers and the launcher (torchrun starts its workers in their own sessions)
+        p.send_signal(signal.SIGKILL)
+    psutil.wait_procs(tree, timeout=30)
+    proc.wait()
+    assert not (base / "runs" / ".partial-ddpkill" / "train_state" / "stage2.final").exists()
+    resumed = subprocess.run([*torchrun, "-m", "eegbench", "run", "--resume", "ddpkill", "--runs-dir",
+                              str(base / "runs"), "--no-progress"], capture_output=True, text=True, timeout=600,
+                             cwd=base, env=_env())
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = _result(base, "ddp"), _result(base, "ddpkill")
+    assert b["resumed"] is True and b["fit_fingerprint"]["processes_agree"] is True
+    assert b["fit_fingerprint"]["sha256"] == a["fit_fingerprint"]["sha256"]
+    assert b["metrics"] == a["metrics"]
