@@ -11,12 +11,14 @@ Checkpoints
 -----------
 Every ``checkpoint_every`` optimiser steps the full training state goes into
 ``<checkpoint_dir>/<stage>.step<N>/state.pt`` (every module of the method, optimiser, LR scheduler,
-EMA, best-so-far weights, every random-number generator, the position in the epoch) and a pointer
+EMA, GradScaler, best-so-far weights, every random-number generator of every process, the position
+in the epoch) and a pointer
 ``<stage>.json`` is replaced atomically; when a stage ends, its final weights and RNG state go into
 ``<stage>.final/`` and the step checkpoints are removed. A resumed run skips a stage with a ``.final``
 folder (restoring its weights and RNG state) and continues a stage with a step checkpoint at the
 step after it, so that a resumed run gives the same weights as an uninterrupted one with the same
-seed on the same machine. Checkpoints are written by the main process only and read with
+seed on the same machine and the same number of processes. Checkpoints are written by the main
+process only (the other processes' RNG states are gathered to it) and read with
 ``torch.load(weights_only=True)``. (``accelerator.save_state`` is not used: it reloads custom
 objects with ``weights_only=False`` and ignores a failure to restore the RNG states, which would
 silently break the bit-identical resume.)
