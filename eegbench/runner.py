@@ -268,7 +268,7 @@ def resume_config(run_id: str, runs_dir: Path | str = Path("runs"), given: Mappi
     for key in ("data_root", "weights_root", "cache_dir", "inception_weights", "classifier_weights"):
         if values.get(key) is not None:
             values[key] = Path(values[key])
-    diffs = []
+    diffs = []  # whole values: a different --set list is one difference, not one per key
     for key, value in (given or {}).items():
         if key not in IDENTITY_FIELDS:
             continue
@@ -288,6 +288,7 @@ def resume_config(run_id: str, runs_dir: Path | str = Path("runs"), given: Mappi
 
 
 def _differences(stored: Mapping[str, Any], now: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``"key (run: a, now: b)"`` for every (nested) key whose values differ."""
     out = []
     for key in sorted(set(stored) | set(now)):
         a, b = stored.get(key), now.get(key)
@@ -494,15 +495,13 @@ class _Run:
         work, protocol, test, info = self.work, self.protocol, self.test, self.dataset.info
         manifest_file = work / "samples" / "manifest.csv"
         with self.timer("generate"):
+            manifest = None  # a resumed run reuses samples that were all written before
             if self.cfg.resume and manifest_file.is_file():
-                manifest = pd.read_csv(manifest_file)
+                manifest = pd.read_csv(manifest_file, dtype={"trial_id": str})
                 if all((work / p).is_file() for p in manifest["path"]):
                     log.info("samples generated before; reusing %s", manifest_file)
-                    self.manifest = manifest
                 else:
                     manifest = None
-            else:
-                manifest = None
             if manifest is None:
                 gen_paths = _generate(self.method, test, protocol, work, self.accelerator, self.progress)
             self.accelerator.wait_for_everyone()

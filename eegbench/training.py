@@ -307,7 +307,8 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def _module_states(modules: Mapping[str, nn.Module]) -> dict[str, dict[str, torch.Tensor]]:
-    return {name: {k: v.detach().cpu().clone() for k, v in m.state_dict().items()} for name, m in modules.items()}
+    # written to disk at once by ``torch.save``: no copy needed
+    return {name: {k: v.detach().cpu() for k, v in m.state_dict().items()} for name, m in modules.items()}
 
 
 def _load_module_states(modules: Mapping[str, nn.Module], states: Mapping[str, Any], where: Path) -> None:
