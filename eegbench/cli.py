@@ -1,4 +1,4 @@
-"""Command-line interface: ``eegbench run | evaluate | compare | params | ls | plugins | env``.
+"""Command-line interface: ``eegbench run | evaluate | compare | params | weights | ls | data | plugins | env``.
 
 User errors (unknown names, missing data or weights, bad options) print one line
 ``eegbench: error: ...`` to stderr and exit with status 2.
@@ -23,6 +23,8 @@ examples:
   eegbench evaluate runs/<run_id> --inception-weights weights-inception-2015-12-05-6726825d.pth
   eegbench compare
   eegbench params --method synapse --profile paper
+  eegbench weights check --profile paper --method synapse --weights-root /data/weights
+  eegbench run --method gwit --profile paper --dataset cvpr40 --weights-root /data/weights --max-steps 2
   eegbench ls methods
 """
 
@@ -68,7 +70,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--set", dest="overrides", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="override a method hyperparameter, e.g. --set stage1_steps=50 (repeatable)")
     g.add_argument("--backbone-set", dest="backbone_overrides", type=_kv, action="append", default=[],
-                   metavar="KEY=VALUE", help="override a backbone setting, e.g. --backbone-set denoiser_steps=100")
+                   metavar="KEY=VALUE", help="override a backbone setting, e.g. --backbone-set denoiser_steps=100 "
+                   "(small) or --backbone-set sd21=/path/to/stable-diffusion-2-1 (paper; see `eegbench weights check`)")
     g.add_argument("--n-samples", type=int, default=None, help="images per test trial (protocol)")
     g.add_argument("--steps", type=int, default=None, help="sampler steps (protocol)")
     g.add_argument("--max-test-trials", type=int, default=None,
@@ -79,6 +82,14 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="protocol classifier-free guidance scale (default: each method's own)")
     _add_weights_flags(g)
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    g = p.add_argument_group("training and devices")
+    g.add_argument("--max-steps", type=int, default=None, metavar="N",
+                   help="cap every training stage at N optimiser steps: a smoke test before a long GPU job "
+                        "(recorded; such runs never reach a leaderboard)")
+    g.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"],
+                   help="accelerate mixed precision; frozen backbones are held in that dtype (fp16 needs CUDA)")
+    g.add_argument("--generate-batch-size", type=int, default=16, metavar="N",
+                   help="test trials per generation call (default: 16)")
     g = p.add_argument_group("checkpoints and resume")
     g.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="save the full training state every N optimiser steps of each stage (default: four "
@@ -142,6 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a method hyperparameter, e.g. --set global_attn=false (repeatable)")
     p.add_argument("--format", dest="fmt", default="text", choices=["text", "markdown", "json"],
                    help="output format (default: text)")
+    p.add_argument("--weights-root", type=Path, default=None,
+                   help="paper profile: count the architectures of the local weight folders when they are all "
+                        "present (default: $EEGBENCH_WEIGHTS or ../shared/weights; else the published configs)")
+    p.add_argument("--backbone-set", dest="backbone_overrides", type=_kv, action="append", default=[],
+                   metavar="KEY=VALUE", help="paper weight folder overrides, as for `run`")
+
+    p = sub.add_parser("weights", help="check the local weight folders a profile's methods need")
+    p.add_argument("action", choices=["check"], help="check: list what each method needs, found or missing, "
+                   "with sizes (exit 2 when anything needed is missing)")
+    p.add_argument("--profile", default="paper", choices=["paper", "small"], help="profile (default: paper)")
+    p.add_argument("--method", default=None, help="only this method (default: every registered method)")
+    p.add_argument("--weights-root", type=Path, default=None,
+                   help="folder holding local weights (default: $EEGBENCH_WEIGHTS or ../shared/weights)")
+    p.add_argument("--backbone-set", dest="backbone_overrides", type=_kv, action="append", default=[],
+                   metavar="KEY=VALUE", help="weight folder overrides, e.g. --backbone-set sd15=/models/sd15")
 
     sub.add_parser("plugins", help="list loaded plugins as JSON")
     sub.add_parser("env", help="print the environment record as JSON")
@@ -160,7 +186,8 @@ def _run_config(args):
         n_samples_per_trial=args.n_samples, num_inference_steps=args.steps,
         max_test_trials=args.max_test_trials, sampler=args.sampler, guidance_scale=args.guidance_scale,
         inception_weights=args.inception_weights, classifier_weights=args.classifier_weights,
-        progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
+        progress=not args.no_progress, checkpoint_every=args.checkpoint_every, max_steps=args.max_steps,
+        mixed_precision=args.mixed_precision, generate_batch_size=args.generate_batch_size,
     )
 
 
@@ -181,7 +208,7 @@ def _given_run_options(argv: list[str]) -> dict[str, object]:
     converted = {"dataset_options": dict, "overrides": dict, "backbone_overrides": dict}
     return {_RUN_FIELDS.get(k, k): converted.get(k, lambda v: v)(v) for k, v in stated.items()
             if not (isinstance(v, _Unset) and not v)
-            and k not in ("resume", "no_progress", "checkpoint_every", "runs_dir")}
+            and k not in ("resume", "no_progress", "checkpoint_every", "runs_dir", "generate_batch_size")}
 
 
 def _cmd_run(args, argv: list[str]) -> int:
@@ -255,10 +282,25 @@ def _cmd_params(args, plugins) -> int:
 
     names = None if args.all else [args.method]
     reports, skipped = parameter_reports(names, profile=args.profile, overrides=dict(args.overrides),
-                                         plugins=plugins, skip_unbuildable=args.all)
+                                         plugins=plugins, skip_unbuildable=args.all, weights_root=args.weights_root,
+                                         backbone_overrides=dict(args.backbone_overrides))
     for name, reason in skipped.items():
         print(f"eegbench params: left out {name!r}: {reason}", file=sys.stderr)
     print(format_reports(reports, args.fmt))
+    return 0
+
+
+def _cmd_weights(args, plugins) -> int:
+    from eegbench.weights import check_weights, format_weight_rows
+
+    rows = check_weights(plugins, profile=args.profile, method=args.method, weights_root=args.weights_root,
+                         backbone_overrides=dict(args.backbone_overrides))
+    print(format_weight_rows(rows))
+    missing = [r for r in rows if not r["found"]]
+    if missing:
+        print(f"eegbench: error: {len(missing)} needed weight folder(s) missing or incomplete "
+              f"({', '.join(sorted({r['folder'] for r in missing}))})", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -284,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_ls(args, plugins)
         if args.command == "params":
             return _cmd_params(args, plugins)
+        if args.command == "weights":
+            return _cmd_weights(args, plugins)
         if args.command == "plugins":
             print(json.dumps(plugins.plugin_info(), indent=2))
             return 0

@@ -55,6 +55,9 @@ class RunContext:
         checkpoints, no resume).
     checkpoint_every : int, optional
         Step-checkpoint interval of every stage (None: four per stage; 0: stage ends only).
+    max_steps : int, optional
+        ``--max-steps``: every stage of :meth:`trainer` stops after at most this many optimiser
+        steps (a smoke test; such runs never reach a leaderboard). None: the configured budgets.
     """
 
     accelerator: Accelerator
@@ -65,6 +68,7 @@ class RunContext:
     history: list[dict[str, Any]] = field(default_factory=list)
     checkpoint_dir: Path | None = None
     checkpoint_every: int | None = None
+    max_steps: int | None = None
 
     @property
     def device(self) -> torch.device:
@@ -105,7 +109,8 @@ class RunContext:
         return StageTrainer(accelerator=self.accelerator, modules=method.state_components(),
                             log_metrics=self.log_metrics, history=self.history, checkpoint_dir=self.checkpoint_dir,
                             checkpoint_every=self.checkpoint_every, progress=self.progress, desc=method.name,
-                            logger=self.logger, on_history_restored=self._rewrite_train_log)
+                            logger=self.logger, on_history_restored=self._rewrite_train_log,
+                            max_steps=self.max_steps)
 
 
 def apply_overrides(config: Any, overrides: Mapping[str, str]) -> Any:
@@ -193,6 +198,13 @@ class Method(abc.ABC):
     paper_backbone : str
         Published base model the ``paper`` profile is built on (``"sd15"``, ``"sd21"``,
         ``"sd21-base"``; see :mod:`eegbench.backbones.paper`); empty if the method has no paper profile.
+    paper_roles : dict of str to str
+        Teachers of the published recipe at the ``paper`` profile: ``{"text_embedder": ...,
+        "image_embedder": ...}`` with values ``"sd"`` (the base's own text encoder, the default
+        text role), ``"openclip-h14"`` (OpenCLIP ViT-H/14) or ``"clip-l14"`` (CLIP ViT-L/14);
+        a method without an image role gets none (:mod:`eegbench.backbones.sd`).
+    paper_image_size : int
+        Published training / generation resolution in pixels; 0: the base's native resolution.
 
     Parameters
     ----------
@@ -213,6 +225,8 @@ class Method(abc.ABC):
     stages: ClassVar[tuple[str, ...]] = ()
     inference_components: ClassVar[tuple[str, ...]] = ()
     paper_backbone: ClassVar[str] = ""
+    paper_roles: ClassVar[dict[str, str]] = {}
+    paper_image_size: ClassVar[int] = 0
 
     def __init__(self, config: Any, *, info: DatasetInfo, backbones: Backbones, device: torch.device) -> None:
         self.config = config

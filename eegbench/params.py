@@ -25,6 +25,8 @@ Beside them a report carries the figure SYNAPSE's README quotes for the method
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -238,13 +240,22 @@ def _method_class(name: str, plugins=None):
     return plugins.methods.get(name)
 
 
-def _backbones_for(method_cls, profile: str):
+def _backbones_for(method_cls, profile: str, *, weights_root=None, backbone_overrides=None, class_names=()):
+    """Meta backbones: at ``paper``, the local folders' architectures when every needed one is
+    present under ``weights_root``, else the published configs embedded in :mod:`eegbench.backbones.paper`."""
     if profile == "paper":
+        from eegbench.backbones import default_weights_root
         from eegbench.backbones.paper import PaperBackbones
+        from eegbench.backbones.sd import needed_weights, paper_backbones_for, paper_settings
 
         base = getattr(method_cls, "paper_backbone", "")
         if not base:
             raise ConfigError(f"method {method_cls.name!r} declares no paper_backbone; it has no paper profile")
+        root = Path(weights_root) if weights_root is not None else default_weights_root()
+        settings = paper_settings(backbone_overrides)
+        if all(row["found"] for row in needed_weights(method_cls, weights_root=root, settings=settings)):
+            return paper_backbones_for(method_cls, weights_root=root, settings=settings, class_names=class_names,
+                                       device="meta")
         return PaperBackbones(base)
     if profile == "small":
         return SmallMetaBackbones()
@@ -293,7 +304,8 @@ def build_on_meta(method_cls, profile: str = "paper", overrides: Mapping[str, An
 
 
 def parameter_report(name: str, *, profile: str = "paper", overrides: Mapping[str, str] | None = None,
-                     plugins=None, method_cls=None) -> dict[str, Any]:
+                     plugins=None, method_cls=None, weights_root=None,
+                     backbone_overrides: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Parameter counts of one registered method at a profile, built on the meta device.
 
     Parameters
@@ -307,6 +319,12 @@ def parameter_report(name: str, *, profile: str = "paper", overrides: Mapping[st
         Default: a fresh plugin manager.
     method_cls : type, optional
         Use this class instead of looking ``name`` up.
+    weights_root : Path, optional
+        ``paper``: count the architectures of the local weight folders (configs only, no weight
+        is read) when every folder the method needs is present; otherwise, and by default when
+        they are absent, the published configs.
+    backbone_overrides : mapping of str to str, optional
+        ``--backbone-set`` folder overrides (paper).
 
     Returns
     -------
@@ -330,13 +348,16 @@ def parameter_report(name: str, *, profile: str = "paper", overrides: Mapping[st
 
     method_cls = method_cls if method_cls is not None else _method_class(name, plugins)
     overrides = dict(overrides or {})
-    backbones = _backbones_for(method_cls, profile)
     info = dataset_facts(profile)
+    backbones = _backbones_for(method_cls, profile, weights_root=weights_root,
+                               backbone_overrides=backbone_overrides, class_names=info.class_names)
     counts = count_parameters(build_on_meta(method_cls, profile, overrides, backbones=backbones, info=info))
     report: dict[str, Any] = {
         "method": name,
         "profile": profile,
         "backbone": backbones.base if profile == "paper" else "small",
+        "backbone_source": ("local folders" if hasattr(backbones, "folders") else "published configs")
+        if profile == "paper" else "small profile",
         "dataset": f"{info.name}: {info.n_chans} ch × {info.n_times} samples, {info.sfreq:g} Hz, "
                    f"{len(info.class_names)} classes",
         "overrides": overrides,
@@ -365,7 +386,8 @@ def parameter_report(name: str, *, profile: str = "paper", overrides: Mapping[st
 
 def parameter_reports(names: Sequence[str] | None = None, *, profile: str = "paper",
                       overrides: Mapping[str, str] | None = None, plugins=None,
-                      skip_unbuildable: bool = False) -> tuple[list[dict[str, Any]], dict[str, str]]:
+                      skip_unbuildable: bool = False, weights_root=None,
+                      backbone_overrides: Mapping[str, str] | None = None) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Reports of several methods (default: every registered method, in name order).
 
     Parameters
@@ -385,6 +407,10 @@ def parameter_reports(names: Sequence[str] | None = None, *, profile: str = "pap
         :func:`parameter_report` of each built method.
     skipped : dict of str to str
         Method name → one-line reason, for the methods left out.
+
+    Notes
+    -----
+    ``weights_root`` and ``backbone_overrides`` are passed to :func:`parameter_report`.
     """
     if plugins is None:
         from eegbench.plugins import get_plugin_manager
@@ -396,7 +422,8 @@ def parameter_reports(names: Sequence[str] | None = None, *, profile: str = "pap
     reports, skipped = [], {}
     for name in names:
         try:
-            reports.append(parameter_report(name, profile=profile, overrides=overrides, plugins=plugins))
+            reports.append(parameter_report(name, profile=profile, overrides=overrides, plugins=plugins,
+                                            weights_root=weights_root, backbone_overrides=backbone_overrides))
         except Exception as exc:  # a broken plugin must not hide the others
             if not skip_unbuildable:
                 raise

@@ -67,7 +67,9 @@ class RunConfig:
     overrides : dict of str to str
         ``--set key=value`` method hyperparameter overrides.
     backbone_overrides : dict of str to str
-        ``--backbone-set key=value`` overrides of :class:`~eegbench.backbones.SmallProfile`.
+        ``--backbone-set key=value`` overrides of :class:`~eegbench.backbones.SmallProfile` (small
+        profile) or :class:`~eegbench.backbones.sd.PaperSettings` (paper profile: weight folders,
+        ``image_size``, ``encode_batch_size``).
     n_samples_per_trial, num_inference_steps : int, optional
         Protocol overrides.
     max_test_trials : int, optional
@@ -95,6 +97,14 @@ class RunConfig:
         0: only at the end of each stage).
     resume : bool
         Continue the interrupted run ``runs_dir/.partial-<run_id>/`` (see :func:`resume_config`).
+    max_steps : int, optional
+        Cap every training stage at this many optimiser steps (a smoke test before a long GPU
+        job). Recorded in the result; such runs never reach a leaderboard.
+    mixed_precision : {"no", "fp16", "bf16"}
+        accelerate mixed precision of training; frozen backbones are held in that dtype. fp16
+        needs CUDA.
+    generate_batch_size : int
+        Test trials per ``Method.generate`` call.
     """
 
     method: str = "synapse"
@@ -121,6 +131,9 @@ class RunConfig:
     run_id: str | None = None
     checkpoint_every: int | None = None
     resume: bool = False
+    max_steps: int | None = None
+    mixed_precision: str = "no"
+    generate_batch_size: int = 16
 
 
 def _safe(name: str) -> str:
@@ -148,7 +161,7 @@ class _Timer:
         return _Ctx()
 
 
-def _make_accelerator():
+def _make_accelerator(mixed_precision: str = "no"):
     """The run's accelerator: CUDA when available; under torchrun/accelerate launch, DDP that
     tolerates parameters a stage's step leaves unused (frozen branches, unused heads)."""
     from accelerate import Accelerator
@@ -157,7 +170,7 @@ def _make_accelerator():
     handlers = []
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
-    return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=handlers)
+    return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=handlers, mixed_precision=mixed_precision)
 
 
 def _setup_file_logging(run_dir: Path) -> logging.Handler:
@@ -197,12 +210,28 @@ def _grid(reference: np.ndarray, generated: np.ndarray, labels: np.ndarray, clas
 IDENTITY_FIELDS = (
     "method", "dataset", "setting", "subject", "dataset_options", "profile", "seed", "overrides",
     "backbone_overrides", "n_samples_per_trial", "num_inference_steps", "max_test_trials", "sampler",
-    "guidance_scale", "inception_weights", "classifier_weights",
+    "guidance_scale", "inception_weights", "classifier_weights", "max_steps", "mixed_precision",
 )
 
 #: The run's steps, in order (methods of ``_Run``; ``durations_s`` times load_data,
 #: denoiser_pretrain, fit, generate, metrics and the total).
 RUN_STEPS = ("prepare", "open_folder", "backbones", "fit", "generate", "score", "record")
+
+#: ``--mixed-precision`` choices (accelerate's names) and the dtype frozen backbones are held in.
+MIXED_PRECISION = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _check_taef2(weights_root: Path) -> None:
+    """Fail fast if the small profile's TAEF2 weights are missing."""
+    taef2 = weights_root / "taef2"
+    missing = [str(taef2 / f) for f in ("taef2_encoder.pth", "taef2_decoder.pth") if not (taef2 / f).is_file()]
+    if missing:
+        from eegbench.errors import WeightsNotFoundError
+
+        raise WeightsNotFoundError(
+            f"missing weights {', '.join(missing)}; set --weights-root or EEGBENCH_WEIGHTS to the folder "
+            "holding taef2/ (the TAEF2 autoencoder from github.com/madebyollin/taesd)"
+        )
 
 
 def _check_counts(cfg: RunConfig) -> None:
@@ -211,6 +240,13 @@ def _check_counts(cfg: RunConfig) -> None:
                         ("--max-test-trials", cfg.max_test_trials)):
         if value is not None and int(value) < 1:
             raise ConfigError(f"{flag} {value}: must be ≥ 1 (leave the flag out for the protocol default)")
+    for flag, value in (("--max-steps", cfg.max_steps), ("--generate-batch-size", cfg.generate_batch_size)):
+        if value is not None and int(value) < 1:
+            raise ConfigError(f"{flag} {value}: must be ≥ 1")
+    if cfg.mixed_precision not in MIXED_PRECISION:
+        raise ConfigError(f"--mixed-precision {cfg.mixed_precision}: unknown; known: {', '.join(MIXED_PRECISION)}")
+    if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("--mixed-precision fp16 needs a CUDA device; use bf16 or no on CPU")
     if cfg.checkpoint_every is not None and int(cfg.checkpoint_every) < 0:
         raise ConfigError(f"--checkpoint-every {cfg.checkpoint_every}: must be ≥ 0 (0: only at the end of each stage)")
 
@@ -345,24 +381,28 @@ class _Run:
         method_config = apply_overrides(self.method_cls.default_config(cfg.profile), cfg.overrides)
         self.method_config = apply_protocol_to_config(method_config, self.method_cls.name, sampler=cfg.sampler,
                                                       guidance_scale=cfg.guidance_scale)
-        self.profile = apply_overrides(SmallProfile(), cfg.backbone_overrides)
         self.weights_root = Path(cfg.weights_root or default_weights_root())
-        taef2 = self.weights_root / "taef2"
-        missing = [str(taef2 / f) for f in ("taef2_encoder.pth", "taef2_decoder.pth") if not (taef2 / f).is_file()]
-        if missing:
-            from eegbench.errors import WeightsNotFoundError
+        if cfg.profile == "paper":
+            # the weight folders are checked, and the image size read from their configs, before any data loads
+            from eegbench.backbones.sd import paper_settings, paper_backbones_for
 
-            raise WeightsNotFoundError(
-                f"missing weights {', '.join(missing)}; set --weights-root or EEGBENCH_WEIGHTS to the folder "
-                "holding taef2/ (the TAEF2 autoencoder from github.com/madebyollin/taesd)"
-            )
+            self.profile = paper_settings(cfg.backbone_overrides)
+            self.paper_meta = paper_backbones_for(self.method_cls, weights_root=self.weights_root,
+                                                  settings=self.profile, class_names=(), device="meta")
+            image_size = self.paper_meta.image_size
+        elif cfg.profile == "small":
+            self.profile = apply_overrides(SmallProfile(), cfg.backbone_overrides)
+            image_size = self.profile.image_size
+            _check_taef2(self.weights_root)
+        else:
+            raise ConfigError(f"--profile {cfg.profile}: unknown; known: small, paper")
         # scoring weights are checked before any data is loaded (a bad file fails fast)
         self.inception_weights = find_inception_weights(cfg.inception_weights)
         self.protocol = resolve_protocol(
             EvalProtocol(
                 n_samples_per_trial=(EvalProtocol.n_samples_per_trial if cfg.n_samples_per_trial is None
                                      else int(cfg.n_samples_per_trial)),
-                image_size=self.profile.image_size,
+                image_size=image_size,
                 num_inference_steps=(EvalProtocol.num_inference_steps if cfg.num_inference_steps is None
                                      else int(cfg.num_inference_steps)),
                 sampler=cfg.sampler,
@@ -384,7 +424,7 @@ class _Run:
         from accelerate.utils import broadcast_object_list, set_seed
 
         cfg = self.cfg
-        self.accelerator = _make_accelerator()
+        self.accelerator = _make_accelerator(cfg.mixed_precision)
         self.main = self.accelerator.is_main_process
         self.progress = cfg.progress and self.main
         set_seed(cfg.seed)
@@ -447,11 +487,20 @@ class _Run:
     def backbones(self) -> None:
         """Shared backbones; the denoiser is pretrained once per dataset and cached (file-locked)."""
         dataset, profile = self.dataset, self.profile
+        train_image_ids = sorted(set(self.train.trials["image_id"]))
+        self.train_images = dataset.stimuli.load_many(train_image_ids, self.protocol.image_size)
+        self.train_image_labels = np.array([dataset.stimuli.labels[i] for i in train_image_ids])
+        if self.cfg.profile == "paper":
+            from eegbench.backbones.sd import paper_backbones_for
+
+            with self.timer("load_backbones"):
+                self.bb = paper_backbones_for(self.method_cls, weights_root=self.weights_root, settings=profile,
+                                              class_names=dataset.info.class_names, device=self.accelerator.device,
+                                              dtype=MIXED_PRECISION[self.cfg.mixed_precision], progress=self.progress)
+                self.bb.prepare_denoiser()
+            return
         self.bb = Backbones(self.cfg.profile, weights_root=self.weights_root, cache_dir=self.cache_dir,
                             device=self.accelerator.device, settings=profile, progress=self.progress)
-        train_image_ids = sorted(set(self.train.trials["image_id"]))
-        self.train_images = dataset.stimuli.load_many(train_image_ids, profile.image_size)
-        self.train_image_labels = np.array([dataset.stimuli.labels[i] for i in train_image_ids])
         with self.timer("denoiser_pretrain"):
             # the main process pretrains (or loads) first; the others then load its cached copy
             for turn in (True, False):
@@ -469,7 +518,8 @@ class _Run:
         self.method = self.method_cls(self.method_config, info=self.dataset.info, backbones=self.bb,
                                       device=self.accelerator.device)
         self.ctx = RunContext(accelerator=self.accelerator, seed=cfg.seed, work_dir=work, progress=self.progress,
-                              logger=log, checkpoint_dir=work / "train_state", checkpoint_every=cfg.checkpoint_every)
+                              logger=log, checkpoint_dir=work / "train_state", checkpoint_every=cfg.checkpoint_every,
+                              max_steps=cfg.max_steps)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         done = work / "checkpoint" / "fit.json"
@@ -503,7 +553,8 @@ class _Run:
                 else:
                     manifest = None
             if manifest is None:
-                gen_paths = _generate(self.method, test, protocol, work, self.accelerator, self.progress)
+                gen_paths = _generate(self.method, test, protocol, work, self.accelerator, self.progress,
+                                      batch_size=self.cfg.generate_batch_size)
             self.accelerator.wait_for_everyone()
         if not self.main:
             return
@@ -538,10 +589,19 @@ class _Run:
         """Every protocol metric of the generated images (core-owned; identical for every method)."""
         with self.timer("metrics"):
             self.metrics = _score(self.generated, self.ref_images, self.test, self.train_images,
-                                  self.train_image_labels, self.dataset, self.split, self.protocol, self.bb,
+                                  self.train_image_labels, self.dataset, self.split, self.protocol,
+                                  self._scoring_embedder(),
                                   self.cache_dir, self.progress, inception_weights=self.inception_weights,
                                   classifier_weights=self.cfg.classifier_weights,
                                   dataset_options=self.dataset_options)
+
+    def _scoring_embedder(self):
+        """The protocol's image features (EfficientNet-Lite0) for the probe, whatever the profile."""
+        if self.cfg.profile == "small":
+            return self.bb.image_embedder  # the same network, already loaded
+        from eegbench.backbones.embedders import EfficientNetLite0Features
+
+        return EfficientNetLite0Features.from_package().to(self.accelerator.device).eval().requires_grad_(False)
 
     def record(self) -> dict[str, Any]:
         """Write ``result.json`` and move the folder into place (main process only)."""
@@ -573,8 +633,11 @@ class _Run:
                                **({"cuda_max_allocated": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
                                   if torch.cuda.is_available() else {})},
             "backbones": {"profile": cfg.profile, **asdict(self.profile),
+                          **(self.bb.describe() if hasattr(self.bb, "describe") else {}),
                           "denoiser_train_seconds": getattr(den, "train_seconds", None),
                           "denoiser_loaded_from_cache": bool(getattr(den, "loaded_from_cache", False))},
+            "max_steps": cfg.max_steps,
+            "mixed_precision": cfg.mixed_precision,
             "training_history": self.ctx.history[-50:],
             "fit_fingerprint": self.fit_fingerprint,
             "resumed": bool(cfg.resume),
@@ -749,7 +812,7 @@ def apply_protocol_to_config(config: Any, method_name: str, *, sampler: str | No
     return new
 
 
-def _score(generated, ref_images, test, train_images, train_labels, dataset, split, protocol, backbones,
+def _score(generated, ref_images, test, train_images, train_labels, dataset, split, protocol, image_embedder,
            cache_dir: Path, progress: bool, *, inception_weights: Path | None = None,
            classifier_weights: Path | None = None, dataset_options: dict[str, str] | None = None) -> dict[str, Any]:
     """Every protocol metric (:func:`eegbench.evaluate.score_images`) of one run's images."""
@@ -757,7 +820,7 @@ def _score(generated, ref_images, test, train_images, train_labels, dataset, spl
         generated, ref_images, protocol=protocol, labels=test.labels,
         trial_ids=list(test.trials["trial_id"]), n_classes=dataset.info.n_classes,
         wnids=tuple(getattr(dataset.info, "wnids", ()) or ()), train_images=train_images, train_labels=train_labels,
-        image_embedder=backbones.image_embedder, cache_dir=cache_dir / "fidelity",
+        image_embedder=image_embedder, cache_dir=cache_dir / "fidelity",
         reference_cache_name=reference_cache_name(dataset.info.name, dataset.info.version, dataset_options,
                                                   split.sha256, len(ref_images), protocol.image_size),
         inception_weights=inception_weights, classifier_weights=classifier_weights, progress=progress,

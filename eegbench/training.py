@@ -373,6 +373,13 @@ class StageTrainer:
     on_history_restored : callable ``(rows) -> None``, optional
         Called with the restored training log when a checkpoint is loaded (the run rewrites its
         ``train_log.jsonl``).
+    max_steps : int, optional
+        Cap on the optimiser steps of every stage (``--max-steps``); None: no cap.
+
+    Raises
+    ------
+    ConfigError
+        For ``checkpoint_every < 0`` or ``max_steps < 1``.
     """
 
     def __init__(self, *, accelerator=None, device: torch.device | str | None = None,
@@ -380,7 +387,8 @@ class StageTrainer:
                  log_metrics: Callable[..., None] | None = None, history: list[dict[str, Any]] | None = None,
                  checkpoint_dir: Path | None = None, checkpoint_every: int | None = None, progress: bool = True,
                  desc: str = "", logger: logging.Logger | None = None,
-                 on_history_restored: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
+                 on_history_restored: Callable[[list[dict[str, Any]]], None] | None = None,
+                 max_steps: int | None = None) -> None:
         self.accelerator = accelerator
         self.device = torch.device(accelerator.device if accelerator is not None else (device or "cpu"))
         self.modules = dict(modules or {})
@@ -394,6 +402,9 @@ class StageTrainer:
         self.desc = desc
         self.logger = logger or log
         self.on_history_restored = on_history_restored
+        if max_steps is not None and int(max_steps) < 1:
+            raise ConfigError(f"max_steps={max_steps} must be ≥ 1")
+        self.max_steps = None if max_steps is None else int(max_steps)
 
     # ------------------------------------------------------------------ process helpers
     @property
@@ -455,6 +466,9 @@ class StageTrainer:
             raise ConfigError(f"{self.desc} {name}: steps={steps} must be ≥ 0")
         if steps == 0:
             return StageOutcome(name=name, steps=0)
+        if self.max_steps is not None and steps > self.max_steps:
+            self.logger.info("%s %s: %d steps capped at --max-steps %d", self.desc, name, steps, self.max_steps)
+            steps = self.max_steps
         if self.finished(name):
             return self._restore_final(name)
         return self._train(name, steps, build())

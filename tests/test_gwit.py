@@ -394,7 +394,8 @@ def test_default_config_profiles():
     small, paper = GWIT.default_config("small"), GWIT.default_config("paper")
     small.validate()
     paper.validate()
-    assert (paper.eeg_pad_to, paper.eeg_embed_channels, paper.eeg_embed_stages) == (512, 320, 3)
+    # eeg_embed_channels 0 = the UNet's first block width: 320 for SD 2.1-base (the published value)
+    assert (paper.eeg_pad_to, paper.eeg_embed_channels, paper.eeg_embed_stages) == (512, 0, 3)
     assert paper.controlnet_lr == 1e-5 and paper.controlnet_batch_size == 8
     assert (paper.classifier_hidden, paper.classifier_layers, paper.classifier_dim) == (128, 4, 128)
     for cfg in (small, paper):

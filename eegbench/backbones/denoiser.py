@@ -240,7 +240,189 @@ def denoiser_cache_key(
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-class PretrainedDenoiser:
+class LatentDiffusionDenoiser:
+    """Shared part of every denoiser role: schedulers, class contexts and the sampler.
+
+    Subclasses set the attributes of :class:`eegbench.backbones.protocol.Denoiser` (``_unet``,
+    ``scheduler_config``, ``latent_channels``, ``latent_size``, ``image_size``, ``class_tokens``,
+    ``device``, ...) and implement :meth:`encode_images`, :meth:`decode_latents` and
+    :meth:`null_context`. :class:`PretrainedDenoiser` (small profile) and
+    :class:`eegbench.backbones.sd.StableDiffusionDenoiser` (paper profile) derive from it.
+    """
+
+    def new_scheduler(self, kind: str = "ddim"):
+        """A diffusers scheduler built from :attr:`scheduler_config`.
+
+        Parameters
+        ----------
+        kind : str
+            ``"ddpm"`` for training (``add_noise``, ``get_velocity``), or a sampler name of
+            :data:`SAMPLERS` (``"ddim"``, ``"plms"``, ``"unipc"``, ``"dpm-solver++"``).
+
+        Raises
+        ------
+        ValueError
+            For an unknown ``kind``.
+        """
+        return make_scheduler(kind, self.scheduler_config)
+
+
+    # ----------------------------------------------------------------- conditions
+    def class_context(self, labels) -> torch.Tensor:
+        """Text-token context of the class prompts.
+
+        Parameters
+        ----------
+        labels : torch.Tensor, numpy.ndarray or sequence of int, shape (B,)
+            Class indices into :attr:`class_names`.
+
+        Returns
+        -------
+        torch.Tensor, shape (B, context_tokens, cross_attention_dim), float32, on :attr:`device`
+
+        Raises
+        ------
+        ValueError
+            If a label is outside ``[0, n_classes)``.
+        """
+        idx = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).long()
+        idx = idx.reshape(-1).cpu()
+        if idx.numel() and (idx.min() < 0 or idx.max() >= len(self.class_names)):
+            raise ValueError(f"class_context: labels must be in [0, {len(self.class_names)}), got {idx.tolist()}")
+        return self.class_tokens[idx.to(self.class_tokens.device)]
+
+    # ----------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample(
+        self,
+        context: torch.Tensor,
+        generators: Sequence[torch.Generator],
+        num_inference_steps: int = 25,
+        guidance_scale: float = 1.0,
+        unet=None,
+        extra_context: Mapping[str, Any] | Callable[[torch.Tensor, torch.Tensor], Mapping[str, Any]] | None = None,
+        *,
+        null_context: torch.Tensor | None = None,
+        return_latents: bool = False,
+        sampler: str = "ddim",
+        init_latents: torch.Tensor | None = None,
+        strength: float = 1.0,
+    ) -> torch.Tensor:
+        """Generate images with a diffusers sampler (DDIM by default) and optional classifier-free guidance.
+
+        Parameters
+        ----------
+        context : torch.Tensor, shape (B, L, cross_attention_dim), float
+            Cross-attention context per image (any token count L, e.g. :meth:`class_context` or a
+            method's EEG tokens).
+        generators : sequence of torch.Generator, length B
+            One generator per image: the initial noise of image i comes from ``generators[i]``
+            only (diffusers ``randn_tensor``), so each image is reproducible independently of
+            the batch it is generated in.
+        num_inference_steps : int
+            DDIM steps.
+        guidance_scale : float
+            Classifier-free guidance weight w: ``v = v_null + w (v_cond − v_null)``; 1 disables
+            the unconditional pass.
+        unet : diffusers.UNet2DConditionModel, optional
+            A method's fine-tuned copy; defaults to the shared pretrained UNet.
+        extra_context : mapping or callable, optional
+            Extra keyword arguments of every UNet call (e.g. ``cross_attention_kwargs``,
+            ``down_block_additional_residuals``). A mapping's tensors (and lists/tuples of tensors)
+            whose first dimension is B are repeated for the unconditional half when guidance is
+            on. A callable ``f(latent_model_input, t) -> mapping`` is called at every step with the
+            UNet's full input batch (2B rows under guidance: conditional first, then unconditional).
+        null_context : torch.Tensor, shape (B, L, cross_attention_dim), optional
+            Unconditional context for guidance; :meth:`null_context` by default (all zeros for the
+            small denoiser, the text encoder's tokens of ``""`` for Stable Diffusion).
+        return_latents : bool
+            Return the final scaled latents instead of decoded images.
+        sampler : str
+            A key of :data:`SAMPLERS`: ``"ddim"`` (eta 0), ``"plms"``, ``"unipc"``, ``"dpm-solver++"``.
+        init_latents : torch.Tensor, shape (B, latent_channels, latent_size, latent_size), optional
+            Image-to-image: start from these scaled latents (:meth:`encode_images`) noised to the
+            level given by ``strength`` (as diffusers' img2img pipelines), with the noise of image i
+            drawn from ``generators[i]``.
+        strength : float
+            Fraction in (0, 1] of the ``num_inference_steps`` schedule that is run from
+            ``init_latents`` (1 = from pure noise); ignored without ``init_latents``.
+
+        Returns
+        -------
+        torch.Tensor, shape (B, 3, image_size, image_size), uint8, on :attr:`device`
+            (or (B, latent_channels, latent_size, latent_size) float32 latents with ``return_latents``).
+
+        Raises
+        ------
+        ValueError
+            If ``context`` is not (B, L, cross_attention_dim), ``len(generators) != B``, the
+            sampler is unknown, or ``strength`` is outside (0, 1].
+        """
+        from diffusers.utils.torch_utils import randn_tensor
+
+        unet = self._unet if unet is None else unet
+        if context.ndim != 3 or context.shape[-1] != unet.config.cross_attention_dim:
+            raise ValueError(
+                f"sample: context must have shape (B, L, {unet.config.cross_attention_dim}), got {tuple(context.shape)}"
+            )
+        batch = context.shape[0]
+        generators = list(generators)
+        if len(generators) != batch:
+            raise ValueError(f"sample: {len(generators)} generators for a batch of {batch}")
+        if batch == 0:
+            return torch.zeros(0, 3, self.image_size, self.image_size, dtype=torch.uint8, device=self.device)
+        dtype = unet.dtype
+        device = self.device
+        scheduler = self.new_scheduler(sampler)
+        scheduler.set_timesteps(int(num_inference_steps), device=device)
+        shape = (batch, unet.config.in_channels, self.latent_size, self.latent_size)
+        noise = randn_tensor(shape, generator=generators, device=device, dtype=torch.float32)
+        timesteps = scheduler.timesteps
+        if init_latents is None:
+            latents = noise * scheduler.init_noise_sigma
+        else:
+            if not 0.0 < strength <= 1.0:
+                raise ValueError(f"sample: strength={strength} must be in (0, 1]")
+            if tuple(init_latents.shape) != shape:
+                raise ValueError(f"sample: init_latents shape {tuple(init_latents.shape)}, expected {shape}")
+            n = int(num_inference_steps)
+            start = (n - min(max(int(round(n * strength)), 1), n)) * scheduler.order
+            timesteps = scheduler.timesteps[start:]
+            if hasattr(scheduler, "set_begin_index"):
+                scheduler.set_begin_index(start)
+            latents = scheduler.add_noise(init_latents.to(device, torch.float32), noise, timesteps[:1])
+        guided = guidance_scale != 1.0
+        context = context.to(device, dtype)
+        if guided:
+            null = self.null_context(batch).to(dtype) if null_context is None else null_context.to(device, dtype)
+            if null.shape[0] != batch or null.shape[-1] != context.shape[-1]:
+                raise ValueError(f"sample: null_context shape {tuple(null.shape)} does not match context")
+            if null.shape[1] != context.shape[1]:  # pad / cut the null to the context's token count
+                fixed = torch.zeros_like(context)
+                n = min(null.shape[1], context.shape[1])
+                fixed[:, :n] = null[:, :n]
+                null = fixed
+            context = torch.cat([context, null])
+        static_extra = None if extra_context is None or callable(extra_context) else dict(extra_context)
+        if static_extra is not None and guided:
+            static_extra = {k: _repeat_batch(v, batch) for k, v in static_extra.items()}
+        for t in timesteps:
+            model_in = torch.cat([latents, latents]) if guided else latents
+            model_in = scheduler.scale_model_input(model_in, t).to(dtype)
+            kwargs = dict(extra_context(model_in, t)) if callable(extra_context) else (static_extra or {})
+            out = unet(model_in, t, encoder_hidden_states=context, **kwargs).sample.float()
+            if guided:
+                cond, uncond = out.chunk(2)
+                out = uncond + guidance_scale * (cond - uncond)
+            latents = scheduler.step(out, t, latents).prev_sample
+        if return_latents:
+            return latents
+        return self.decode_latents(latents)
+
+
+
+
+class PretrainedDenoiser(LatentDiffusionDenoiser):
     """The pretrained shared denoiser with its autoencoder, class prompts and a generic sampler.
 
     Built by :func:`prepare_denoiser` (``Backbones.prepare_denoiser``); not meant to be constructed
@@ -336,22 +518,6 @@ class PretrainedDenoiser:
         """
         return copy.deepcopy(self._unet).to(self.device).eval().requires_grad_(False)
 
-    def new_scheduler(self, kind: str = "ddim"):
-        """A diffusers scheduler built from :attr:`scheduler_config`.
-
-        Parameters
-        ----------
-        kind : str
-            ``"ddpm"`` for training (``add_noise``, ``get_velocity``), or a sampler name of
-            :data:`SAMPLERS` (``"ddim"``, ``"plms"``, ``"unipc"``, ``"dpm-solver++"``).
-
-        Raises
-        ------
-        ValueError
-            For an unknown ``kind``.
-        """
-        return make_scheduler(kind, self.scheduler_config)
-
     # ----------------------------------------------------------------- images
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
@@ -391,30 +557,6 @@ class PretrainedDenoiser:
         x = self.vae.decode(latents.to(self.device, torch.float32) / self.scaling_factor)
         return (x * 255.0).round().clamp(0, 255).to(torch.uint8).to(latents.device)
 
-    # ----------------------------------------------------------------- conditions
-    def class_context(self, labels) -> torch.Tensor:
-        """Text-token context of the class prompts.
-
-        Parameters
-        ----------
-        labels : torch.Tensor, numpy.ndarray or sequence of int, shape (B,)
-            Class indices into :attr:`class_names`.
-
-        Returns
-        -------
-        torch.Tensor, shape (B, context_tokens, cross_attention_dim), float32, on :attr:`device`
-
-        Raises
-        ------
-        ValueError
-            If a label is outside ``[0, n_classes)``.
-        """
-        idx = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).long()
-        idx = idx.reshape(-1).cpu()
-        if idx.numel() and (idx.min() < 0 or idx.max() >= len(self.class_names)):
-            raise ValueError(f"class_context: labels must be in [0, {len(self.class_names)}), got {idx.tolist()}")
-        return self.class_tokens[idx.to(self.class_tokens.device)]
-
     def null_context(self, batch: int) -> torch.Tensor:
         """The all-zero null context used for classifier-free guidance.
 
@@ -423,133 +565,6 @@ class PretrainedDenoiser:
         torch.Tensor, shape (batch, context_tokens, cross_attention_dim), float32 zeros, on :attr:`device`
         """
         return torch.zeros(batch, self.context_tokens, self.cross_attention_dim, device=self.device)
-
-    # ----------------------------------------------------------------- sampling
-    @torch.no_grad()
-    def sample(
-        self,
-        context: torch.Tensor,
-        generators: Sequence[torch.Generator],
-        num_inference_steps: int = 25,
-        guidance_scale: float = 1.0,
-        unet=None,
-        extra_context: Mapping[str, Any] | Callable[[torch.Tensor, torch.Tensor], Mapping[str, Any]] | None = None,
-        *,
-        null_context: torch.Tensor | None = None,
-        return_latents: bool = False,
-        sampler: str = "ddim",
-        init_latents: torch.Tensor | None = None,
-        strength: float = 1.0,
-    ) -> torch.Tensor:
-        """Generate images with a diffusers sampler (DDIM by default) and optional classifier-free guidance.
-
-        Parameters
-        ----------
-        context : torch.Tensor, shape (B, L, cross_attention_dim), float
-            Cross-attention context per image (any token count L, e.g. :meth:`class_context` or a
-            method's EEG tokens).
-        generators : sequence of torch.Generator, length B
-            One generator per image: the initial noise of image i comes from ``generators[i]``
-            only (diffusers ``randn_tensor``), so each image is reproducible independently of
-            the batch it is generated in.
-        num_inference_steps : int
-            DDIM steps.
-        guidance_scale : float
-            Classifier-free guidance weight w: ``v = v_null + w (v_cond − v_null)``; 1 disables
-            the unconditional pass.
-        unet : diffusers.UNet2DConditionModel, optional
-            A method's fine-tuned copy; defaults to the shared pretrained UNet.
-        extra_context : mapping or callable, optional
-            Extra keyword arguments of every UNet call (e.g. ``cross_attention_kwargs``,
-            ``down_block_additional_residuals``). A mapping's tensors (and lists/tuples of tensors)
-            whose first dimension is B are repeated for the unconditional half when guidance is
-            on. A callable ``f(latent_model_input, t) -> mapping`` is called at every step with the
-            UNet's full input batch (2B rows under guidance: conditional first, then unconditional).
-        null_context : torch.Tensor, shape (B, L, cross_attention_dim), optional
-            Unconditional context for guidance; all zeros (the pretraining's null) by default.
-        return_latents : bool
-            Return the final scaled latents instead of decoded images.
-        sampler : str
-            A key of :data:`SAMPLERS`: ``"ddim"`` (eta 0), ``"plms"``, ``"unipc"``, ``"dpm-solver++"``.
-        init_latents : torch.Tensor, shape (B, latent_channels, latent_size, latent_size), optional
-            Image-to-image: start from these scaled latents (:meth:`encode_images`) noised to the
-            level given by ``strength`` (as diffusers' img2img pipelines), with the noise of image i
-            drawn from ``generators[i]``.
-        strength : float
-            Fraction in (0, 1] of the ``num_inference_steps`` schedule that is run from
-            ``init_latents`` (1 = from pure noise); ignored without ``init_latents``.
-
-        Returns
-        -------
-        torch.Tensor, shape (B, 3, image_size, image_size), uint8, on :attr:`device`
-            (or (B, latent_channels, latent_size, latent_size) float32 latents with ``return_latents``).
-
-        Raises
-        ------
-        ValueError
-            If ``context`` is not (B, L, cross_attention_dim), ``len(generators) != B``, the
-            sampler is unknown, or ``strength`` is outside (0, 1].
-        """
-        from diffusers.utils.torch_utils import randn_tensor
-
-        unet = self._unet if unet is None else unet
-        if context.ndim != 3 or context.shape[-1] != unet.config.cross_attention_dim:
-            raise ValueError(
-                f"sample: context must have shape (B, L, {unet.config.cross_attention_dim}), got {tuple(context.shape)}"
-            )
-        batch = context.shape[0]
-        generators = list(generators)
-        if len(generators) != batch:
-            raise ValueError(f"sample: {len(generators)} generators for a batch of {batch}")
-        if batch == 0:
-            return torch.zeros(0, 3, self.image_size, self.image_size, dtype=torch.uint8, device=self.device)
-        dtype = unet.dtype
-        device = self.device
-        scheduler = self.new_scheduler(sampler)
-        scheduler.set_timesteps(int(num_inference_steps), device=device)
-        shape = (batch, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-        noise = randn_tensor(shape, generator=generators, device=device, dtype=torch.float32)
-        timesteps = scheduler.timesteps
-        if init_latents is None:
-            latents = noise * scheduler.init_noise_sigma
-        else:
-            if not 0.0 < strength <= 1.0:
-                raise ValueError(f"sample: strength={strength} must be in (0, 1]")
-            if tuple(init_latents.shape) != shape:
-                raise ValueError(f"sample: init_latents shape {tuple(init_latents.shape)}, expected {shape}")
-            n = int(num_inference_steps)
-            start = (n - min(max(int(round(n * strength)), 1), n)) * scheduler.order
-            timesteps = scheduler.timesteps[start:]
-            if hasattr(scheduler, "set_begin_index"):
-                scheduler.set_begin_index(start)
-            latents = scheduler.add_noise(init_latents.to(device, torch.float32), noise, timesteps[:1])
-        guided = guidance_scale != 1.0
-        context = context.to(device, dtype)
-        if guided:
-            null = self.null_context(batch).to(dtype) if null_context is None else null_context.to(device, dtype)
-            if null.shape[0] != batch or null.shape[-1] != context.shape[-1]:
-                raise ValueError(f"sample: null_context shape {tuple(null.shape)} does not match context")
-            if null.shape[1] != context.shape[1]:  # pad / cut the null to the context's token count
-                fixed = torch.zeros_like(context)
-                n = min(null.shape[1], context.shape[1])
-                fixed[:, :n] = null[:, :n]
-                null = fixed
-            context = torch.cat([context, null])
-        static_extra = None if extra_context is None or callable(extra_context) else dict(extra_context)
-        if static_extra is not None and guided:
-            static_extra = {k: _repeat_batch(v, batch) for k, v in static_extra.items()}
-        for t in timesteps:
-            model_in = torch.cat([latents, latents]) if guided else latents
-            model_in = scheduler.scale_model_input(model_in, t).to(dtype)
-            kwargs = dict(extra_context(model_in, t)) if callable(extra_context) else (static_extra or {})
-            out = unet(model_in, t, encoder_hidden_states=context, **kwargs).sample.float()
-            if guided:
-                cond, uncond = out.chunk(2)
-                out = uncond + guidance_scale * (cond - uncond)
-            latents = scheduler.step(out, t, latents).prev_sample
-        if return_latents:
-            return latents
-        return self.decode_latents(latents)
 
 
 def _repeat_batch(value: Any, batch: int) -> Any:

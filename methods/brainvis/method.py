@@ -402,6 +402,8 @@ class BrainVis(Method):
     stages = ("freq", "time_pretrain", "time_finetune", "fusion", "align")
     inference_components = ("eeg_norm", "time_encoder", "freq_encoder", "fusion_head", "align_net", "unet", "vae")
     paper_backbone: ClassVar[str] = "sd15"
+    #: AlignNet targets CLIP ViT-L/14 text tokens of class names and captions (77 × 768; §5).
+    paper_roles: ClassVar[dict[str, str]] = {"text_embedder": "clip-l14"}
 
     def __init__(self, config: BrainVisConfig, *, info: DatasetInfo, backbones: Any, device: torch.device) -> None:
         super().__init__(config, info=info, backbones=backbones, device=device)

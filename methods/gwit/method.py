@@ -122,7 +122,8 @@ class GWITConfig:
     eeg_pad_to : int
         Time length the EEG is zero-padded to [512].
     eeg_embed_channels : int
-        Channels c0 of the hint encoder's first convolution [320].
+        Channels c0 of the hint encoder's first convolution [320]; 0 = the UNet's first block
+        width (``block_out_channels[0]``, 320 for SD 2.1-base), the ``paper`` value.
     eeg_embed_stages : int
         Channel-doubling stages of the hint encoder [3].
     eeg_clip : float
@@ -173,12 +174,15 @@ class GWITConfig:
         ``controlnet_conditioning_scale`` (1.0).
     log_every : int
         Interval (steps) of training-loss logging.
+    gradient_checkpointing : bool
+        Recompute the trainable ControlNet's activations in the backward pass (diffusers
+        ``enable_gradient_checkpointing``): less GPU memory, ~30 % more time [False, as diffusers' train_controlnet.py default].
     """
 
     prompt_template: str = template_field("image of {}")
     empty_context: str = one_of(("null", "text"), "null")
     eeg_pad_to: int = at_least(1, 256)
-    eeg_embed_channels: int = at_least(1, 8)
+    eeg_embed_channels: int = at_least(0, 8)
     eeg_embed_stages: int = at_least(0, 5)
     eeg_clip: float = at_least(0.0, 10.0)
     classifier_hidden: int = at_least(1, 64)
@@ -203,6 +207,7 @@ class GWITConfig:
     guess_mode: bool = True
     conditioning_scale: float = at_least(0.0, 1.0)
     log_every: int = at_least(1, 50)
+    gradient_checkpointing: bool = False
 
     def validate(self) -> None:
         """Check value ranges.
@@ -271,12 +276,15 @@ class GWIT(Method):
             embedding = EEGConditioningEmbedding(
                 info.n_chans, info.n_times, n_subject_layers=n_layers,
                 out_channels=int(unet.config.block_out_channels[0]), latent_size=int(den.latent_size),
-                pad_to=config.eeg_pad_to, base_channels=config.eeg_embed_channels,
+                pad_to=config.eeg_pad_to,
+                base_channels=config.eeg_embed_channels or int(unet.config.block_out_channels[0]),
                 n_stages=config.eeg_embed_stages, clip=config.eeg_clip)
             self.eeg_classifier = EEGFeatNet(info.n_chans, hidden=config.classifier_hidden,
                                              num_layers=config.classifier_layers, dim=config.classifier_dim,
                                              clip=config.eeg_clip)
         self.controlnet = GWITControlNet(unet, embedding)
+        if config.gradient_checkpointing:
+            self.controlnet.net.enable_gradient_checkpointing()
         if build.type != "meta":
             self.controlnet.to(self.device)
             self.eeg_classifier.to(self.device)
@@ -296,7 +304,7 @@ class GWIT(Method):
         if profile == "small":
             return GWITConfig()
         if profile == "paper":
-            return GWITConfig(empty_context="text", eeg_pad_to=512, eeg_embed_channels=320, eeg_embed_stages=3,
+            return GWITConfig(empty_context="text", eeg_pad_to=512, eeg_embed_channels=0, eeg_embed_stages=3,
                               classifier_hidden=128, classifier_layers=4, classifier_dim=128,
                               classifier_steps=5000, classifier_batch_size=256, classifier_eval_every=500,
                               controlnet_steps=20000, controlnet_batch_size=8, controlnet_lr=1e-5,

@@ -118,7 +118,10 @@ class SynapseConfig:
     ip_scale : float
         Weight of the decoupled IP attention branch (1.0).
     stage2_steps, stage2_batch_size : int
-        Optimiser steps and batch size of Stage 2 [batch 8 × 4 accumulation].
+        Optimiser steps and (effective) batch size of Stage 2 [32 = batch 8 × 4 accumulation].
+    stage2_accumulation : int
+        Gradient-accumulation steps of Stage 2: micro-batches of ``stage2_batch_size /
+        stage2_accumulation`` per optimiser step [4].
     stage2_lr, stage2_weight_decay : float
         AdamW settings of Stage 2 [lr 2e-5].
     cond_drop_prob : float
@@ -143,6 +146,9 @@ class SynapseConfig:
         §3.3]; True here.
     log_every : int
         Interval (steps) of training-loss logging.
+    gradient_checkpointing : bool
+        Recompute the trainable UNet copy's activations in the backward pass (diffusers
+        ``enable_gradient_checkpointing``): less GPU memory, ~30 % more time [True, upstream's accelerate recipe].
     """
 
     dims: tuple[int, ...] = (32, 64, 128)
@@ -171,6 +177,7 @@ class SynapseConfig:
     ip_scale: float = 1.0
     stage2_steps: int = at_least(0, 1500)
     stage2_batch_size: int = at_least(1, 16)
+    stage2_accumulation: int = at_least(1, 1)
     stage2_lr: float = greater_than(0.0, 1e-4)
     stage2_weight_decay: float = at_least(0.0, 0.01)
     cond_drop_prob: float = in_range(0.0, 1.0, 0.1)
@@ -183,6 +190,7 @@ class SynapseConfig:
     sampler: str = sampler_field("ddim")
     learn_logit_scale: bool = True
     log_every: int = at_least(1, 50)
+    gradient_checkpointing: bool = False
 
     def validate(self) -> None:
         """Check value ranges.
@@ -251,6 +259,10 @@ class Synapse(Method):
     stages = ("stage1", "stage2")
     inference_components = ("eeg_encoder", "unet", "ip_adapter", "vae")
     paper_backbone = "sd21"
+    #: SYNAPSE aligns to OpenCLIP ViT-H/14 final-layer text tokens and image embeddings (§3.3).
+    paper_roles = {"text_embedder": "openclip-h14", "image_embedder": "openclip-h14"}
+    #: SD 2.1 (768-v) is trained and sampled at 512 × 512 (§3.4).
+    paper_image_size = 512
 
     def __init__(self, config: SynapseConfig, *, info: DatasetInfo, backbones: Any, device: torch.device) -> None:
         super().__init__(config, info=info, backbones=backbones, device=device)
@@ -267,6 +279,8 @@ class Synapse(Method):
         self.align_heads = AlignmentHeads(self.latent_dim, int(backbones.image_embedder.dim),
                                           learn_logit_scale=config.learn_logit_scale)
         self.unet = den.new_unet()
+        if config.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
         self.ip_adapter = EEGIPAdapter(self.unet, self.latent_dim, num_tokens=config.ip_tokens, scale=config.ip_scale)
         self.ip_adapter.install(self.unet)
         for module in (self.eeg_encoder, self.eeg_decoder, self.align_heads, self.unet, self.ip_adapter):
@@ -301,10 +315,10 @@ class Synapse(Method):
                 dims=(64, 128, 256, 512, 1024), down_strides=(2, 4, 4, 4), n_layer=2, n_head=64, dff_factor=2,
                 groups=32, dropout=0.5, agg_hidden=1024, global_attn=True, eeg_clip=0.0,
                 stage1_steps=69_000, stage1_batch_size=32, stage1_lr=1e-4, stage1_weight_decay=0.01,
-                stage1_eval_every=1000, ip_tokens=4, ip_scale=1.0, stage2_steps=13_000, stage2_batch_size=32,
+                stage1_eval_every=1000, ip_tokens=4, ip_scale=1.0, stage2_steps=13_000, stage2_batch_size=32, stage2_accumulation=4,
                 stage2_lr=2e-5, stage2_weight_decay=0.01, cond_drop_prob=0.1, snr_gamma=0.5, use_ema=True,
                 ema_decay=0.9999, stage2_eval_every=1000, grad_clip=1.0, guidance_scale=7.5, sampler="ddim",
-                learn_logit_scale=False, log_every=100,
+                learn_logit_scale=False, log_every=100, gradient_checkpointing=True,
             )
         raise ConfigError(f"synapse: profile {profile!r} is unknown; known: small, paper")
 
@@ -539,7 +553,7 @@ class Synapse(Method):
 
         return Stage(
             model=_Stage2Model(self.unet, self.ip_adapter), step=step, data=(tokens, latents),
-            batch_size=min(c.stage2_batch_size, len(train)),
+            batch_size=min(c.stage2_batch_size, len(train)), accumulation=c.stage2_accumulation,
             optimizer=lambda p: torch.optim.AdamW(p, lr=c.stage2_lr, betas=(0.9, 0.999),
                                                   weight_decay=c.stage2_weight_decay, foreach=True),
             grad_clip=c.grad_clip, log_every=c.log_every,
