@@ -233,6 +233,30 @@ class EEGDataset:
         """Subject id per trial, int64 array of shape ``(n_trials,)``."""
         return self.trials["subject"].to_numpy(dtype=np.int64)
 
+    def caption_texts(self, template: str = "a photo of a {}") -> tuple[list[str], np.ndarray]:
+        """Caption of each trial's stimulus, as unique texts and an index per trial.
+
+        Per-image captions when the trial table has a ``caption`` column (a captions file given
+        with ``--dataset-option captions=FILE``, see :func:`load_captions`), else
+        ``template.format(class name)`` per class.
+
+        Parameters
+        ----------
+        template : str
+            Class template used without per-image captions.
+
+        Returns
+        -------
+        texts : list of str
+            Unique caption texts.
+        index : numpy.ndarray, shape (n_trials,), int64
+            ``texts[index[i]]`` is trial i's caption.
+        """
+        if "caption" in self.trials.columns:
+            codes, uniques = pd.factorize(self.trials["caption"].astype(str), sort=True)
+            return [str(u) for u in uniques], codes.astype(np.int64)
+        return [template.format(c) for c in self.info.class_names], self.labels.copy()
+
     def subset(self, trial_ids: Sequence[str]) -> EEGDataset:
         """Return the trials with the given ids, in the given order.
 
@@ -252,3 +276,53 @@ class EEGDataset:
     def images(self, size: int | None = None) -> np.ndarray:
         """Stimulus image of every trial, uint8 array of shape ``(n_trials, 3, size, size)``."""
         return self.stimuli.load_many(list(self.trials["image_id"]), size or self.info.image_size)
+
+
+def load_captions(path: Path | str, image_ids: Sequence[str]) -> dict[str, str]:
+    """Read a captions file: CSV with columns ``image_id,caption`` (one row per stimulus image).
+
+    Parameters
+    ----------
+    path : Path
+        The CSV file (UTF-8, header row ``image_id,caption``).
+    image_ids : sequence of str
+        Stimuli that must have a caption (the training and validation images; captions of test
+        images are never read by a method).
+
+    Returns
+    -------
+    dict of str to str
+        ``image_id`` → caption, for the ids in ``image_ids``.
+
+    Raises
+    ------
+    DataNotFoundError
+        If the file does not exist.
+    DataFormatError
+        One line naming the file: unreadable CSV, missing columns, an empty caption, a duplicated
+        ``image_id``, or images without a caption (count and first ids).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"captions file {path} not found (--dataset-option captions=FILE)")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise DataFormatError(f"captions file {path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in ("image_id", "caption") if c not in table.columns]
+    if missing:
+        raise DataFormatError(f"captions file {path}: missing column(s) {', '.join(missing)} (expected image_id,caption)")
+    table["image_id"] = table["image_id"].str.strip()
+    table["caption"] = table["caption"].str.strip()
+    dup = table["image_id"][table["image_id"].duplicated()]
+    if len(dup):
+        raise DataFormatError(f"captions file {path}: image_id {dup.iloc[0]!r} appears more than once")
+    empty = table["image_id"][table["caption"] == ""]
+    if len(empty):
+        raise DataFormatError(f"captions file {path}: empty caption for image_id {empty.iloc[0]!r}")
+    captions = dict(zip(table["image_id"], table["caption"]))
+    lacking = sorted({str(i) for i in image_ids} - set(captions))
+    if lacking:
+        raise DataFormatError(f"captions file {path}: {len(lacking)} image(s) have no caption, e.g. "
+                              f"{', '.join(lacking[:3])}")
+    return {str(i): captions[str(i)] for i in image_ids}

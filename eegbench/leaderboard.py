@@ -9,6 +9,8 @@ names the fields that differ. Under each table, a separate block quotes the publ
 
 from __future__ import annotations
 
+import logging
+
 import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -207,11 +209,19 @@ def compare(results: Sequence[dict[str, Any]], out_dir: Path, *, protocol_hash: 
     Raises
     ------
     EegbenchError
-        No results; or one group mixes protocol or split hashes (the message lists the runs per
+        No results (``--max-steps`` smoke-test runs are left out, with a warning); or one group
+        mixes protocol or split hashes (the message lists the runs per
         hash, the protocol fields that differ, and how to choose one).
     """
     if protocol_hash:
         results = [r for r in results if r["protocol"]["hash"].startswith(protocol_hash)]
+    smoke = [r for r in results if r.get("max_steps")]
+    if smoke:  # --max-steps runs are smoke tests: never ranked
+        logging.getLogger("eegbench.leaderboard").warning(
+            "left out %d --max-steps smoke-test run(s): %s", len(smoke), ", ".join(str(r["run_id"]) for r in smoke))
+        results = [r for r in results if not r.get("max_steps")]
+        if not results:
+            raise EegbenchError("only --max-steps smoke-test runs found; they never reach a leaderboard")
     if not results:
         raise EegbenchError("no run results found; run `eegbench run ...` first or pass the runs folder")
     frame = results_frame(results)

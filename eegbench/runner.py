@@ -13,6 +13,7 @@ global batch stays the configured one), generation is sharded over processes whe
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -221,6 +222,27 @@ RUN_STEPS = ("prepare", "open_folder", "backbones", "fit", "generate", "score", 
 MIXED_PRECISION = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def _attach_captions(dataset, split, captions_file: str | None) -> dict[str, Any]:
+    """Add the ``caption`` column of a captions file to the training and validation trials.
+
+    Test trials get an empty caption: no method reads a test stimulus's caption. Returns what
+    the result records (``source`` "file" with path, sha256 and count, or "class template").
+    """
+    if not captions_file:
+        return {"source": "class template"}
+    from eegbench.data import load_captions
+
+    trials = dataset.trials
+    fit_ids = set(split.train) | set(split.val)
+    fit_rows = trials["trial_id"].isin(fit_ids).to_numpy()
+    images = sorted(set(trials.loc[fit_rows, "image_id"].astype(str)))
+    captions = load_captions(captions_file, images)
+    trials["caption"] = [captions.get(str(i), "") if keep else ""
+                         for i, keep in zip(trials["image_id"], fit_rows)]
+    digest = hashlib.sha256(Path(captions_file).read_bytes()).hexdigest()
+    return {"source": "file", "path": str(captions_file), "sha256": digest, "n_images": len(images)}
+
+
 def _check_taef2(weights_root: Path) -> None:
     """Fail fast if the small profile's TAEF2 weights are missing."""
     taef2 = weights_root / "taef2"
@@ -376,7 +398,9 @@ class _Run:
         self.data_root = Path(cfg.data_root or default_data_root())
         self.cache_dir = Path(cfg.cache_dir or default_cache_dir())
         self.dataset_options = {str(k): str(v) for k, v in sorted(cfg.dataset_options.items())}
-        loader = make_loader(cfg.dataset, self.data_root, self.cache_dir, self.dataset_options, plugins=plugins)
+        # ``captions=FILE`` is the harness's own option (per-image captions for every dataset), not the loader's
+        loader_options = {k: v for k, v in self.dataset_options.items() if k != "captions"}
+        loader = make_loader(cfg.dataset, self.data_root, self.cache_dir, loader_options, plugins=plugins)
         setting_fn = plugins.settings.get(cfg.setting)
         method_config = apply_overrides(self.method_cls.default_config(cfg.profile), cfg.overrides)
         self.method_config = apply_protocol_to_config(method_config, self.method_cls.name, sampler=cfg.sampler,
@@ -417,6 +441,7 @@ class _Run:
             self.split = setting_fn(self.dataset, subject=cfg.subject)
         if not self.split.test:
             raise ConfigError(f"setting {cfg.setting!r} produced an empty test split")
+        self.captions_record = _attach_captions(self.dataset, self.split, self.dataset_options.get("captions"))
 
     # ------------------------------------------------------------------ the run folder
     def open_folder(self) -> None:
@@ -636,6 +661,7 @@ class _Run:
                           **(self.bb.describe() if hasattr(self.bb, "describe") else {}),
                           "denoiser_train_seconds": getattr(den, "train_seconds", None),
                           "denoiser_loaded_from_cache": bool(getattr(den, "loaded_from_cache", False))},
+            "captions": self.captions_record,
             "max_steps": cfg.max_steps,
             "mixed_precision": cfg.mixed_precision,
             "training_history": self.ctx.history[-50:],

@@ -170,7 +170,7 @@ def build(method_cls: type[Method], kit: ConformanceKit, config: Any = None, *, 
 
 
 def check_construction(method: Method) -> dict[str, Any]:
-    """Components, stages and parameter counting.
+    """Backbone interface, components, stages and parameter counting.
 
     Returns
     -------
@@ -181,7 +181,13 @@ def check_construction(method: Method) -> dict[str, Any]:
     ------
     AssertionError
     """
+    from eegbench.backbones.protocol import check_backbones
+
     name = method.name
+    try:  # the backbones the method was built on implement the documented interface
+        check_backbones(method.backbones)
+    except ConfigError as exc:
+        raise AssertionError(f"{name}: {exc}") from None
     comps = method.components()
     assert comps and all(isinstance(m, torch.nn.Module) for m in comps.values()), \
         f"{name}.components() must map names to nn.Module"

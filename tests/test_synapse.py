@@ -331,7 +331,7 @@ def test_stage1_latent_carries_class_information_when_the_eeg_does(backbones, ac
     train, val = ds.subset(ids[:72]), ds.subset(ids[72:])
     method = make_method((ds, train, val), backbones, stage1_steps=120, stage2_steps=0, stage1_lr=3e-3)
     method.fit(train, val, RunContext(accelerator=accelerator, seed=0, work_dir=tmp_path, progress=False))
-    captions = method._caption_tokens()
+    captions, _ = method._caption_tokens(train)  # one caption per class (no captions file)
 
     def accuracy(part):
         latent = method.encode_eeg(torch.from_numpy(part.eeg))

@@ -530,12 +530,20 @@ class BrainVis(Method):
         return [m for k, m in self.components().items() if k not in ("unet", "vae")]
 
     @torch.no_grad()
-    def text_targets(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Alignment targets per class: tokens of the class-name prompt and of the caption.
+    def text_targets(self, dataset: EEGDataset | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Alignment targets: tokens of the class-name prompt and of the caption.
+
+        Parameters
+        ----------
+        dataset : EEGDataset, optional
+            With a dataset, one row per trial: its class prompt and its stimulus caption (the
+            run's captions file, else ``caption_template`` of its class). Without, one row per
+            class (class prompt, class caption template).
 
         Returns
         -------
-        class_tokens, caption_tokens : torch.Tensor, shape (n_classes, context_tokens, context_dim), float32, CPU
+        class_tokens, caption_tokens : torch.Tensor, shape (n, context_tokens, context_dim), float32, CPU
+            ``n`` = trials of ``dataset``, or classes.
 
         Raises
         ------
@@ -543,14 +551,20 @@ class BrainVis(Method):
             If the text embedder's token shape differs from the denoiser's context.
         """
         names = list(self.info.class_names)
+        if dataset is None:
+            class_texts, class_index = [self.config.class_prompt_template.format(n) for n in names], None
+            cap_texts, cap_index = [self.config.caption_template.format(n) for n in names], None
+        else:
+            class_texts, class_index = [self.config.class_prompt_template.format(n) for n in names], dataset.labels
+            cap_texts, cap_index = dataset.caption_texts(self.config.caption_template)
         out = []
-        for template in (self.config.class_prompt_template, self.config.caption_template):
-            tokens, _ = self.backbones.text_embedder.encode([template.format(n) for n in names])
+        for texts, index in ((class_texts, class_index), (cap_texts, cap_index)):
+            tokens, _ = self.backbones.text_embedder.encode(texts)
             tokens = tokens.float().cpu()
             if tokens.shape[1:] != (self.context_tokens, self.context_dim):
                 raise ConfigError(f"brainvis: text tokens have shape {tuple(tokens.shape[1:])}, the denoiser "
                                   f"context is ({self.context_tokens}, {self.context_dim})")
-            out.append(tokens)
+            out.append(tokens if index is None else tokens[torch.tensor(np.asarray(index), dtype=torch.long)])
         return out[0], out[1]
 
     @contextlib.contextmanager
@@ -684,12 +698,11 @@ class BrainVis(Method):
                         batch_size=c.fusion_batch_size, lr=c.fusion_lr, optimizer="adamw", select=self._by_accuracy,
                         keep=[self.time_encoder, self.freq_encoder, self.fusion_head])
         # 5. semantic interpolation (AlignNet) on frozen encoders: their outputs are computed once
-        class_tok, caption_tok = self.text_targets()
         with self._cpu_threads():
             x_tr = self.align_inputs(tr[0]).cpu()
             x_va = self.align_inputs(va[0]).cpu() if va is not None else None
-        self._run_stage(trainer, "align", _AlignModel(self.align_net), (x_tr, class_tok[tr[1]], caption_tok[tr[1]]),
-                        (x_va, class_tok[va[1]], caption_tok[va[1]]) if va is not None else None,
+        self._run_stage(trainer, "align", _AlignModel(self.align_net), (x_tr, *self.text_targets(train)),
+                        (x_va, *self.text_targets(val)) if va is not None else None,
                         steps=c.align_steps, batch_size=c.align_batch_size, lr=c.align_lr, optimizer="adamw",
                         select=lambda row: (row["loss"],), keep=[self.align_net])
         self.configure_stage("inference")

@@ -396,22 +396,27 @@ class Synapse(Method):
         return stimulus_features(dataset, embedder, self.device, image_size=size)
 
     @torch.no_grad()
-    def _caption_tokens(self) -> torch.Tensor:
-        """Frozen text tokens of every class caption, shape (n_classes, n_tokens, dim)."""
-        captions = [self.config.caption_template.format(c) for c in self.info.class_names]
-        tokens, _ = self.backbones.text_embedder.encode(captions)
+    def _caption_tokens(self, dataset: EEGDataset) -> tuple[torch.Tensor, np.ndarray]:
+        """Frozen text tokens of the captions: (unique tokens (n, n_tokens, dim), index per trial).
+
+        Per-image captions when the run was given a captions file, else ``caption_template`` of
+        each class (:meth:`eegbench.data.EEGDataset.caption_texts`).
+        """
+        texts, index = dataset.caption_texts(self.config.caption_template)
+        tokens, _ = self.backbones.text_embedder.encode(texts)
         tokens = tokens.float().cpu()
         if tokens.shape[1:] != (self.n_tokens, self.latent_dim):
             raise ConfigError(
                 f"synapse: text tokens have shape {tuple(tokens.shape[1:])}, the denoiser context is "
                 f"({self.n_tokens}, {self.latent_dim})"
             )
-        return tokens
+        return tokens, index
 
-    def _stage1_tensors(self, dataset: EEGDataset, captions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _stage1_tensors(self, dataset: EEGDataset) -> tuple[torch.Tensor, ...]:
         feats, index = self._image_features(dataset)
-        labels = torch.as_tensor(np.array(dataset.labels, dtype=np.int64))
-        return torch.from_numpy(np.ascontiguousarray(dataset.eeg)).float(), feats[index], captions[labels]
+        tokens, caption_index = self._caption_tokens(dataset)
+        return (torch.from_numpy(np.ascontiguousarray(dataset.eeg)).float(), feats[index],
+                tokens[torch.tensor(np.asarray(caption_index), dtype=torch.long)])
 
     def _loss_total(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         c = self.config
@@ -467,9 +472,8 @@ class Synapse(Method):
         """Stage 1: the hybrid autoencoder aligned to the frozen text tokens and image embedding."""
         c = self.config
         self.configure_stage("stage1")
-        captions = self._caption_tokens()
-        train_t = self._stage1_tensors(train, captions)
-        val_t = self._stage1_tensors(val, captions) if len(val) >= 2 else None
+        train_t = self._stage1_tensors(train)
+        val_t = self._stage1_tensors(val) if len(val) >= 2 else None
         model = _Stage1Model(self.eeg_encoder, self.eeg_decoder, self.align_heads, c.sdsc_alpha)
 
         def step(m, batch):
