@@ -303,6 +303,33 @@ def build_on_meta(method_cls, profile: str = "paper", overrides: Mapping[str, An
         return method_cls(config, info=info, backbones=backbones, device=torch.device("meta"))
 
 
+def static_training_memory_gib(counts: Mapping[str, Any], *, frozen_bytes: int = 2) -> float:
+    """Lower bound of a method's GPU memory while training, from parameter counts alone (GiB).
+
+    For each stage: its trainable parameters in fp32 with fp32 gradients and the two AdamW moment
+    buffers (16 bytes each), plus every other parameter of the method frozen in the compute dtype
+    (``frozen_bytes``, 2 for fp16 / bf16); the largest stage. Activations, EMA copies, the
+    CUDA context and allocator fragmentation come on top (they depend on batch, resolution and
+    gradient checkpointing).
+
+    Parameters
+    ----------
+    counts : mapping
+        :func:`eegbench.method.count_parameters` output (``per_stage``, ``total``).
+    frozen_bytes : int
+        Bytes per frozen parameter.
+
+    Returns
+    -------
+    float
+        GiB, rounded to 0.1.
+    """
+    total = int(counts["total"])
+    stages = [int(row["total"]) for row in counts["per_stage"].values()] or [0]
+    peak = max(n * 16 + (total - n) * frozen_bytes for n in stages)
+    return round(peak / 2**30, 1)
+
+
 def parameter_report(name: str, *, profile: str = "paper", overrides: Mapping[str, str] | None = None,
                      plugins=None, method_cls=None, weights_root=None,
                      backbone_overrides: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -362,6 +389,7 @@ def parameter_report(name: str, *, profile: str = "paper", overrides: Mapping[st
                    f"{len(info.class_names)} classes",
         "overrides": overrides,
         **counts,
+        "static_training_memory_gib": static_training_memory_gib(counts),
         "quoted": None,
         "quoted_convention": None,
     }
@@ -469,7 +497,9 @@ def _text(reports: Sequence[Mapping[str, Any]]) -> str:
                               colalign=("left", "right")))
         summary = [["trainable_total (all stages)", _n(r["trainable_total"])],
                    ["inference_total", _n(r["inference_total"])],
-                   ["total", _n(r["total"])]]
+                   ["total", _n(r["total"])],
+                   ["static training memory, GiB (fp32 trainable + grads + AdamW, fp16 frozen; "
+                    "activations excluded)", f"{r['static_training_memory_gib']:.1f}"]]
         conv = r.get("quoted_convention")
         if conv:
             summary.append([f"quoted convention: {conv['description']}", _n(conv["trainable_total"])])
@@ -485,19 +515,20 @@ def _markdown(reports: Sequence[Mapping[str, Any]]) -> str:
     from tabulate import tabulate
 
     header = ["method", "profile", "base", "trainable per stage", "trainable_total", "inference_total", "total",
-              "quoted convention", "quoted (SYNAPSE README)"]
+              "static train mem. GiB", "quoted convention", "quoted (SYNAPSE README)"]
     rows = []
     for r in reports:
         conv = r.get("quoted_convention")
         q = r.get("quoted")
         rows.append([
             r["method"], r["profile"], r["backbone"], _stage_summary(r), _n(r["trainable_total"]),
-            _n(r["inference_total"]), _n(r["total"]),
+            _n(r["inference_total"]), _n(r["total"]), f"{r['static_training_memory_gib']:.1f}",
             f"{_n(conv['trainable_total'])} ({conv['description']})" if conv else "—",
             q["text"] if q else "—",
         ])
     parts = [tabulate(rows, headers=header, tablefmt="github",
-                      colalign=("left", "left", "left", "left", "right", "right", "right", "left", "right"))]
+                      colalign=("left", "left", "left", "left", "right", "right", "right", "right", "left",
+                                "right"))]
     for r in reports:
         parts.append(f"#### {r['method']} ({r['profile']}, {r['backbone']})")
         parts.append(tabulate(_detail_rows(r), headers=["stage", "component", "trainable"], tablefmt="github",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from eegbench.backbones.weights_fixtures import write_paper_weights
 from eegbench.cli import main
 from eegbench.data import load_captions
 from eegbench.datasets.cvpr40 import write_synthetic_files
-from eegbench.errors import DataFormatError, DataNotFoundError, WeightsNotFoundError
+from eegbench.errors import DataFormatError, DataNotFoundError
 from eegbench.params import parameter_report
 from eegbench.plugins import get_plugin_manager
 

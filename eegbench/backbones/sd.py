@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from eegbench.backbones.denoiser import PROMPT_TEMPLATE, LatentDiffusionDenoiser, _as_uint8_images
+from eegbench.backbones.paper import _CLIP_MEAN, _CLIP_STD
 from eegbench.errors import ConfigError, WeightsNotFoundError
 
 __all__ = [
@@ -101,8 +102,6 @@ _CLIP_FILES = (
     ("merges.txt",),
 )
 
-_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def folder_kind(key: str) -> str:

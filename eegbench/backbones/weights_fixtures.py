@@ -47,18 +47,21 @@ from typing import Any
 import torch
 
 from eegbench.backbones.paper import (
+    _CLIP_MEAN,
+    _CLIP_STD,
     PAPER_BASES,
     _text_config,
     paper_scheduler_config,
     paper_unet_config,
     paper_vae_config,
 )
+from eegbench.backbones.sd import FOLDERS
 from eegbench.errors import ConfigError
 
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
-    "FOLDERS",
+    "FOLDERS",  # re-exported from eegbench.backbones.sd
     "SIZES",
     "tiny_clip_vit_large_config",
     "tiny_open_clip_config",
@@ -72,21 +75,12 @@ __all__ = [
     "write_stable_diffusion",
 ]
 
-#: Role key → the folder name the published weights are conventionally stored under.
-FOLDERS: dict[str, str] = {
-    "sd21": "stable-diffusion-2-1",
-    "sd21-base": "stable-diffusion-2-1-base",
-    "sd15": "stable-diffusion-v1-5",
-    "openclip-h14": "CLIP-ViT-H-14-laion2B-s32B-b79K",
-    "clip-l14": "clip-vit-large-patch14",
-}
-
 #: Model sizes the writers accept.
 SIZES = ("tiny", "full")
 
 #: CLIP / OpenCLIP image normalisation (RGB in [0, 1]).
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+CLIP_MEAN = list(_CLIP_MEAN)
+CLIP_STD = list(_CLIP_STD)
 
 _BOS = "<|startoftext|>"
 _EOS = "<|endoftext|>"
