@@ -58,8 +58,14 @@ def eegbench_register_backbones(registry):
                  summary="image_embedder: ImageNet EfficientNet-Lite0 pooled features (1280-d)")
     registry.add("minilm", "eegbench.backbones.embedders:MiniLMTokens",
                  summary="text_embedder: all-MiniLM-L6-v2 token states (384-d)")
-    for base, what in (("sd15", "SD 1.5 UNet + VAE, CLIP ViT-L/14 text and image towers"),
-                       ("sd21", "SD 2.1 (768-v) UNet + VAE, OpenCLIP ViT-H/14 text and image towers"),
-                       ("sd21-base", "SD 2.1-base UNet + VAE, OpenCLIP ViT-H/14 text and image towers")):
-        registry.add(base, "eegbench.backbones.paper:PaperBackbones",
-                     summary=f"paper profile, architecture only (meta device, for `eegbench params`): {what}")
+    for key, what in (("sd15", "paper: Stable Diffusion 1.5 diffusers folder <root>/stable-diffusion-v1-5 (UNet, VAE, "
+                                "text encoder; DreamDiffusion, BrainVis)"),
+                       ("sd21", "paper: Stable Diffusion 2.1 (768-v) diffusers folder <root>/stable-diffusion-2-1 "
+                                "(SYNAPSE)"),
+                       ("sd21-base", "paper: Stable Diffusion 2.1-base diffusers folder "
+                                     "<root>/stable-diffusion-2-1-base (GWIT)"),
+                       ("openclip-h14", "paper: OpenCLIP ViT-H/14 local-dir <root>/CLIP-ViT-H-14-laion2B-s32B-b79K "
+                                        "(SYNAPSE's text and image teacher)"),
+                       ("clip-l14", "paper: CLIP ViT-L/14 transformers folder <root>/clip-vit-large-patch14 "
+                                    "(DreamDiffusion image, BrainVis text teacher)")):
+        registry.add(key, "eegbench.backbones.sd:StableDiffusionBackbones", summary=what)

@@ -212,8 +212,10 @@ class Method(abc.ABC):
         Resolved hyperparameters.
     info : DatasetInfo
         Description of the dataset (``n_chans``, ``n_times``, ``sfreq``, classes).
-    backbones : eegbench.backbones.Backbones
-        Shared pretrained pieces of the profile (image autoencoder, denoiser, embedders).
+    backbones : eegbench.backbones.protocol.BackboneSet
+        Shared pretrained pieces of the profile (image autoencoder, denoiser, embedders): the
+        small profile's :class:`eegbench.backbones.Backbones` or the paper profile's
+        :class:`eegbench.backbones.sd.StableDiffusionBackbones`, same interface.
     device : torch.device
         Device to build modules on.
     """

@@ -775,7 +775,7 @@ def _generate(method, test, protocol: EvalProtocol, work: Path, accelerator, pro
         subject = torch.from_numpy(test.subjects[rows]).to(device)
         gens = [torch.Generator(device=device).manual_seed(image_seed(protocol.seed, ids[r], k))
                 for r in rows for k in range(n)]
-        with torch.no_grad():
+        with torch.no_grad(), accelerator.autocast():  # --mixed-precision: frozen fp16/bf16 parts + fp32 copies
             images = method.generate(eeg, generators=gens, n_samples=n,
                                      num_inference_steps=protocol.num_inference_steps, subject=subject)
         expected = (len(rows), n, 3, protocol.image_size, protocol.image_size)

@@ -649,8 +649,11 @@ class StageTrainer:
             ema.store(params)
             ema.copy_to(params)
         model.eval()
+        autocast = (self.accelerator.autocast() if self.accelerator is not None and st.distributed
+                    else contextlib.nullcontext())  # validation runs in the training's precision
         try:
-            row = {k: float(v) for k, v in st.validate(model).items()}
+            with autocast:
+                row = {k: float(v) for k, v in st.validate(model).items()}
         finally:
             model.train()
             for m in st.eval_modules:

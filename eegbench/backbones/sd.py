@@ -408,7 +408,8 @@ class OpenCLIPTextTokens(nn.Module):
         out = []
         for part in _chunks(len(texts), self.batch_size):
             x = m.token_embedding(ids[part]) + m.positional_embedding.to(m.token_embedding.weight.dtype)
-            x = m.transformer(x, attn_mask=m.attn_mask)
+            mask = m.attn_mask if m.attn_mask is None or m.attn_mask.dtype == torch.bool else m.attn_mask.to(x.dtype)
+            x = m.transformer(x, attn_mask=mask)
             out.append(m.ln_final(x).float())
         eot = ids.argmax(dim=-1)  # the end-of-text token has the largest id
         mask = (torch.arange(ids.shape[1], device=ids.device)[None] <= eot[:, None]).long()
