@@ -233,3 +233,28 @@ def test_paper_run_end_to_end_with_max_steps(method, weights, cvpr40, tmp_path, 
     assert main(["compare", str(runs), "--out", str(tmp_path / "reports")]) == 2
     assert "smoke-test" in capsys.readouterr().err
     np.testing.assert_array_equal(np.asarray(Image.open(sample)).shape, (512, 512, 3))
+
+
+@pytest.mark.slow
+def test_mixed_precision_bf16_holds_frozen_backbones_in_bf16(weights, cvpr40, tmp_path, capsys):
+    """bf16 autocast works on CPU: the same path as fp16 on CUDA (frozen bf16 UNet/VAE/text encoder,
+    fp32 ControlNet under autocast in training, validation and generation)."""
+    runs = tmp_path / "runs"
+    args = ["run", "--method", "gwit", "--profile", "paper", "--dataset", "cvpr40", "--data-root", str(cvpr40),
+            "--weights-root", str(weights), "--max-steps", "2", "--max-test-trials", "2", "--n-samples", "1",
+            "--steps", "2", "--runs-dir", str(runs), "--cache-dir", str(tmp_path / "cache"), "--no-progress",
+            "--checkpoint-every", "0", "--mixed-precision", "bf16", "--generate-batch-size", "1"]
+    for item in SMALL_BATCHES["gwit"]:
+        args += ["--set", item]
+    assert main(args) == 0, capsys.readouterr().err
+    (run_dir,) = [p for p in runs.iterdir() if not p.name.startswith(".")]
+    result = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
+    assert result["mixed_precision"] == "bf16" and result["backbones"]["dtype"] == "torch.bfloat16"
+    assert len(list((run_dir / "samples").glob("*.png"))) == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is allowed with CUDA")
+def test_fp16_without_cuda_is_a_one_line_error(tmp_path, capsys):
+    assert main(["run", "--mixed-precision", "fp16", "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "fp16 needs a CUDA device" in _one_line(capsys)
+    assert not (tmp_path / "runs").exists()
