@@ -33,6 +33,7 @@ for SYNAPSE, the ``clip-l14`` image embedding (768) for DreamDiffusion and its t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from collections.abc import Mapping, Sequence
@@ -218,6 +219,22 @@ def _open_clip():
     import open_clip
 
     return open_clip
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """Silence transformers' load report while a tower is read from a whole-CLIPModel folder (its
+    other tower's weights are "unexpected" by design) and its per-file progress bar; restored after."""
+    tf = _transformers().utils.logging
+    level, bars = tf.get_verbosity(), tf.is_progress_bar_enabled()
+    tf.set_verbosity_error()
+    tf.disable_progress_bar()
+    try:
+        yield
+    finally:
+        tf.set_verbosity(level)
+        if bars:
+            tf.enable_progress_bar()
 
 
 def _empty(build):
@@ -536,8 +553,9 @@ class StableDiffusionDenoiser(LatentDiffusionDenoiser):
         if self.device.type == "meta":
             return copy.deepcopy(self._unet)
         diffusers = _diffusers()
-        unet = diffusers.UNet2DConditionModel.from_pretrained(self.folder, subfolder="unet", local_files_only=True,
-                                                              torch_dtype=torch.float32)
+        with _quiet_loading():
+            unet = diffusers.UNet2DConditionModel.from_pretrained(self.folder, subfolder="unet",
+                                                                  local_files_only=True, torch_dtype=torch.float32)
         return _freeze(unet.to(self.device))
 
     @torch.no_grad()
@@ -669,7 +687,8 @@ class StableDiffusionBackbones:
                 return _freeze(_empty(lambda: cls.from_config(config)))
             cfg = cls.config_class.from_pretrained(folder, local_files_only=True, **kwargs)
             return _freeze(_empty(lambda: cls(cfg)))
-        model = cls.from_pretrained(folder, local_files_only=True, torch_dtype=self.dtype, **kwargs)
+        with _quiet_loading():
+            model = cls.from_pretrained(folder, local_files_only=True, torch_dtype=self.dtype, **kwargs)
         return _freeze(model.to(self.device))
 
     @cached_property
