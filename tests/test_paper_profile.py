@@ -258,3 +258,24 @@ def test_fp16_without_cuda_is_a_one_line_error(tmp_path, capsys):
     assert main(["run", "--mixed-precision", "fp16", "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "fp16 needs a CUDA device" in _one_line(capsys)
     assert not (tmp_path / "runs").exists()
+
+
+def test_every_backbone_implementation_passes_the_interface_check():
+    from eegbench.backbones.paper import PaperBackbones
+    from eegbench.params import SmallMetaBackbones
+
+    for base in ("sd15", "sd21", "sd21-base"):
+        check_backbones(PaperBackbones(base))
+    check_backbones(SmallMetaBackbones())
+
+
+def test_interface_check_names_what_is_missing():
+    from eegbench.errors import ConfigError
+
+    class Incomplete:
+        profile, device, image_size = "paper", torch.device("cpu"), 64
+        vae = text_embedder = image_embedder = torch.nn.Identity()
+        denoiser = object()
+
+    with pytest.raises(ConfigError, match="denoiser object lacks unet"):
+        check_backbones(Incomplete())
