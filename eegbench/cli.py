@@ -86,9 +86,10 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-steps", type=int, default=None, metavar="N",
                    help="cap every training stage at N optimiser steps: a smoke test before a long GPU job "
                         "(recorded; such runs never reach a leaderboard)")
-    g.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"],
-                   help="accelerate mixed precision; frozen backbones are held in that dtype (fp16 needs CUDA)")
-    g.add_argument("--generate-batch-size", type=int, default=16, metavar="N",
+    g.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"],
+                   help="accelerate mixed precision; frozen backbones are held in that dtype (fp16 needs CUDA; "
+                        "default: accelerate launch's --mixed_precision, else no)")
+    g.add_argument("--generate-batch-size", type=int, default=None, metavar="N",
                    help="test trials per generation call (default: 16)")
     g = p.add_argument_group("checkpoints and resume")
     g.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
@@ -187,7 +188,8 @@ def _run_config(args):
         max_test_trials=args.max_test_trials, sampler=args.sampler, guidance_scale=args.guidance_scale,
         inception_weights=args.inception_weights, classifier_weights=args.classifier_weights,
         progress=not args.no_progress, checkpoint_every=args.checkpoint_every, max_steps=args.max_steps,
-        mixed_precision=args.mixed_precision, generate_batch_size=args.generate_batch_size,
+        mixed_precision=args.mixed_precision,
+        generate_batch_size=16 if args.generate_batch_size is None else args.generate_batch_size,
     )
 
 
@@ -219,7 +221,8 @@ def _cmd_run(args, argv: list[str]) -> int:
         if args.run_id is not None and args.run_id != args.resume:
             raise EegbenchError(f"--run-id {args.run_id} and --resume {args.resume} name different runs")
         cfg = resume_config(args.resume, args.runs_dir, _given_run_options(argv), progress=not args.no_progress,
-                            checkpoint_every=args.checkpoint_every)
+                            checkpoint_every=args.checkpoint_every,
+                            generate_batch_size=args.generate_batch_size)
     result = run(cfg)
     if result:
         from eegbench.leaderboard import metrics_summary

@@ -303,21 +303,25 @@ def build_on_meta(method_cls, profile: str = "paper", overrides: Mapping[str, An
         return method_cls(config, info=info, backbones=backbones, device=torch.device("meta"))
 
 
-def static_training_memory_gib(counts: Mapping[str, Any], *, frozen_bytes: int = 2) -> float:
+def static_training_memory_gib(counts: Mapping[str, Any], *, shared_frozen: int = 0, frozen_bytes: int = 2) -> float:
     """Lower bound of a method's GPU memory while training, from parameter counts alone (GiB).
 
     For each stage: its trainable parameters in fp32 with fp32 gradients and the two AdamW moment
-    buffers (16 bytes each), plus every other parameter of the method frozen in the compute dtype
-    (``frozen_bytes``, 2 for fp16 / bf16); the largest stage. Activations, EMA copies, the
-    CUDA context and allocator fragmentation come on top (they depend on batch, resolution and
-    gradient checkpointing).
+    buffers (16 bytes each); the shared frozen backbones (``shared_frozen`` parameters: VAE,
+    shared UNet, embedders listed as components) in the compute dtype (``frozen_bytes``, 2 for
+    fp16 / bf16 under ``--mixed-precision``); every other parameter — the method's own modules
+    and fine-tuned copies, frozen in that stage — in fp32 (4 bytes); the largest stage.
+    Activations, EMA copies, encoders that are not components, the CUDA context and allocator
+    fragmentation come on top (they depend on batch, resolution and gradient checkpointing).
 
     Parameters
     ----------
     counts : mapping
         :func:`eegbench.method.count_parameters` output (``per_stage``, ``total``).
+    shared_frozen : int
+        Parameters of the components that are shared frozen backbones.
     frozen_bytes : int
-        Bytes per frozen parameter.
+        Bytes per shared frozen parameter.
 
     Returns
     -------
@@ -326,8 +330,21 @@ def static_training_memory_gib(counts: Mapping[str, Any], *, frozen_bytes: int =
     """
     total = int(counts["total"])
     stages = [int(row["total"]) for row in counts["per_stage"].values()] or [0]
-    peak = max(n * 16 + (total - n) * frozen_bytes for n in stages)
+    peak = max(n * 16 + shared_frozen * frozen_bytes + (total - n - shared_frozen) * 4 for n in stages)
     return round(peak / 2**30, 1)
+
+
+def _shared_frozen_parameters(method, backbones, counts: Mapping[str, Any]) -> int:
+    """Parameters of ``method``'s components that are the backbones' shared frozen modules."""
+    shared = set()
+    for role in ("vae", "image_embedder", "text_embedder"):
+        try:
+            shared.add(id(getattr(backbones, role)))
+        except EegbenchError:  # a role the method does not declare
+            pass
+    shared.add(id(backbones.denoiser.unet))
+    return sum(int(counts["per_component"][name]["total"]) for name, module in method.components().items()
+               if id(module) in shared)
 
 
 def parameter_report(name: str, *, profile: str = "paper", overrides: Mapping[str, str] | None = None,
@@ -378,7 +395,8 @@ def parameter_report(name: str, *, profile: str = "paper", overrides: Mapping[st
     info = dataset_facts(profile)
     backbones = _backbones_for(method_cls, profile, weights_root=weights_root,
                                backbone_overrides=backbone_overrides, class_names=info.class_names)
-    counts = count_parameters(build_on_meta(method_cls, profile, overrides, backbones=backbones, info=info))
+    method = build_on_meta(method_cls, profile, overrides, backbones=backbones, info=info)
+    counts = count_parameters(method)
     report: dict[str, Any] = {
         "method": name,
         "profile": profile,
@@ -389,7 +407,8 @@ def parameter_report(name: str, *, profile: str = "paper", overrides: Mapping[st
                    f"{len(info.class_names)} classes",
         "overrides": overrides,
         **counts,
-        "static_training_memory_gib": static_training_memory_gib(counts),
+        "static_training_memory_gib": static_training_memory_gib(
+            counts, shared_frozen=_shared_frozen_parameters(method, backbones, counts)),
         "quoted": None,
         "quoted_convention": None,
     }
@@ -498,8 +517,8 @@ def _text(reports: Sequence[Mapping[str, Any]]) -> str:
         summary = [["trainable_total (all stages)", _n(r["trainable_total"])],
                    ["inference_total", _n(r["inference_total"])],
                    ["total", _n(r["total"])],
-                   ["static training memory, GiB (fp32 trainable + grads + AdamW, fp16 frozen; "
-                    "activations excluded)", f"{r['static_training_memory_gib']:.1f}"]]
+                   ["static training memory, GiB (fp32 trainable + grads + AdamW, fp16 shared backbones, "
+                    "fp32 own modules; activations excluded)", f"{r['static_training_memory_gib']:.1f}"]]
         conv = r.get("quoted_convention")
         if conv:
             summary.append([f"quoted convention: {conv['description']}", _n(conv["trainable_total"])])

@@ -101,9 +101,9 @@ class RunConfig:
     max_steps : int, optional
         Cap every training stage at this many optimiser steps (a smoke test before a long GPU
         job). Recorded in the result; such runs never reach a leaderboard.
-    mixed_precision : {"no", "fp16", "bf16"}
+    mixed_precision : {"no", "fp16", "bf16"}, optional
         accelerate mixed precision of training; frozen backbones are held in that dtype. fp16
-        needs CUDA.
+        needs CUDA. None: the launcher's (``accelerate launch --mixed_precision``), else "no".
     generate_batch_size : int
         Test trials per ``Method.generate`` call.
     """
@@ -133,7 +133,7 @@ class RunConfig:
     checkpoint_every: int | None = None
     resume: bool = False
     max_steps: int | None = None
-    mixed_precision: str = "no"
+    mixed_precision: str | None = None
     generate_batch_size: int = 16
 
 
@@ -162,12 +162,35 @@ class _Timer:
         return _Ctx()
 
 
+def resolve_mixed_precision(value: str | None) -> str:
+    """``--mixed-precision`` as given, else the launcher's (``accelerate launch --mixed_precision``
+    sets ``ACCELERATE_MIXED_PRECISION``), else ``"no"``.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown value, or fp16 without CUDA.
+    """
+    value = value or os.environ.get("ACCELERATE_MIXED_PRECISION") or "no"
+    if value not in MIXED_PRECISION:
+        raise ConfigError(f"--mixed-precision {value}: unknown; known: {', '.join(MIXED_PRECISION)}")
+    if value == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("--mixed-precision fp16 needs a CUDA device; use bf16 or no on CPU")
+    return value
+
+
 def _make_accelerator(mixed_precision: str = "no"):
     """The run's accelerator: CUDA when available; under torchrun/accelerate launch, DDP that
-    tolerates parameters a stage's step leaves unused (frozen branches, unused heads)."""
+    tolerates parameters a stage's step leaves unused (frozen branches, unused heads).
+
+    accelerate keeps one process-wide state; a second run in the same Python process with another
+    mixed precision resets it (its device and process group are kept)."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import DistributedDataParallelKwargs
 
+    if AcceleratorState._shared_state and str(AcceleratorState().mixed_precision) != mixed_precision:
+        AcceleratorState._reset_state()
     handlers = []
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
@@ -265,10 +288,7 @@ def _check_counts(cfg: RunConfig) -> None:
     for flag, value in (("--max-steps", cfg.max_steps), ("--generate-batch-size", cfg.generate_batch_size)):
         if value is not None and int(value) < 1:
             raise ConfigError(f"{flag} {value}: must be ≥ 1")
-    if cfg.mixed_precision not in MIXED_PRECISION:
-        raise ConfigError(f"--mixed-precision {cfg.mixed_precision}: unknown; known: {', '.join(MIXED_PRECISION)}")
-    if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise ConfigError("--mixed-precision fp16 needs a CUDA device; use bf16 or no on CPU")
+    resolve_mixed_precision(cfg.mixed_precision)
     if cfg.checkpoint_every is not None and int(cfg.checkpoint_every) < 0:
         raise ConfigError(f"--checkpoint-every {cfg.checkpoint_every}: must be ≥ 0 (0: only at the end of each stage)")
 
@@ -282,7 +302,8 @@ def _partial_dir(runs_dir: Path, run_id: str) -> Path:
 
 
 def resume_config(run_id: str, runs_dir: Path | str = Path("runs"), given: Mapping[str, Any] | None = None,
-                  *, progress: bool = True, checkpoint_every: int | None = None) -> RunConfig:
+                  *, progress: bool = True, checkpoint_every: int | None = None,
+                  generate_batch_size: int | None = None) -> RunConfig:
     """The :class:`RunConfig` of an interrupted run, to continue it with :func:`run`.
 
     Parameters
@@ -298,6 +319,8 @@ def resume_config(run_id: str, runs_dir: Path | str = Path("runs"), given: Mappi
     progress : bool
     checkpoint_every : int, optional
         New checkpoint interval (not part of the run's identity).
+    generate_batch_size : int, optional
+        New generation batch (not part of the run's identity; samples do not depend on it).
 
     Returns
     -------
@@ -330,7 +353,7 @@ def resume_config(run_id: str, runs_dir: Path | str = Path("runs"), given: Mappi
     for key, value in (given or {}).items():
         if key not in IDENTITY_FIELDS:
             continue
-        mine = stored.get(key)
+        mine = stored.get(key, names[key].default)  # a run from before the field existed had the default
         theirs = str(value) if isinstance(value, Path) else value
         if theirs != mine:
             diffs.append(f"{key} (run: {mine!r}, given: {theirs!r})")
@@ -342,6 +365,8 @@ def resume_config(run_id: str, runs_dir: Path | str = Path("runs"), given: Mappi
     values.update(runs_dir=runs_dir, run_id=run_id, resume=True, progress=progress)
     if checkpoint_every is not None:
         values["checkpoint_every"] = checkpoint_every
+    if generate_batch_size is not None:
+        values["generate_batch_size"] = int(generate_batch_size)
     return RunConfig(**values)
 
 
@@ -393,14 +418,13 @@ class _Run:
         """Names, options, weights, protocol, data and split; nothing is written yet."""
         cfg, plugins = self.cfg, self.plugins
         _check_counts(cfg)
+        self.mixed_precision = resolve_mixed_precision(cfg.mixed_precision)
         check_sampler(cfg.sampler)
         self.method_cls = plugins.methods.get(cfg.method)
         self.data_root = Path(cfg.data_root or default_data_root())
         self.cache_dir = Path(cfg.cache_dir or default_cache_dir())
         self.dataset_options = {str(k): str(v) for k, v in sorted(cfg.dataset_options.items())}
-        # ``captions=FILE`` is the harness's own option (per-image captions for every dataset), not the loader's
-        loader_options = {k: v for k, v in self.dataset_options.items() if k != "captions"}
-        loader = make_loader(cfg.dataset, self.data_root, self.cache_dir, loader_options, plugins=plugins)
+        loader = make_loader(cfg.dataset, self.data_root, self.cache_dir, self.dataset_options, plugins=plugins)
         setting_fn = plugins.settings.get(cfg.setting)
         method_config = apply_overrides(self.method_cls.default_config(cfg.profile), cfg.overrides)
         self.method_config = apply_protocol_to_config(method_config, self.method_cls.name, sampler=cfg.sampler,
@@ -449,7 +473,7 @@ class _Run:
         from accelerate.utils import broadcast_object_list, set_seed
 
         cfg = self.cfg
-        self.accelerator = _make_accelerator(cfg.mixed_precision)
+        self.accelerator = _make_accelerator(self.mixed_precision)
         self.main = self.accelerator.is_main_process
         self.progress = cfg.progress and self.main
         set_seed(cfg.seed)
@@ -521,7 +545,7 @@ class _Run:
             with self.timer("load_backbones"):
                 self.bb = paper_backbones_for(self.method_cls, weights_root=self.weights_root, settings=profile,
                                               class_names=dataset.info.class_names, device=self.accelerator.device,
-                                              dtype=MIXED_PRECISION[self.cfg.mixed_precision], progress=self.progress)
+                                              dtype=MIXED_PRECISION[self.mixed_precision], progress=self.progress)
                 self.bb.prepare_denoiser()
             return
         self.bb = Backbones(self.cfg.profile, weights_root=self.weights_root, cache_dir=self.cache_dir,
@@ -663,7 +687,7 @@ class _Run:
                           "denoiser_loaded_from_cache": bool(getattr(den, "loaded_from_cache", False))},
             "captions": self.captions_record,
             "max_steps": cfg.max_steps,
-            "mixed_precision": cfg.mixed_precision,
+            "mixed_precision": self.mixed_precision,
             "training_history": self.ctx.history[-50:],
             "fit_fingerprint": self.fit_fingerprint,
             "resumed": bool(cfg.resume),

@@ -229,6 +229,11 @@ def test_paper_run_end_to_end_with_max_steps(method, weights, cvpr40, tmp_path, 
     from PIL import Image
 
     assert Image.open(sample).size == (512, 512)
+    if captions:  # re-scoring reloads the dataset: the harness's captions option is not the loader's
+        assert main(["evaluate", str(run_dir), "--no-progress"]) == 0, capsys.readouterr().err
+        (rescored,) = run_dir.glob("evaluations/*/result.json")
+        rescored = json.loads(rescored.read_text(encoding="utf-8"))
+        assert rescored["metrics"]["probe_accuracy"]["value"] is not None
     # a --max-steps run never reaches a leaderboard
     assert main(["compare", str(runs), "--out", str(tmp_path / "reports")]) == 2
     assert "smoke-test" in capsys.readouterr().err
@@ -279,3 +284,34 @@ def test_interface_check_names_what_is_missing():
 
     with pytest.raises(ConfigError, match="denoiser object lacks unet"):
         check_backbones(Incomplete())
+
+
+def test_sd_tokenizer_config_is_required(weights, tmp_path):
+    from eegbench.backbones.sd import check_folder
+    from eegbench.errors import WeightsNotFoundError
+
+    folder = tmp_path / FOLDERS["sd21"]
+    shutil.copytree(weights / FOLDERS["sd21"], folder)
+    (folder / "tokenizer" / "tokenizer_config.json").unlink()
+    (folder / "tokenizer" / "special_tokens_map.json").unlink(missing_ok=True)
+    with pytest.raises(WeightsNotFoundError, match="tokenizer/tokenizer_config.json"):
+        check_folder("sd21", folder)
+
+
+def test_shared_unet_loads_only_when_used_and_controlnet_starts_from_fp32(weights):
+    from eegbench.datasets.cvpr40 import WNID_NAMES
+    from eegbench.params import dataset_facts
+
+    methods = get_plugin_manager().methods
+    info = dataset_facts("paper")
+    syn_cls = methods.get("synapse")
+    syn_bb = paper_backbones_for(syn_cls, weights_root=weights, class_names=tuple(WNID_NAMES.values())[:40])
+    syn_cls(syn_cls.default_config("paper"), info=info, backbones=syn_bb, device=torch.device("cpu"))
+    assert syn_bb.denoiser._unet_module is None  # SYNAPSE fine-tunes its own copy only
+    gwit_cls = methods.get("gwit")
+    bb = paper_backbones_for(gwit_cls, weights_root=weights, class_names=("dog",), dtype=torch.bfloat16)
+    gwit = gwit_cls(gwit_cls.default_config("paper"), info=info, backbones=bb, device=torch.device("cpu"))
+    fp32 = bb.denoiser.new_unet()
+    assert gwit.controlnet.net.conv_in.weight.dtype == torch.float32
+    assert torch.equal(gwit.controlnet.net.conv_in.weight, fp32.conv_in.weight)  # not bf16-rounded
+    assert bb.denoiser.unet.conv_in.weight.dtype == torch.bfloat16

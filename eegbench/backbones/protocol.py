@@ -192,20 +192,31 @@ def check_backbones(backbones: Any, *, roles: Sequence[str] = ("vae", "denoiser"
     Raises
     ------
     ConfigError
-        Naming the first missing attribute, or a size that disagrees (latent size × VAE
-        downscale ≠ image size, denoiser image size ≠ the set's image size).
+        Naming the first missing attribute or role (a role that cannot be built says why), or a
+        size that disagrees (denoiser image size ≠ the set's image size).
     """
+    import inspect
+
     who = type(backbones).__name__
     for attr in ("profile", "device", "image_size"):
         if not hasattr(backbones, attr):
             raise ConfigError(f"backbones {who}: missing attribute {attr!r}")
     for role in roles:
-        value = getattr(backbones, role, None)
+        try:
+            value = getattr(backbones, role, None)
+        except ConfigError as exc:
+            raise ConfigError(f"backbones {who}: role {role!r} cannot be built ({exc})") from None
         if value is None:
             raise ConfigError(f"backbones {who}: missing role {role!r}")
     if "denoiser" in roles:
         den = backbones.denoiser
-        missing = [a for a in _DENOISER_ATTRS if not hasattr(den, a)]
+        # looked up statically: a lazily loaded shared UNet is not loaded by the check
+        missing = []
+        for a in _DENOISER_ATTRS:
+            try:
+                inspect.getattr_static(den, a)
+            except AttributeError:
+                missing.append(a)
         if missing:
             raise ConfigError(f"backbones {who}: denoiser {type(den).__name__} lacks {', '.join(missing)}")
         if int(den.image_size) != int(backbones.image_size):

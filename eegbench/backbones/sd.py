@@ -90,17 +90,21 @@ _SD_FILES = (
     ("text_encoder/model.safetensors", "text_encoder/pytorch_model.bin"),
     ("tokenizer/vocab.json",),
     ("tokenizer/merges.txt",),
+    # the pad token lives here ("!" for SD 2.x); without it the tokenizer silently pads with <|endoftext|>
+    ("tokenizer/tokenizer_config.json", "tokenizer/special_tokens_map.json"),
     ("scheduler/scheduler_config.json",),
 )
 _OPENCLIP_FILES = (
     ("open_clip_config.json",),
-    ("open_clip_pytorch_model.bin", "open_clip_model.safetensors"),
+    ("open_clip_pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
+     "open_clip_pytorch_model.pth"),
 )
 _CLIP_FILES = (
     ("config.json",),
     ("model.safetensors", "pytorch_model.bin"),
     ("vocab.json",),
     ("merges.txt",),
+    ("tokenizer_config.json", "special_tokens_map.json"),
 )
 
 
@@ -478,8 +482,11 @@ class StableDiffusionDenoiser(LatentDiffusionDenoiser):
     ----------
     folder : Path
         The diffusers pipeline folder.
-    unet : diffusers.UNet2DConditionModel
-        Frozen shared UNet (compute dtype).
+    unet : diffusers.UNet2DConditionModel or callable
+        Frozen shared UNet (compute dtype), or a function that loads it on first use of
+        :attr:`unet` (methods that only fine-tune their own copy never hold the shared one).
+    unet_config : mapping
+        The UNet's config (``in_channels``, ``cross_attention_dim``, ...).
     vae : diffusers.AutoencoderKL
         Frozen (compute dtype).
     text_embedder : HFTextTokens
@@ -501,11 +508,12 @@ class StableDiffusionDenoiser(LatentDiffusionDenoiser):
         From the scheduler config (``epsilon`` for SD 1.5 and 2.1-base, ``v_prediction`` for 2.1).
     """
 
-    def __init__(self, *, folder: Path, unet, vae, text_embedder: HFTextTokens, scheduler_config: Mapping[str, Any],
-                 image_size: int, class_names: Sequence[str], device: torch.device,
-                 encode_batch_size: int = 8) -> None:
+    def __init__(self, *, folder: Path, unet, unet_config: Mapping[str, Any], vae, text_embedder: HFTextTokens,
+                 scheduler_config: Mapping[str, Any], image_size: int, class_names: Sequence[str],
+                 device: torch.device, encode_batch_size: int = 8) -> None:
         self.folder = Path(folder)
-        self._unet = _freeze(unet)
+        self._unet_source = unet
+        self._unet_module = None if callable(unet) and not isinstance(unet, nn.Module) else _freeze(unet)
         self.vae = _freeze(vae)
         self.text_embedder = text_embedder
         self.device = torch.device(device)
@@ -518,8 +526,8 @@ class StableDiffusionDenoiser(LatentDiffusionDenoiser):
         if self.image_size % self.vae_scale_factor:
             raise ConfigError(f"image_size {image_size} is not a multiple of the VAE downscale {self.vae_scale_factor}")
         self.latent_size = self.image_size // self.vae_scale_factor
-        self.latent_channels = int(unet.config.in_channels)
-        self.cross_attention_dim = int(unet.config.cross_attention_dim)
+        self.latent_channels = int(unet_config["in_channels"])
+        self.cross_attention_dim = int(unet_config["cross_attention_dim"])
         self.context_tokens = int(text_embedder.max_length)
         self.encode_batch_size = int(encode_batch_size)
         self.class_names = tuple(class_names)
@@ -537,8 +545,14 @@ class StableDiffusionDenoiser(LatentDiffusionDenoiser):
             self._null = torch.zeros(1, self.context_tokens, self.cross_attention_dim, device="meta")
 
     @property
+    def _unet(self):
+        if self._unet_module is None:
+            self._unet_module = _freeze(self._unet_source())
+        return self._unet_module
+
+    @property
     def unet(self):
-        """The shared frozen UNet. Do not modify it: use :meth:`new_unet`."""
+        """The shared frozen UNet (loaded on first use). Do not modify it: use :meth:`new_unet`."""
         return self._unet
 
     def new_unet(self):
@@ -710,10 +724,11 @@ class StableDiffusionBackbones:
         """The :class:`StableDiffusionDenoiser` of the base folder."""
         diffusers = _diffusers()
         folder = self.folders[self.base]
-        unet = self._load(diffusers.UNet2DConditionModel, folder, "unet")
+        unet_config = diffusers.UNet2DConditionModel.load_config(folder, subfolder="unet", local_files_only=True)
         sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
         sched = {k: v for k, v in sched.items() if not k.startswith("_")}
-        return StableDiffusionDenoiser(folder=folder, unet=unet, vae=self.vae, text_embedder=self._sd_text,
+        load_unet = lambda: self._load(diffusers.UNet2DConditionModel, folder, "unet")  # noqa: E731
+        return StableDiffusionDenoiser(folder=folder, unet=load_unet, unet_config=unet_config, vae=self.vae, text_embedder=self._sd_text,
                                        scheduler_config=sched, image_size=self.image_size,
                                        class_names=self.class_names, device=self.device,
                                        encode_batch_size=self.encode_batch_size)

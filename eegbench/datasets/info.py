@@ -37,6 +37,10 @@ def dataset_label(name: str, options: dict[str, Any] | None = None) -> str:
     return f"{name}[{','.join(f'{k}={v}' for k, v in sorted(options.items()))}]"
 
 
+#: ``--dataset-option`` keys the harness reads itself (never passed to a loader).
+HARNESS_OPTIONS = ("captions",)
+
+
 def make_loader(name: str, data_root: Path | None = None, cache_dir: Path | None = None,
                 options: dict[str, Any] | None = None, plugins=None):
     """Instantiate the registered dataset loader ``name``.
@@ -66,8 +70,10 @@ def make_loader(name: str, data_root: Path | None = None, cache_dir: Path | None
     plugins = plugins or get_plugin_manager()
     cls = plugins.datasets.get(name)
     cache = Path(cache_dir or default_cache_dir()) / "datasets"
+    # harness options (``captions=FILE``: per-image captions, read by the runner) are not the loader's
+    options = {k: v for k, v in (options or {}).items() if k not in HARNESS_OPTIONS}
     try:
-        return cls(Path(data_root or default_data_root()), cache_dir=cache, **(options or {}))
+        return cls(Path(data_root or default_data_root()), cache_dir=cache, **options)
     except TypeError as exc:
         raise ConfigError(f"dataset {name!r}: bad option(s) {sorted(options or {})} ({exc})") from None
 

@@ -34,8 +34,9 @@ Stages of this implementation:
 
 Differences from upstream and why:
 
-* The shared denoiser is **v-prediction** (targets from ``get_velocity``); GWIT's SD2.1-base is
-  ε-prediction. The loss follows the denoiser.
+* The small profile's shared denoiser is **v-prediction** (targets from ``get_velocity``); GWIT's
+  SD2.1-base (the paper profile) is ε-prediction. The loss follows the denoiser's
+  ``prediction_type``.
 * EEG is z-scored per channel with training-split statistics (the small profile's EEG is in volts;
   CVPR40's ``_std`` files are already standardised, where this is close to a no-op).
 * Subject layers: ``max(subject id) + 1`` matrices indexed by the raw id, as upstream's 7 layers
@@ -282,7 +283,10 @@ class GWIT(Method):
             self.eeg_classifier = EEGFeatNet(info.n_chans, hidden=config.classifier_hidden,
                                              num_layers=config.classifier_layers, dim=config.classifier_dim,
                                              clip=config.eeg_clip)
-        self.controlnet = GWITControlNet(unet, embedding)
+        # the trainable ControlNet starts from fp32 weights even when the frozen UNet is held in fp16/bf16
+        source = unet if unet.dtype == torch.float32 else den.new_unet()
+        self.controlnet = GWITControlNet(source, embedding)
+        del source
         if config.gradient_checkpointing:
             self.controlnet.net.enable_gradient_checkpointing()
         if build.type != "meta":
@@ -588,7 +592,15 @@ class GWIT(Method):
         full_eeg = eeg_rep if null is None else torch.cat([eeg_rep, eeg_rep])
         full_subj = None if subj is None or null is None else torch.cat([subj, subj])
 
+        net_dtype, unet_dtype = self.controlnet.net.dtype, den.unet.dtype
+
         def residuals(model_in: torch.Tensor, t: torch.Tensor) -> dict[str, Any]:
+            down, mid = _residuals(model_in.to(net_dtype), t)
+            # a frozen fp16/bf16 UNet takes residuals in its own dtype (the ControlNet trains in fp32)
+            return {"down_block_additional_residuals": [d.to(unet_dtype) for d in down],
+                    "mid_block_additional_residual": mid.to(unet_dtype)}
+
+        def _residuals(model_in: torch.Tensor, t: torch.Tensor):
             if null is not None and guess:  # ControlNet on the conditional half only
                 down, mid = self.controlnet(model_in[:rows], t, context, eeg_rep, subj, guess_mode=True,
                                             conditioning_scale=scale)
@@ -598,7 +610,7 @@ class GWIT(Method):
                 s = subj if null is None else full_subj
                 down, mid = self.controlnet(model_in, t, full_context, full_eeg if null is not None else eeg_rep, s,
                                             guess_mode=guess, conditioning_scale=scale)
-            return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+            return down, mid
 
         images = den.sample(context, list(generators), num_inference_steps=num_inference_steps,
                             guidance_scale=guidance, extra_context=residuals, null_context=null,
