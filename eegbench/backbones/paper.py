@@ -99,6 +99,36 @@ def _empty(build):
         return build()
 
 
+def clip_pixels(images: torch.Tensor, size: int, mean=_CLIP_MEAN, std=_CLIP_STD, device=None,
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """CLIP preprocessing of uint8 images: bicubic antialiased resize to ``size``, then mean/std.
+
+    Parameters
+    ----------
+    images : torch.Tensor, shape (B, 3, H, W), uint8
+    size : int
+        Output edge in pixels (224 for ViT-L/14 and ViT-H/14).
+    mean, std : sequence of float
+        Per-channel normalisation of RGB in [0, 1] (OpenAI CLIP's by default).
+    device : torch.device, optional
+        Default: the images' device.
+    dtype : torch.dtype
+        Output dtype (the model's).
+
+    Returns
+    -------
+    torch.Tensor, shape (B, 3, size, size)
+    """
+    device = images.device if device is None else device
+    x = images.to(device, torch.float32) / 255.0
+    if x.shape[-2:] != (size, size):
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False,
+                                            antialias=True).clamp(0, 1)
+    m = torch.tensor(tuple(mean), device=device).view(1, 3, 1, 1)
+    s = torch.tensor(tuple(std), device=device).view(1, 3, 1, 1)
+    return ((x - m) / s).to(dtype)
+
+
 def paper_unet_config(base: str) -> dict[str, Any]:
     """``UNet2DConditionModel`` config of a published Stable Diffusion UNet.
 
@@ -304,19 +334,13 @@ class PaperImageEmbedder(nn.Module):
         config = transformers.CLIPVisionConfig(**_vision_config(base))
         self.model = _empty(lambda: transformers.CLIPVisionModelWithProjection(config)).eval().requires_grad_(False)
         self.dim = int(config.projection_dim)
-        self.register_buffer("mean", torch.tensor(_CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_CLIP_STD).view(1, 3, 1, 1), persistent=False)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images (B, 3, H, W) → CLIP-normalised float32 (B, 3, 224, 224) (bicubic, antialiased)."""
         from eegbench.backbones.embedders import check_uint8_images
 
         check_uint8_images(images, "PaperImageEmbedder")
-        x = images.float() / 255.0
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            x = torch.nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic",
-                                                align_corners=False, antialias=True)
-        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+        return clip_pixels(images, self.image_size)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Projected image embeddings.

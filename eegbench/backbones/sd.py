@@ -46,7 +46,9 @@ import torch
 from torch import nn
 
 from eegbench.backbones.denoiser import PROMPT_TEMPLATE, LatentDiffusionDenoiser, _as_uint8_images
-from eegbench.backbones.paper import _CLIP_MEAN, _CLIP_STD
+from eegbench.backbones.paper import _CLIP_MEAN, _CLIP_STD, _empty, clip_pixels
+from eegbench.backbones.paper import _import_diffusers as _diffusers
+from eegbench.backbones.paper import _import_transformers as _transformers
 from eegbench.errors import ConfigError, WeightsNotFoundError
 
 __all__ = [
@@ -198,24 +200,6 @@ class PaperSettings:
         return Path(value) if value else Path(weights_root) / FOLDERS[key]
 
 
-def _diffusers():
-    from eegbench._compat import ensure_torchvision
-
-    ensure_torchvision()
-    import diffusers
-
-    return diffusers
-
-
-def _transformers():
-    from eegbench._compat import ensure_torchvision
-
-    ensure_torchvision()
-    import transformers
-
-    return transformers
-
-
 def _open_clip():
     from eegbench._compat import ensure_torchvision
 
@@ -241,13 +225,6 @@ def _quiet_loading():
             tf.enable_progress_bar()
 
 
-def _empty(build):
-    from accelerate import init_empty_weights
-
-    with init_empty_weights():
-        return build()
-
-
 def _freeze(module: nn.Module) -> nn.Module:
     return module.eval().requires_grad_(False)
 
@@ -255,17 +232,6 @@ def _freeze(module: nn.Module) -> nn.Module:
 def _chunks(n: int, size: int):
     for start in range(0, n, max(1, size)):
         yield slice(start, min(n, start + max(1, size)))
-
-
-def _clip_pixels(images: torch.Tensor, size: int, mean, std, device, dtype) -> torch.Tensor:
-    """uint8 (B, 3, H, W) → CLIP-normalised (B, 3, size, size): bicubic antialiased resize."""
-    x = images.to(device, torch.float32) / 255.0
-    if x.shape[-2:] != (size, size):
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False,
-                                            antialias=True).clamp(0, 1)
-    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    return ((x - m) / s).to(dtype)
 
 
 class HFTextTokens(nn.Module):
@@ -372,7 +338,7 @@ class HFImageEmbeds(nn.Module):
 
         check_uint8_images(images, "image_embedder")
         p = next(self.model.parameters())
-        out = [self.model(pixel_values=_clip_pixels(images[s], self.image_size, _CLIP_MEAN, _CLIP_STD, p.device,
+        out = [self.model(pixel_values=clip_pixels(images[s], self.image_size, _CLIP_MEAN, _CLIP_STD, p.device,
                                                     p.dtype)).image_embeds.float()
                for s in _chunks(len(images), self.batch_size)]
         return torch.cat(out) if out else torch.zeros(0, self.dim, device=p.device)
@@ -470,7 +436,7 @@ class OpenCLIPImageEmbeds(nn.Module):
 
         check_uint8_images(images, "image_embedder")
         p = next(self.visual.parameters())
-        out = [self.visual(_clip_pixels(images[s], self.image_size, self.mean, self.std, p.device, p.dtype)).float()
+        out = [self.visual(clip_pixels(images[s], self.image_size, self.mean, self.std, p.device, p.dtype)).float()
                for s in _chunks(len(images), self.batch_size)]
         return torch.cat(out) if out else torch.zeros(0, self.dim, device=p.device)
 

@@ -50,12 +50,15 @@ from eegbench.backbones.paper import (
     _CLIP_MEAN,
     _CLIP_STD,
     PAPER_BASES,
+    _import_diffusers,
+    _import_transformers,
     _text_config,
     paper_scheduler_config,
     paper_unet_config,
     paper_vae_config,
 )
 from eegbench.backbones.sd import FOLDERS
+from eegbench.backbones.sd import _open_clip as _import_open_clip
 from eegbench.errors import ConfigError
 
 __all__ = [
@@ -100,33 +103,6 @@ def _check_base(base: str) -> str:
     if base not in PAPER_BASES:
         raise ConfigError(f"Stable Diffusion base {base!r} is unknown; known: {', '.join(PAPER_BASES)}")
     return base
-
-
-def _import_diffusers():
-    from eegbench._compat import ensure_torchvision
-
-    ensure_torchvision()
-    import diffusers
-
-    return diffusers
-
-
-def _import_transformers():
-    from eegbench._compat import ensure_torchvision
-
-    ensure_torchvision()
-    import transformers
-
-    return transformers
-
-
-def _import_open_clip():
-    from eegbench._compat import ensure_torchvision
-
-    ensure_torchvision()
-    import open_clip
-
-    return open_clip
 
 
 @contextlib.contextmanager
