@@ -250,6 +250,11 @@ class LatentDiffusionDenoiser:
     :class:`eegbench.backbones.sd.StableDiffusionDenoiser` (paper profile) derive from it.
     """
 
+    @property
+    def unet(self):
+        """The shared frozen UNet (``_unet``). Do not modify it: use :meth:`new_unet`."""
+        return self._unet
+
     def new_scheduler(self, kind: str = "ddim"):
         """A diffusers scheduler built from :attr:`scheduler_config`.
 
@@ -502,11 +507,6 @@ class PretrainedDenoiser(LatentDiffusionDenoiser):
         self.class_tokens = tokens.to(self.device, torch.float32)
 
     # ----------------------------------------------------------------- models
-    @property
-    def unet(self):
-        """The shared pretrained UNet (frozen, eval mode). Do not modify it: use :meth:`new_unet`."""
-        return self._unet
-
     def new_unet(self):
         """A fresh copy of the pretrained UNet for a method to fine-tune.
 

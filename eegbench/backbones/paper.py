@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from eegbench.backbones.denoiser import LatentDiffusionDenoiser
 from eegbench.errors import ConfigError
 
 __all__ = [
@@ -363,10 +364,11 @@ class PaperImageEmbedder(nn.Module):
         return self.model(pixel_values=self.preprocess(images)).image_embeds
 
 
-class MetaDenoiser:
+class MetaDenoiser(LatentDiffusionDenoiser):
     """The denoiser role, architecture only: a frozen UNet on the meta device and its scheduler config.
 
-    Same attribute names as :class:`eegbench.backbones.denoiser.PretrainedDenoiser`; the methods
+    Same attributes as :class:`eegbench.backbones.denoiser.PretrainedDenoiser` (schedulers and
+    :attr:`unet` from :class:`~eegbench.backbones.denoiser.LatentDiffusionDenoiser`); the methods
     that need weights (:meth:`sample`, :meth:`encode_images`, :meth:`decode_latents`,
     :meth:`class_context`, :attr:`class_tokens`) raise :class:`~eegbench.errors.ConfigError`.
 
@@ -424,11 +426,6 @@ class MetaDenoiser:
         config = copy.deepcopy(self.unet_config)
         return _empty(lambda: diffusers.UNet2DConditionModel(**config)).eval().requires_grad_(False)
 
-    @property
-    def unet(self):
-        """The shared frozen UNet. Do not modify it: use :meth:`new_unet`."""
-        return self._unet
-
     def new_unet(self):
         """A separate copy of the UNet for a method to fine-tune.
 
@@ -438,18 +435,6 @@ class MetaDenoiser:
             On ``meta``, eval mode, every parameter with ``requires_grad=False``.
         """
         return self._build_unet()
-
-    def new_scheduler(self, kind: str = "ddim"):
-        """A diffusers scheduler (``"ddpm"`` or a sampler of :data:`eegbench.backbones.denoiser.SAMPLERS`).
-
-        Raises
-        ------
-        ValueError
-            For an unknown ``kind``.
-        """
-        from eegbench.backbones.denoiser import make_scheduler
-
-        return make_scheduler(kind, self.scheduler_config)
 
     def null_context(self, batch: int) -> torch.Tensor:
         """All-zero null context, shape (batch, context_tokens, cross_attention_dim), float32, on ``meta``."""

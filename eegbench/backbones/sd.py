@@ -514,12 +514,7 @@ class StableDiffusionDenoiser(LatentDiffusionDenoiser):
     def _unet(self):
         if self._unet_module is None:
             self._unet_module = _freeze(self._unet_source())
-        return self._unet_module
-
-    @property
-    def unet(self):
-        """The shared frozen UNet (loaded on first use). Do not modify it: use :meth:`new_unet`."""
-        return self._unet
+        return self._unet_module  # the shared UNet (``unet``) is loaded on first use
 
     def new_unet(self):
         """A separate float32 copy of the UNet, read again from the folder, for a method to fine-tune.

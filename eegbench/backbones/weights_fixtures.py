@@ -217,19 +217,8 @@ def tiny_vae_config(base: str) -> dict[str, Any]:
     scaling factor 0.18215, ``sample_size`` 768 px for ``sd21`` else 512 px.
     """
     _check_base(base)
-    return {
-        "in_channels": 3,
-        "out_channels": 3,
-        "down_block_types": ["DownEncoderBlock2D"] * 4,
-        "up_block_types": ["UpDecoderBlock2D"] * 4,
-        "block_out_channels": [8, 16, 16, 16],
-        "layers_per_block": 1,
-        "act_fn": "silu",
-        "latent_channels": 4,
-        "norm_num_groups": 8,
-        "sample_size": 768 if base == "sd21" else 512,
-        "scaling_factor": 0.18215,
-    }
+    return {**paper_vae_config(base), "block_out_channels": [8, 16, 16, 16], "layers_per_block": 1,
+            "norm_num_groups": 8}
 
 
 def tiny_unet_config(base: str) -> dict[str, Any]:
