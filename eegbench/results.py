@@ -181,6 +181,8 @@ def environment_info(accelerator=None) -> dict[str, Any]:
     """Versions, devices and git state for the ``environment`` block of a result."""
     import torch
 
+    from eegbench import hostalloc
+
     packages = {}
     for name in RECORDED_PACKAGES:
         try:
@@ -197,6 +199,7 @@ def environment_info(accelerator=None) -> dict[str, Any]:
         "gpus": devices,
         "packages": packages,
         "git": git_info(),
+        "host_allocator": hostalloc.state(),
     }
     if accelerator is not None:
         info["accelerate"] = {

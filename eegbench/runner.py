@@ -39,6 +39,7 @@ from eegbench.datasets.info import make_loader
 from eegbench.config import check_sampler
 from eegbench.errors import ConfigError, EegbenchError
 from eegbench.evaluate import find_inception_weights, reference_cache_name, resolve_protocol, score_images
+from eegbench.hostalloc import keep_freed_memory
 from eegbench.method import RunContext, apply_overrides, count_parameters
 from eegbench.protocol import EvalProtocol, image_seed
 from eegbench.results import SCHEMA_VERSION, RunResult, environment_info, write_json_atomic
@@ -147,17 +148,34 @@ def _peak_rss_mb() -> float:
 
 @dataclass
 class _Timer:
+    """Wall time (s) of each run stage, and its process CPU time and page faults.
+
+    ``durations`` maps stage → wall seconds (``result.json`` ``durations_s``); ``resources`` maps
+    stage → ``cpu_user_s``, ``cpu_sys_s`` (process CPU seconds, all threads, from
+    ``getrusage(RUSAGE_SELF)``) and ``minor_faults`` / ``major_faults`` (page faults during the
+    stage; many minor faults mean large buffers allocated and freed again and again).
+    """
+
     durations: dict[str, float] = field(default_factory=dict)
+    resources: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __call__(self, name: str):
         timer = self
 
         class _Ctx:
             def __enter__(self):
+                self.r0 = resource.getrusage(resource.RUSAGE_SELF)
                 self.t0 = time.perf_counter()
 
             def __exit__(self, *exc):
                 timer.durations[name] = round(time.perf_counter() - self.t0, 3)
+                r1 = resource.getrusage(resource.RUSAGE_SELF)
+                timer.resources[name] = {
+                    "cpu_user_s": round(r1.ru_utime - self.r0.ru_utime, 2),
+                    "cpu_sys_s": round(r1.ru_stime - self.r0.ru_stime, 2),
+                    "minor_faults": int(r1.ru_minflt - self.r0.ru_minflt),
+                    "major_faults": int(r1.ru_majflt - self.r0.ru_majflt),
+                }
 
         return _Ctx()
 
@@ -642,7 +660,7 @@ class _Run:
                                   self._scoring_embedder(),
                                   self.cache_dir, self.progress, inception_weights=self.inception_weights,
                                   classifier_weights=self.cfg.classifier_weights,
-                                  dataset_options=self.dataset_options)
+                                  dataset_options=self.dataset_options, features_dir=self.work / "features")
 
     def _scoring_embedder(self):
         """The protocol's image features (EfficientNet-Lite0) for the probe, whatever the profile."""
@@ -657,6 +675,9 @@ class _Run:
         cfg, dataset, method_cls = self.cfg, self.dataset, self.method_cls
         parameters = count_parameters(self.method)
         self.timer.durations["total"] = round(time.perf_counter() - self.t_start, 3)
+        usage = resource.getrusage(resource.RUSAGE_SELF)  # the whole process so far, imports included
+        self.timer.resources["process"] = {"cpu_user_s": round(usage.ru_utime, 2), "cpu_sys_s": round(usage.ru_stime, 2),
+                                           "minor_faults": int(usage.ru_minflt), "major_faults": int(usage.ru_majflt)}
         env = environment_info(self.accelerator)
         self.plugins.pm.hook.eegbench_update_environment_info(info=env)
         den = self.bb.denoiser
@@ -678,6 +699,7 @@ class _Run:
             "metrics": self.metrics,
             "parameters": parameters,
             "durations_s": self.timer.durations,
+            "stage_resources": self.timer.resources,
             "peak_memory_mb": {"rss_after_fit": round(self.peak_fit, 1), "rss_total": round(_peak_rss_mb(), 1),
                                **({"cuda_max_allocated": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
                                   if torch.cuda.is_available() else {})},
@@ -695,7 +717,7 @@ class _Run:
             "environment": env,
             "config": self.config_record,
             "artifacts": {"samples": "samples", "manifest": "samples/manifest.csv", "reference": "reference",
-                          "grid": "grid.png", "checkpoint": "checkpoint", "log": "log.txt",
+                          "grid": "grid.png", "features": "features", "checkpoint": "checkpoint", "log": "log.txt",
                           "train_log": "train_log.jsonl"},
         }
         work = self.work
@@ -765,6 +787,8 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
         the problem is known up front; for a ``--resume`` whose run differs from this checkout's
         config, protocol or split.
     """
+    if not torch.cuda.is_available():
+        keep_freed_memory()  # CPU run: reuse freed activation buffers instead of faulting pages in again
     r = _Run(cfg, plugins)
     r.prepare()  # bad input fails here, before anything is written
     try:
@@ -864,7 +888,8 @@ def apply_protocol_to_config(config: Any, method_name: str, *, sampler: str | No
 
 def _score(generated, ref_images, test, train_images, train_labels, dataset, split, protocol, image_embedder,
            cache_dir: Path, progress: bool, *, inception_weights: Path | None = None,
-           classifier_weights: Path | None = None, dataset_options: dict[str, str] | None = None) -> dict[str, Any]:
+           classifier_weights: Path | None = None, dataset_options: dict[str, str] | None = None,
+           features_dir: Path | None = None) -> dict[str, Any]:
     """Every protocol metric (:func:`eegbench.evaluate.score_images`) of one run's images."""
     return score_images(
         generated, ref_images, protocol=protocol, labels=test.labels,
@@ -874,4 +899,5 @@ def _score(generated, ref_images, test, train_images, train_labels, dataset, spl
         reference_cache_name=reference_cache_name(dataset.info.name, dataset.info.version, dataset_options,
                                                   split.sha256, len(ref_images), protocol.image_size),
         inception_weights=inception_weights, classifier_weights=classifier_weights, progress=progress,
+        generated_cache_dir=features_dir,
     )

@@ -55,6 +55,17 @@ def test_run_writes_result_samples_grid_and_log(two_runs):
     assert set(result["parameters"]["per_stage"]) == {"stage1", "stage2"}
     assert len(result["split"]["sha256"]) == 64 and result["split"]["sizes"]["test"] > 16
     assert {"load_data", "denoiser_pretrain", "fit", "generate", "metrics", "total"} <= set(result["durations_s"])
+    usage = result["stage_resources"]
+    assert set(result["durations_s"]) - {"total"} <= set(usage) and "process" in usage
+    assert all(set(u) == {"cpu_user_s", "cpu_sys_s", "minor_faults", "major_faults"} for u in usage.values())
+    assert usage["fit"]["cpu_user_s"] > 0 and usage["process"]["minor_faults"] >= usage["fit"]["minor_faults"]
+    assert result["environment"]["host_allocator"]["applied"] is True  # a CPU run on Linux/glibc
+    # features of the generated images beside the samples; reference and training stimuli in the cache
+    assert result["artifacts"]["features"] == "features"
+    assert sorted(p.name.split("-w")[0] for p in (run / "features").glob("*.safetensors")) == [
+        "efficientnet-lite0-imagenet", "inception-v3-tf-fidhelper"]
+    cached = sorted(p.name for p in (two_runs / "cache" / "fidelity" / "features").glob("*.safetensors"))
+    assert len(cached) == 3 and sum("-ref-train--" in n for n in cached) == 1
     assert result["dataset"]["n_chans"] == 4 and result["dataset"]["unit"] == "V"
     assert result["dataset"]["options"] == {} and result["config"]["dataset_options"] == {}
     manifest = pd.read_csv(run / "samples" / "manifest.csv")

@@ -30,7 +30,7 @@ from eegbench.metrics.fidelity import (
     TINY_TEST_EXTRACTOR,
     TinyTestFeatureExtractor,
     compute_fid_kid,
-    reference_cache_files,
+    reference_cache_file,
 )
 from eegbench.metrics.probe import (
     extract_features,
@@ -63,6 +63,19 @@ def tiny(generated, reference, cache_dir, **kwargs):
     return compute_fid_kid(
         generated, reference, cache_dir=cache_dir, feature_extractor=TINY_TEST_EXTRACTOR, progress=False, **kwargs
     )
+
+
+def count_tiny_images(monkeypatch) -> list[int]:
+    """Make the tiny extractor record the size of every batch it sees; returns that list."""
+    seen: list[int] = []
+    original = TinyTestFeatureExtractor.forward
+
+    def counting_forward(self, x):
+        seen.append(x.shape[0])
+        return original(self, x)
+
+    monkeypatch.setattr(TinyTestFeatureExtractor, "forward", counting_forward)
+    return seen
 
 
 def save_pngs(images: torch.Tensor, folder):
@@ -128,23 +141,14 @@ def test_numpy_input_and_folders_of_pngs_equal_tensor_input(tmp_path):
 
 
 def test_reference_cache_skips_reference_features_on_second_call(tmp_path, monkeypatch):
-    seen = []
-    original = TinyTestFeatureExtractor.forward
-
-    def counting_forward(self, x):
-        seen.append(x.shape[0])
-        return original(self, x)
-
-    monkeypatch.setattr(TinyTestFeatureExtractor, "forward", counting_forward)
+    seen = count_tiny_images(monkeypatch)
     ref = smooth_images(16, seed=0)
     gen1, gen2 = smooth_images(10, seed=1), smooth_images(11, seed=2)
 
     first = tiny(gen1, ref, tmp_path, reference_cache_name="ref-set", batch_size=4)
     assert sum(seen) == 10 + 16
-    features_file, stats_file = reference_cache_files(
-        tmp_path, f"ref-set-w{first['weights_sha256'][:12]}", TINY_TEST_EXTRACTOR, "16"
-    )
-    assert features_file.is_file() and stats_file.is_file()
+    features_file = reference_cache_file(tmp_path, "ref-set", f"{TINY_TEST_EXTRACTOR}-w{first['weights_sha256'][:12]}")
+    assert features_file.is_file()
 
     seen.clear()
     second = tiny(gen2, ref, tmp_path, reference_cache_name="ref-set", batch_size=4)
@@ -154,10 +158,52 @@ def test_reference_cache_skips_reference_features_on_second_call(tmp_path, monke
     assert second["kid_mean"] == pytest.approx(uncached["kid_mean"], rel=1e-9)
 
 
-def test_stale_reference_cache_is_refused(tmp_path):
-    tiny(smooth_images(6, seed=1), smooth_images(8), tmp_path, reference_cache_name="ref")
-    with pytest.raises(ConfigError, match="reference set changed"):
-        tiny(smooth_images(6, seed=1), smooth_images(9), tmp_path, reference_cache_name="ref")
+def test_changed_reference_set_recomputes_only_its_new_images(tmp_path, monkeypatch):
+    seen = count_tiny_images(monkeypatch)
+    old_ref, gen = smooth_images(8, seed=3), smooth_images(6, seed=1)
+    tiny(gen, old_ref, tmp_path, reference_cache_name="ref")
+    new_ref = torch.cat([old_ref[:5], smooth_images(4, seed=4)])  # same name, three images dropped, four new
+    seen.clear()
+    cached = tiny(gen, new_ref, tmp_path, reference_cache_name="ref")
+    assert sum(seen) == 6 + 4  # the generated images, and the reference images never seen before
+    fresh = tiny(gen, new_ref, tmp_path / "other", reference_cache_name=None)
+    assert cached["n_ref"] == 9
+    assert cached["fid"] == pytest.approx(fresh["fid"], rel=1e-6)
+    assert cached["kid_mean"] == pytest.approx(fresh["kid_mean"], rel=1e-6, abs=1e-9)
+
+
+def test_identical_images_go_through_the_network_once(tmp_path, monkeypatch):
+    seen = count_tiny_images(monkeypatch)
+    distinct = smooth_images(3, seed=5)
+    ref = distinct[torch.tensor([0, 1, 0, 2, 1, 0])]  # test trials that show the same stimulus
+    out = tiny(smooth_images(4, seed=6), ref, tmp_path)
+    assert sum(seen) == 4 + 3
+    assert out["n_ref"] == 6
+
+
+def test_generated_feature_cache_serves_a_subset_without_the_network(tmp_path, monkeypatch):
+    gen, ref = smooth_images(10, seed=1), smooth_images(8, seed=2)
+    file = tmp_path / "run" / "features" / "tiny.safetensors"
+    full = tiny(gen, ref, tmp_path, generated_cache_file=file)
+    assert file.is_file()
+    seen = count_tiny_images(monkeypatch)
+    again = tiny(gen, ref, tmp_path, generated_cache_file=file)
+    subset = tiny(gen[::2], ref, tmp_path, generated_cache_file=file)
+    assert sum(seen) == 8 + 8  # only the (uncached) reference images, twice
+    assert again["fid"] == full["fid"]
+    assert subset["n_gen"] == 5
+    assert subset["fid"] == pytest.approx(tiny(gen[::2], ref, tmp_path / "o")["fid"], rel=1e-6)
+
+
+def test_unreadable_feature_cache_is_recomputed(tmp_path):
+    gen, ref = smooth_images(6, seed=1), smooth_images(6, seed=2)
+    file = tmp_path / "gen.safetensors"
+    file.write_bytes(b"not a safetensors file")
+    out = tiny(gen, ref, tmp_path, generated_cache_file=file)
+    assert out["fid"] == pytest.approx(tiny(gen, ref, tmp_path / "o")["fid"], rel=1e-9)
+    from safetensors.torch import load_file
+
+    assert load_file(str(file))["16"].shape == (6, 16)
 
 
 @pytest.mark.parametrize("name", ["a/b", "", " padded"])

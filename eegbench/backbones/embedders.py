@@ -125,6 +125,8 @@ class EfficientNetLite0Features(nn.Module):
         import timm
 
         self.net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=self.num_classes)
+        #: sha256 of the weights file it was loaded from (None: random or set by hand)
+        self.weights_sha256: str | None = None
 
     @classmethod
     def from_file(cls, path: Path | str) -> EfficientNetLite0Features:
@@ -149,6 +151,9 @@ class EfficientNetLite0Features(nn.Module):
         except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataFormatError(f"{path}: not an EfficientNet-Lite0 state dict ({first})") from exc
+        from eegbench.metrics.fidelity import weights_sha256
+
+        model.weights_sha256 = weights_sha256(path)  # identifies the network for feature caches
         return model
 
     @classmethod

