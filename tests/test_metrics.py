@@ -168,8 +168,8 @@ def test_changed_reference_set_recomputes_only_its_new_images(tmp_path, monkeypa
     assert sum(seen) == 6 + 4  # the generated images, and the reference images never seen before
     fresh = tiny(gen, new_ref, tmp_path / "other", reference_cache_name=None)
     assert cached["n_ref"] == 9
-    assert cached["fid"] == pytest.approx(fresh["fid"], rel=1e-6)
-    assert cached["kid_mean"] == pytest.approx(fresh["kid_mean"], rel=1e-6, abs=1e-9)
+    assert cached["fid"] == pytest.approx(fresh["fid"], rel=1e-4)  # features from other batches
+    assert cached["kid_mean"] == pytest.approx(fresh["kid_mean"], rel=1e-4, abs=1e-7)
 
 
 def test_identical_images_go_through_the_network_once(tmp_path, monkeypatch):
@@ -192,7 +192,7 @@ def test_generated_feature_cache_serves_a_subset_without_the_network(tmp_path, m
     assert sum(seen) == 8 + 8  # only the (uncached) reference images, twice
     assert again["fid"] == full["fid"]
     assert subset["n_gen"] == 5
-    assert subset["fid"] == pytest.approx(tiny(gen[::2], ref, tmp_path / "o")["fid"], rel=1e-6)
+    assert subset["fid"] == pytest.approx(tiny(gen[::2], ref, tmp_path / "o")["fid"], rel=1e-4)
 
 
 def test_unreadable_feature_cache_is_recomputed(tmp_path):
