@@ -10,6 +10,8 @@
   (:func:`n_way_top_k_accuracy`, :func:`n_way_top_k_images`), ViT-H/14 or EfficientNet-Lite0.
 - :mod:`eegbench.metrics.probe` — linear-probe class accuracy of generated images for datasets
   outside ImageNet's classes (:func:`probe_accuracy`, :func:`probe_accuracy_images`).
+- :mod:`eegbench.metrics.features` — each scoring network once per distinct image, with per-image
+  feature caches keyed by network and pixel digest (:func:`network_features`, :class:`FeatureNetwork`).
 
 Names are resolved lazily, so ``import eegbench.metrics`` does not import torch-fidelity.
 """
@@ -20,10 +22,14 @@ import importlib
 
 _EXPORTS = {
     "compute_fid_kid": "eegbench.metrics.fidelity",
+    "fid_kid_from_features": "eegbench.metrics.fidelity",
+    "FeatureNetwork": "eegbench.metrics.features",
+    "network_features": "eegbench.metrics.features",
     "register_feature_extractors": "eegbench.metrics.fidelity",
     "FIDHELPER_EXTRACTOR": "eegbench.metrics.fidelity",
     "TINY_TEST_EXTRACTOR": "eegbench.metrics.fidelity",
     "compute_is": "eegbench.metrics.isc",
+    "is_from_logits": "eegbench.metrics.isc",
     "inception_score_numpy": "eegbench.metrics.isc",
     "n_way_top_k_accuracy": "eegbench.metrics.nway",
     "n_way_top_k_images": "eegbench.metrics.nway",
