@@ -289,14 +289,17 @@ def score_images(
 
         gen_labels = np.repeat(np.asarray(labels), s)
         train = torch.from_numpy(np.ascontiguousarray(train_images))
-        if probe_net is not None:
-            f_gen, f_ref = gen_is["1280"], feats(probe_net, ref, set_file(probe_net), "reference")["1280"]
-            f_train = feats(probe_net, train, set_file(probe_net, "-train"), "training")["1280"]
-        else:  # another embedder: computed here, not cached
-            custom = FeatureNetwork(key="probe-embedder", layers=("f",), batch_size=64,
-                                    fn=lambda b: {"f": image_embedder(b).float().cpu()})
-            f_gen, f_ref, f_train = (feats(custom, x, None, role)["f"]
-                                     for x, role in ((flat, "generated"), (ref, "reference"), (train, "training")))
+        if probe_net is not None:  # the IS pass already gave the generated images' pooled features
+            f_gen, layer_p, cached = gen_is["1280"], "1280", True
+        else:  # another pass; cached when the embedder names its weights (EfficientNetLite0Features does)
+            sha = getattr(image_embedder, "weights_sha256", None)
+            probe_net = FeatureNetwork(key=f"probe-{type(image_embedder).__name__}-w{sha[:12]}" if sha else "probe",
+                                       layers=("features",), batch_size=64,
+                                       fn=lambda b: {"features": image_embedder(b).float().cpu()})
+            layer_p, cached = "features", sha is not None
+            f_gen = feats(probe_net, flat, gen_file(probe_net) if cached else None, "generated")[layer_p]
+        f_ref = feats(probe_net, ref, set_file(probe_net) if cached else None, "reference")[layer_p]
+        f_train = feats(probe_net, train, set_file(probe_net, "-train") if cached else None, "training")[layer_p]
         probe = probe_accuracy(
             f_train.numpy(), np.asarray(train_labels), f_gen.numpy(), gen_labels, n_classes=n_classes,
             seed=protocol.seed, reference_features=f_ref.numpy(), reference_labels=np.asarray(labels),

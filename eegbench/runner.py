@@ -146,6 +146,17 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _usage_since(before) -> dict[str, float]:
+    """CPU seconds and page faults of this process since ``before`` (a ``getrusage`` result; None: since start)."""
+    now = resource.getrusage(resource.RUSAGE_SELF)
+
+    def delta(attr):
+        return getattr(now, attr) - (getattr(before, attr) if before is not None else 0)
+
+    return {"cpu_user_s": round(delta("ru_utime"), 2), "cpu_sys_s": round(delta("ru_stime"), 2),
+            "minor_faults": int(delta("ru_minflt")), "major_faults": int(delta("ru_majflt"))}
+
+
 @dataclass
 class _Timer:
     """Wall time (s) of each run stage, and its process CPU time and page faults.
@@ -169,13 +180,7 @@ class _Timer:
 
             def __exit__(self, *exc):
                 timer.durations[name] = round(time.perf_counter() - self.t0, 3)
-                r1 = resource.getrusage(resource.RUSAGE_SELF)
-                timer.resources[name] = {
-                    "cpu_user_s": round(r1.ru_utime - self.r0.ru_utime, 2),
-                    "cpu_sys_s": round(r1.ru_stime - self.r0.ru_stime, 2),
-                    "minor_faults": int(r1.ru_minflt - self.r0.ru_minflt),
-                    "major_faults": int(r1.ru_majflt - self.r0.ru_majflt),
-                }
+                timer.resources[name] = _usage_since(self.r0)
 
         return _Ctx()
 
@@ -675,9 +680,7 @@ class _Run:
         cfg, dataset, method_cls = self.cfg, self.dataset, self.method_cls
         parameters = count_parameters(self.method)
         self.timer.durations["total"] = round(time.perf_counter() - self.t_start, 3)
-        usage = resource.getrusage(resource.RUSAGE_SELF)  # the whole process so far, imports included
-        self.timer.resources["process"] = {"cpu_user_s": round(usage.ru_utime, 2), "cpu_sys_s": round(usage.ru_stime, 2),
-                                           "minor_faults": int(usage.ru_minflt), "major_faults": int(usage.ru_majflt)}
+        self.timer.resources["process"] = _usage_since(None)  # the whole process so far, imports included
         env = environment_info(self.accelerator)
         self.plugins.pm.hook.eegbench_update_environment_info(info=env)
         den = self.bb.denoiser

@@ -112,17 +112,23 @@ def test_second_scoring_runs_no_network_and_gives_the_same_numbers(tmp_path, mon
     protocol = EvalProtocol(n_samples_per_trial=2, image_size=32, **TINY)
     embed = Counting()
 
-    def embedder(b):
-        return embed(b)["mean"]
+    class Embedder:  # names its weights, so its features are cached too
+        weights_sha256 = "ab" * 32
+
+        def __call__(self, b):
+            return embed(b)["mean"]
+
+    embedder = Embedder()
 
     first = _score(gen, ref, train, tmp_path / "cache", tmp_path / "run" / "features", protocol, embedder)
     assert sorted(p.name.split("-w")[0] for p in (tmp_path / "run" / "features").glob("*.safetensors")) == [
-        "eegbench-tiny-test", "eegbench-tiny-test-logits"]
+        "eegbench-tiny-test", "eegbench-tiny-test-logits", "probe-Embedder"]
+    assert embed.seen == 8 + 4 + 4
     seen = []
     for cls in (TinyTestFeatureExtractor, TinyTestLogits):
         original = cls.forward
         monkeypatch.setattr(cls, "forward", lambda self, x, original=original: seen.append(len(x)) or original(self, x))
     second = _score(gen, ref, train, tmp_path / "cache", tmp_path / "run" / "features", protocol, embedder)
-    assert seen == []
+    assert seen == [] and embed.seen == 8 + 4 + 4
     for key in ("fid", "kid", "is_tiny_test", "probe_accuracy"):
         assert second[key]["value"] == first[key]["value"], key

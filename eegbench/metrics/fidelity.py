@@ -517,6 +517,18 @@ def fid_network(feature_extractor: str = FIDHELPER_EXTRACTOR, weights_path: Path
     return net, layer, sha
 
 
+def _check_counts(n_gen: int, n_ref: int, kid_subset_size: int | None) -> int:
+    """The KID subset size to use (default ``min(1000, n_gen, n_ref)``) after checking the set sizes."""
+    for role, n in (("generated", n_gen), ("reference", n_ref)):
+        if n < 2:
+            raise DataFormatError(f"{role} images: FID/KID need at least 2 images, got {n}")
+    if kid_subset_size is None:
+        return min(1000, n_gen, n_ref)
+    if not 2 <= int(kid_subset_size) <= min(n_gen, n_ref):
+        raise ConfigError(f"kid_subset_size={kid_subset_size} must lie in [2, min(n_gen={n_gen}, n_ref={n_ref})]")
+    return int(kid_subset_size)
+
+
 def fid_kid_from_features(generated: torch.Tensor, reference: torch.Tensor, *, kid_subset_size: int | None = None,
                           seed: int = 0) -> dict:
     """FID and KID of two feature sets, with torch-fidelity's own formulas.
@@ -549,13 +561,7 @@ def fid_kid_from_features(generated: torch.Tensor, reference: torch.Tensor, *, k
     from torch_fidelity.metric_kid import kid_features_to_metric
 
     n_gen, n_ref = int(generated.shape[0]), int(reference.shape[0])
-    for role, n in (("generated", n_gen), ("reference", n_ref)):
-        if n < 2:
-            raise DataFormatError(f"{role} images: FID/KID need at least 2 images, got {n}")
-    if kid_subset_size is None:
-        kid_subset_size = min(1000, n_gen, n_ref)
-    if not 2 <= int(kid_subset_size) <= min(n_gen, n_ref):
-        raise ConfigError(f"kid_subset_size={kid_subset_size} must lie in [2, min(n_gen={n_gen}, n_ref={n_ref})]")
+    kid_subset_size = _check_counts(n_gen, n_ref, kid_subset_size)
     stats = [fid_features_to_statistics(f.detach().cpu().to(torch.float32)) for f in (generated, reference)]
     fid = fid_statistics_to_metric(stats[0], stats[1], False)[torch_fidelity.KEY_METRIC_FID]
     kid = kid_features_to_metric(generated.detach().cpu().to(torch.float32), reference.detach().cpu().to(torch.float32),
@@ -643,12 +649,7 @@ def compute_fid_kid(
 
     gen = load_images(generated, "generated")
     ref = load_images(reference, "reference")
-    for role, x in (("generated", gen), ("reference", ref)):
-        if len(x) < 2:
-            raise DataFormatError(f"{role} images: FID/KID need at least 2 images, got {len(x)}")
-    n_gen, n_ref = len(gen), len(ref)
-    if kid_subset_size is not None and not 2 <= int(kid_subset_size) <= min(n_gen, n_ref):
-        raise ConfigError(f"kid_subset_size={kid_subset_size} must lie in [2, min(n_gen={n_gen}, n_ref={n_ref})]")
+    _check_counts(len(gen), len(ref), kid_subset_size)  # before any network is loaded
     ref_file = None
     if reference_cache_name is not None:
         check_cache_name(reference_cache_name)
