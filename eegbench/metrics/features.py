@@ -149,17 +149,14 @@ def _check_images(images, role: str) -> torch.Tensor:
 
 def _read_cache(path: Path, network: FeatureNetwork) -> dict[str, dict[str, torch.Tensor]]:
     """digest → layer → (D,) features of a cache file; empty when it is absent or unusable."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError, safe_open
 
     if not path.is_file():
         return {}
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt") as f:  # one read: metadata and tensors
             meta = f.metadata() or {}
-        tensors = load_file(str(path))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
         digests = json.loads(meta.get("digests", "[]"))
     except (SafetensorError, OSError, ValueError) as exc:
         log.warning("feature cache %s is unreadable (%s); recomputing", path, exc)
