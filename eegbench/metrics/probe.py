@@ -147,7 +147,10 @@ def probe_accuracy(
         ``majority_chance`` (share of the most frequent class among ``gen_labels``: the accuracy
         of always predicting that class), ``n`` (M), ``n_trials`` (int or None),
         ``probe_train_accuracy`` (accuracy on the training features), ``reference_accuracy``
-        (float, or None when no reference features are given).
+        (float, or None when no reference features are given), ``per_trial_correct`` and
+        ``per_trial_total`` (lists of int, one entry per trial in order of first appearance in
+        ``gen_trial_ids``, or per image without them: correctly classified samples and samples, the
+        unit a bootstrap over test trials resamples).
 
     Raises
     ------
@@ -175,12 +178,19 @@ def probe_accuracy(
     m = correct.size
 
     n_trials = None
+    per_trial_correct = [int(v) for v in correct]
+    per_trial_total = [1] * m
     if gen_trial_ids is not None:
         trial_ids = np.asarray(gen_trial_ids.detach().cpu() if torch.is_tensor(gen_trial_ids) else gen_trial_ids)
         if trial_ids.shape != (m,):
             raise DataFormatError(f"gen_trial_ids must have shape ({m},), got {trial_ids.shape}")
-        _, inverse = np.unique(trial_ids, return_inverse=True)
-        per_trial = np.bincount(inverse, weights=correct) / np.bincount(inverse)
+        _, first, inverse = np.unique(trial_ids, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")  # trials in order of first appearance
+        counts = np.bincount(inverse)
+        hits = np.bincount(inverse, weights=correct)
+        per_trial = hits / counts
+        per_trial_correct = [int(v) for v in hits[order]]
+        per_trial_total = [int(v) for v in counts[order]]
         n_trials = int(per_trial.size)
         accuracy_std = float(per_trial.std(ddof=1)) if n_trials > 1 else 0.0
         std_kind = "std_over_trials"
@@ -208,6 +218,8 @@ def probe_accuracy(
         "n_trials": n_trials,
         "probe_train_accuracy": float((probe.predict(x_train) == y_train).mean()),
         "reference_accuracy": reference_accuracy,
+        "per_trial_correct": per_trial_correct,
+        "per_trial_total": per_trial_total,
     }
 
 
