@@ -122,10 +122,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, default=None, help="metric cache (default: the run's)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
-    p = sub.add_parser("compare", help="write markdown leaderboards from run results")
-    p.add_argument("paths", nargs="*", type=Path, default=[Path("runs")], help="run folders or result files")
+    p = sub.add_parser(
+        "compare", help="leaderboards (tables, paired statistics, figures, side-by-side grid) from the committed "
+                        "results plus local runs",
+        description="Builds every leaderboard from the compact results kept under OUT/results/ plus the given "
+                    "local runs. New local runs are added to OUT/results/; a local run of a method/seed/subject "
+                    "already committed under the same protocol is left out with a warning (see --replace). Files "
+                    "are rewritten only when their content changes.")
+    p.add_argument("paths", nargs="*", type=Path, default=None,
+                   help="run folders or result files (default: runs, if it exists)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: reports)")
-    p.add_argument("--protocol", default=None, help="only runs with this protocol hash (prefix)")
+    p.add_argument("--results-dir", type=Path, default=None,
+                   help="folder of the durable compact results (default: OUT/results)")
+    p.add_argument("--protocol", default=None, help="only results with this protocol hash (prefix)")
+    p.add_argument("--format", dest="formats", action="append", default=None, metavar="FORMAT",
+                   help="markdown (default; with figures), csv, json; repeatable or comma-separated")
+    p.add_argument("--replace", action="store_true",
+                   help="let local runs replace committed results of the same method/profile/seed/subject/protocol")
+    p.add_argument("--no-figures", action="store_true", help="markdown without figures and grid")
 
     p = sub.add_parser("ls", help="list registered methods, datasets, settings, metrics or backbones")
     p.add_argument("kind", choices=["methods", "datasets", "settings", "metrics", "backbones"])
@@ -249,10 +263,13 @@ def _cmd_compare(args) -> int:
     from eegbench.leaderboard import compare
     from eegbench.results import load_results
 
-    missing = [str(p) for p in args.paths if not p.exists()]
+    paths = args.paths if args.paths else [p for p in (Path("runs"),) if p.exists()]
+    missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise EegbenchError(f"no such run folder or file: {', '.join(missing)}")
-    for path in compare(load_results(args.paths), args.out, protocol_hash=args.protocol):
+    formats = [f.strip() for item in (args.formats or ["markdown"]) for f in item.split(",") if f.strip()]
+    for path in compare(load_results(paths), args.out, protocol_hash=args.protocol, results_dir=args.results_dir,
+                        replace=args.replace, formats=formats, figures=not args.no_figures):
         print(path)
     return 0
 

@@ -1,31 +1,59 @@
-"""Markdown leaderboards from run results (``eegbench compare``).
+"""Leaderboards from run results (``eegbench compare``): tables, statistics, figures, durable results.
 
-Runs are grouped by dataset (with its loader options, see :func:`eegbench.datasets.info.dataset_label`)
-and setting (with its options); seeds of one method aggregate into
-``mean ± std (n)``. Runs whose protocol or split hash differ are never put in one table: the error
-names the fields that differ. Under each table, a separate block quotes the published numbers
+What ``compare`` does:
+
+1. **Durable results.** Every run that feeds a leaderboard is kept in the repository in compact form
+   (:func:`compact_result`: its ``result.json`` without the run-local paths and duplicated config,
+   with its full training log) under ``<out>/results/<leaderboard>/``. Tables are built from those
+   committed results plus the local runs given. A local run never silently replaces a committed one
+   of the same method, profile, seed and subject under the same protocol and split: the committed one
+   is kept and both are named in a warning, unless ``replace=True`` (``--replace``).
+2. **Groups.** Runs are grouped by dataset (with its loader options, see
+   :func:`eegbench.datasets.info.dataset_label`) and setting (with its options other than the
+   subject). Single- and cross-subject runs of every subject share one leaderboard, with one table per
+   subject and a table of the mean over subjects. Runs whose protocol hashes differ, or whose split
+   hashes differ for one subject, are never put in one table: the error names the fields that differ.
+3. **Statistics** (:mod:`eegbench.stats`). Every cell is a mean with a 95 % interval and ``n``;
+   every pair of methods is compared per metric over its paired units (seeds; subject × seed) with
+   an exact sign-flip permutation test, Holm-corrected over the pairs of the metric, with the mean
+   difference and Cohen's d_z as effect sizes.
+4. **Figures** (:mod:`eegbench.figures`, PNG and SVG under ``<out>/figures/``): scores with per-unit
+   points and intervals, the significance matrices, training curves per method and stage, and one
+   side-by-side grid of the same test trials across methods, all linked from the markdown.
+5. **Exports**: ``markdown`` (default), ``csv`` and ``json``.
+
+Files are only rewritten when their content changes, so re-running ``compare`` on the same results
+leaves a checkout unmodified. Under each table a separate block quotes the published numbers
 (:mod:`eegbench.published`), clearly marked as not comparable.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
-
+import math
 import re
-from collections.abc import Sequence
-from datetime import datetime, timezone
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from eegbench import stats
 from eegbench.datasets.info import dataset_label
-from eegbench.errors import EegbenchError
+from eegbench.errors import DataFormatError, EegbenchError
 from eegbench.protocol import protocol_differences
 from eegbench.published import published_markdown
 
-__all__ = ["METRIC_COLUMNS", "compare", "leaderboard_markdown", "metrics_summary", "results_frame"]
+__all__ = [
+    "METRIC_COLUMNS", "Leaderboard", "compact_result", "compare", "leaderboard_markdown",
+    "load_committed", "metrics_summary", "results_frame",
+]
+
+log = logging.getLogger("eegbench.leaderboard")
 
 #: (result metric key, default column title, decimals, scale). A column appears when any run has a
 #: value for it; the title is the metric's recorded ``label`` when it has one (e.g. the IS from
@@ -40,12 +68,118 @@ METRIC_COLUMNS = (
     ("probe_accuracy", "Class acc. (probe)", 3, 1.0),
 )
 _LABELLED = {"is", "is_effnet_lite0", "is_tiny_test", "nway_topk"}
+#: Metrics whose results carry per-trial counts: their intervals bootstrap over test trials.
+_PER_TRIAL = {"nway_topk", "probe_accuracy"}
+#: Setting options that name the subject: runs of every subject share one leaderboard.
+_SUBJECT_OPTIONS = ("subject",)
+COMPACT_FORMAT = "eegbench-compact-result-1"
+ALPHA = 0.05
+FORMATS = ("markdown", "csv", "json")
 
 
-def _setting_label(result: dict[str, Any]) -> str:
+# ----------------------------------------------------------------------------------------------
+# durable (compact) results
+
+
+def _run_dir(result: dict[str, Any]) -> Path | None:
+    """The run folder a loaded result came from (``None`` for compact or in-memory results)."""
+    path = result.get("_path")
+    if not path or result.get("compact"):
+        return None
+    path = Path(path)
+    if path.parent.parent.name == "evaluations":  # RUN_DIR/evaluations/<hash>/result.json
+        return path.parents[2]
+    return path.parent
+
+
+def _read_train_log(run_dir: Path | None) -> list[dict[str, Any]] | None:
+    if run_dir is None or not (run_dir / "train_log.jsonl").is_file():
+        return None
+    out = []
+    for i, line in enumerate((run_dir / "train_log.jsonl").read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{run_dir / 'train_log.jsonl'}: line {i} is not JSON ({exc.msg})") from None
+    return out
+
+
+def compact_result(result: dict[str, Any]) -> dict[str, Any]:
+    """The durable form of a run result, as committed under ``reports/results/``.
+
+    Kept: everything a leaderboard, its statistics and figures need and what describes the run
+    (method and config, dataset, split, protocol, seed, metrics with their per-trial counts,
+    parameters, durations, resources, environment, fingerprint). Dropped: the resolved ``config``
+    block (local paths; the method config is kept under ``method.config``), ``artifacts``, the
+    per-process fingerprints and run-local paths. ``training_history`` (the last 50 log records)
+    is replaced by the run's whole ``train_log.jsonl`` as ``training_log`` when the run folder is
+    at hand.
+
+    Parameters
+    ----------
+    result : dict
+        A loaded ``result.json`` (of a run, or of ``eegbench evaluate``), or an already compact one
+        (returned unchanged).
+
+    Returns
+    -------
+    dict
+        A new dict with ``compact`` = ``{"format", "run_id", "source"}`` added.
+    """
+    if result.get("compact"):
+        return {k: v for k, v in result.items() if k != "_path"}
+    out = {k: copy.deepcopy(v) for k, v in result.items()
+           if k not in ("config", "artifacts", "_path", "training_history")}
+    if isinstance(out.get("fit_fingerprint"), dict):
+        out["fit_fingerprint"].pop("per_process", None)
+    if isinstance(out.get("evaluation"), dict):
+        for key in ("run_dir", "result_path"):
+            out["evaluation"].pop(key, None)
+    history = _read_train_log(_run_dir(result))
+    out["training_log"] = history if history is not None else copy.deepcopy(result.get("training_history", []))
+    source = "evaluation" if result.get("evaluation") else "run"
+    out["compact"] = {"format": COMPACT_FORMAT, "run_id": result.get("run_id"), "source": source}
+    return out
+
+
+def load_committed(results_dir: Path) -> list[dict[str, Any]]:
+    """Load the compact results under ``results_dir`` (``*/*.json``; missing folder → empty list).
+
+    Raises
+    ------
+    EegbenchError
+        A file that is not JSON or not a compact result (names the file).
+    """
+    results_dir = Path(results_dir)
+    out = []
+    if not results_dir.is_dir():
+        return out
+    for f in sorted(results_dir.glob("*/*.json")):
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise EegbenchError(f"{f}: not a readable compact result ({exc})") from None
+        if not isinstance(data, dict) or (data.get("compact") or {}).get("format") != COMPACT_FORMAT:
+            raise EegbenchError(f"{f}: not an eegbench compact result (no compact.format {COMPACT_FORMAT!r})")
+        data["_path"] = str(f)
+        out.append(data)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# one row per result
+
+
+def _setting(result: dict[str, Any]) -> tuple[str, int | None]:
     split = result["split"]
-    opts = split.get("options") or {}
-    return split["setting"] + "".join(f"-{k}{v}" for k, v in sorted(opts.items()))
+    opts = dict(split.get("options") or {})
+    subject = None
+    for key in _SUBJECT_OPTIONS:
+        if opts.get(key) is not None:
+            subject = int(opts.pop(key))
+    return split["setting"] + "".join(f"-{k}{v}" for k, v in sorted(opts.items())), subject
 
 
 def _value(m: dict | None) -> float:
@@ -58,14 +192,16 @@ def results_frame(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """One row per run (and evaluation) with the columns the leaderboard needs.
 
     A run re-scored by ``eegbench evaluate`` under its own protocol hash counts once (the newest
-    result of a ``(run_id, protocol hash)`` pair is kept).
+    result of a ``(run_id, protocol hash)`` pair is kept). ``result`` holds the loaded dict.
     """
     rows = []
     for r in results:
         params = r.get("parameters", {})
+        setting, subject = _setting(r)
         row = {
             "dataset": dataset_label(r["dataset"]["name"], r["dataset"].get("options")),
-            "setting": _setting_label(r),
+            "setting": setting,
+            "subject": subject,
             "method": r["method"]["name"],
             "profile": r["method"].get("profile", ""),
             "seed": r["seed"],
@@ -78,6 +214,7 @@ def results_frame(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
             "fit_s": r.get("durations_s", {}).get("fit", np.nan),
             "path": r.get("_path", ""),
             "chance": (r["metrics"].get("probe_accuracy") or {}).get("chance", np.nan),
+            "result": r,
         }
         for key, *_ in METRIC_COLUMNS:
             m = r["metrics"].get(key)
@@ -86,17 +223,226 @@ def results_frame(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
             row[f"{key}_label"] = m.get("label") if m else None
         rows.append(row)
     frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
     frame = frame.sort_values("created", kind="stable").drop_duplicates(["run_id", "protocol_hash"], keep="last")
     return frame.sort_index()
 
 
-def _fmt(values: pd.Series, decimals: int, scale: float) -> str:
-    v = values.dropna().to_numpy(dtype=float) * scale
-    if len(v) == 0:
+def _key(row) -> tuple:
+    subject = None if pd.isna(row["subject"]) else int(row["subject"])
+    return (row["dataset"], row["setting"], subject, row["method"], row["profile"], int(row["seed"]),
+            row["protocol_hash"], row["split_hash"])
+
+
+def _key_text(key: tuple) -> str:
+    dataset, setting, subject, method, profile, seed, p_hash, _ = key
+    subj = f" subject {subject}" if subject is not None else ""
+    return f"{method} ({profile}) {dataset} {setting}{subj} seed {seed}, protocol {p_hash}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-")
+
+
+def _compact_name(key: tuple) -> str:
+    _, _, subject, method, profile, seed, p_hash, _ = key
+    subj = f"-subject{subject}" if subject is not None else ""
+    return _slug(f"{method}-{profile}{subj}-seed{seed}-{p_hash[:8]}") + ".json"
+
+
+# ----------------------------------------------------------------------------------------------
+# aggregation and statistics
+
+
+def _units(g: pd.DataFrame) -> list[tuple]:
+    return [(None if pd.isna(s) else int(s), int(seed)) for s, seed in zip(g["subject"], g["seed"])]
+
+
+def _per_trial(result: dict, key: str) -> tuple[list[int], list[int], str] | None:
+    m = result["metrics"].get(key) or {}
+    c, t = m.get("per_trial_correct"), m.get("per_trial_total")
+    if c is None or t is None or len(c) != len(t) or not len(c):
+        return None
+    return c, t, m.get("trial_ids_sha256", "")
+
+
+@dataclass
+class Cell:
+    """One method's aggregate of one metric: mean, 95 % interval, n and the per-unit values."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    std: float
+    interval: str  # "bootstrap over test trials" | "t over seeds" | "t over subjects" | "none"
+    units: list[tuple] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+
+
+def _cell(g: pd.DataFrame, key: str, subject_wise: bool, seed: int) -> Cell | None:
+    """Aggregate metric ``key`` over the runs ``g`` of one method (one subject, or all subjects)."""
+    g = g[g[key].notna()]
+    if g.empty:
+        return None
+    units, values = _units(g), [float(v) for v in g[key]]
+    by_subject: dict[Any, list[int]] = {}
+    for i, (subj, _) in enumerate(units):
+        by_subject.setdefault(subj, []).append(i)
+    subject_means = [float(np.mean([values[i] for i in idx])) for idx in by_subject.values()]
+    mean = float(np.mean(subject_means))
+    over_subjects = subject_wise and len(by_subject) > 1
+    spread = subject_means if over_subjects else values
+    std = float(np.std(spread, ddof=1)) if len(spread) > 1 else float("nan")
+    low = high = float("nan")
+    kind = "none"
+    if key in _PER_TRIAL:
+        groups, ok = [], True
+        for idx in by_subject.values():
+            runs = [_per_trial(g["result"].iloc[i], key) for i in idx]
+            if any(r is None for r in runs) or len({(len(r[0]), r[2]) for r in runs}) != 1:
+                ok = False
+                break
+            groups.append([(r[0], r[1]) for r in runs])
+        if ok:
+            low, high = stats.bootstrap_trials(groups, seed=seed)
+            kind = "bootstrap over test trials"
+    if kind == "none" and len(spread) > 1:
+        low, high = stats.t_interval(spread)
+        kind = "t over subjects" if over_subjects else "t over seeds"
+    return Cell(mean, low, high, len(values), std, kind, units, values)
+
+
+def _pairs(cells: dict[str, Cell], higher_is_better: bool | None, seed: int) -> list[dict[str, Any]]:
+    """Every pair of methods on their common units; Holm over the pairs of this metric."""
+    names = sorted(cells)
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            va = dict(zip(cells[a].units, cells[a].values))
+            vb = dict(zip(cells[b].units, cells[b].values))
+            common = sorted(set(va) & set(vb), key=lambda u: (-1 if u[0] is None else u[0], u[1]))
+            row = {"a": a, "b": b, "n": len(common), "mean_diff": float("nan"), "d_z": float("nan"),
+                   "p": float("nan"), "min_p": float("nan"), "better": None}
+            if common:
+                t = stats.paired_test([va[u] for u in common], [vb[u] for u in common], seed=seed)
+                row.update({k: t[k] for k in ("mean_diff", "d_z", "p", "min_p")})
+                if higher_is_better is not None and t["mean_diff"] != 0:
+                    row["better"] = a if (t["mean_diff"] > 0) == bool(higher_is_better) else b
+            out.append(row)
+    adjusted = stats.holm([r["p"] for r in out])
+    for r, p in zip(out, adjusted):
+        r["p_holm"] = float(p)
+        r["significant"] = bool(p <= ALPHA) if not math.isnan(p) else False
+    return out
+
+
+@dataclass
+class Leaderboard:
+    """Everything one leaderboard file shows, computed once for all output formats.
+
+    Attributes
+    ----------
+    dataset, setting : str
+        Group labels (``setting`` without the subject).
+    slug : str
+        File stem: ``leaderboard-<slug>.md``.
+    subject_wise : bool
+        True when the runs carry a subject (single-/cross-subject): per-subject tables are shown.
+    frame : pandas.DataFrame
+        One row per result in the table (see :func:`results_frame`).
+    protocol, split : dict
+        The shared protocol, and the split of the first result (one per subject when subject-wise).
+    metrics : list of (key, title, decimals, scale)
+        The metric columns shown, titles with direction arrows.
+    cells : dict
+        ``cells[subject][metric][method]`` → :class:`Cell`; ``subject`` is ``"all"`` for the main
+        table.
+    pairs : dict
+        ``pairs[metric]`` → list of pair dicts (``a``, ``b``, ``n``, ``mean_diff``, ``d_z``, ``p``,
+        ``p_holm``, ``significant``, ``better``, ``min_p``) over the units of the main table.
+    """
+
+    dataset: str
+    setting: str
+    slug: str
+    subject_wise: bool
+    frame: pd.DataFrame
+    protocol: dict[str, Any]
+    split: dict[str, Any]
+    splits: dict[Any, dict[str, Any]]
+    metrics: list[tuple]
+    higher: dict[str, bool | None]
+    cells: dict[Any, dict[str, dict[str, Cell]]]
+    pairs: dict[str, list[dict[str, Any]]]
+
+    @property
+    def methods(self) -> list[str]:
+        return sorted(self.frame["method"].unique())
+
+    @property
+    def subjects(self) -> list[int]:
+        return sorted(int(s) for s in self.frame["subject"].dropna().unique())
+
+
+def build_leaderboard(group: pd.DataFrame, by_hash: dict, *, seed: int = 0) -> Leaderboard:
+    """Aggregate one (dataset, setting) group into a :class:`Leaderboard` (see :func:`compare`)."""
+    dataset, setting = group["dataset"].iloc[0], group["setting"].iloc[0]
+    subject_wise = group["subject"].notna().any()
+    shown = [(k, t, d, s) for k, t, d, s in METRIC_COLUMNS if group[k].notna().any()]
+    metrics, higher = [], {}
+    for key, title, dec, scale in shown:
+        labels = group[f"{key}_label"].dropna()
+        base = labels.iloc[0] if key in _LABELLED and len(labels) else title
+        hib = group[f"{key}_higher_is_better"].dropna()
+        higher[key] = bool(hib.iloc[0]) if len(hib) else None
+        arrow = "" if higher[key] is None else ("↑" if higher[key] else "↓")
+        metrics.append((key, f"{base} {arrow}".strip(), dec, scale))
+    scopes: list[Any] = ["all"] + (sorted(int(s) for s in group["subject"].dropna().unique()) if subject_wise else [])
+    cells: dict[Any, dict[str, dict[str, Cell]]] = {}
+    for scope in scopes:
+        sub = group if scope == "all" else group[group["subject"] == scope]
+        cells[scope] = {}
+        for key, *_ in metrics:
+            per_method = {}
+            for method, g in sub.groupby("method", sort=True):
+                c = _cell(g, key, subject_wise, seed)
+                if c is not None:
+                    per_method[method] = c
+            cells[scope][key] = per_method
+    pairs = {key: _pairs(cells["all"][key], higher[key], seed) for key, *_ in metrics}
+    first = group.iloc[0]
+    ref = by_hash[(first["protocol_hash"], first["split_hash"])]
+    splits = {}
+    for subj, g in group.groupby(group["subject"].fillna(-1), sort=True):
+        r = by_hash[(g["protocol_hash"].iloc[0], g["split_hash"].iloc[0])]
+        splits[None if subj == -1 else int(subj)] = r["split"]
+    return Leaderboard(dataset, setting, _slug(f"{dataset}-{setting}"), bool(subject_wise), group,
+                       ref["protocol"], ref["split"], splits, metrics, higher, cells, pairs)
+
+
+# ----------------------------------------------------------------------------------------------
+# markdown
+
+
+def _num(v: float, dec: int, scale: float) -> str:
+    return "–" if v is None or math.isnan(v) else f"{v * scale:.{dec}f}"
+
+
+def _fmt_cell(c: Cell | None, dec: int, scale: float) -> str:
+    if c is None:
         return "–"
-    if len(v) == 1:
-        return f"{v[0]:.{decimals}f}"
-    return f"{v.mean():.{decimals}f} ± {v.std(ddof=1):.{decimals}f}"
+    text = _num(c.mean, dec, scale)
+    if not math.isnan(c.low):
+        text += f" [{_num(c.low, dec, scale)}, {_num(c.high, dec, scale)}]"
+    return text
+
+
+def _fmt_p(p: float) -> str:
+    if p is None or math.isnan(p):
+        return "–"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
 def _millions(n: float) -> str:
@@ -121,64 +467,151 @@ def metrics_summary(metrics: dict[str, Any]) -> str:
     return " | ".join(parts)
 
 
-def leaderboard_markdown(group: pd.DataFrame, protocol: dict[str, Any], split: dict[str, Any]) -> str:
-    """Markdown for one (dataset, setting) group with a single protocol and split hash."""
-    dataset, setting = group["dataset"].iloc[0], group["setting"].iloc[0]
-    shown = [(k, t, d, s) for k, t, d, s in METRIC_COLUMNS if group[k].notna().any()]
-    titles = {}
-    for key, title, *_ in shown:
-        labels = group[f"{key}_label"].dropna()
-        base = labels.iloc[0] if key in _LABELLED and len(labels) else title
-        hib = group[f"{key}_higher_is_better"].dropna()
-        arrow = ("↑" if hib.iloc[0] else "↓") if len(hib) else ""
-        titles[key] = f"{base} {arrow}".strip()
-    table = []
-    for (method, profile), g in group.groupby(["method", "profile"], sort=True):
-        row = {"Method": method, "Profile": profile, "Seeds (n)": len(g)}
-        for key, _, dec, scale in shown:
-            row[titles[key]] = _fmt(g[key], dec, scale)
-        if "probe_accuracy" in titles:
+def summary_table(lb: Leaderboard, scope: Any = "all") -> pd.DataFrame:
+    """The displayed table of one scope (``"all"`` or a subject id) as strings, one row per method."""
+    sub = lb.frame if scope == "all" else lb.frame[lb.frame["subject"] == scope]
+    n_title = ("Subjects × seeds (n)" if scope == "all" else "Seeds (n)") if lb.subject_wise else "Seeds (n)"
+    rows = []
+    for (method, profile), g in sub.groupby(["method", "profile"], sort=True):
+        row = {"Method": method, "Profile": profile, n_title: str(len(g))}
+        for key, title, dec, scale in lb.metrics:
+            row[title] = _fmt_cell(lb.cells[scope][key].get(method), dec, scale)
+        if "probe_accuracy" in lb.higher:
             row["Chance (probe)"] = f"{g['chance'].iloc[0]:.3f}" if g["chance"].notna().any() else "–"
         row["Trainable params"] = _millions(g["trainable_params"].iloc[0])
         row["Inference params"] = _millions(g["inference_params"].iloc[0])
-        row["Fit time (s)"] = _fmt(g["fit_s"], 0, 1.0)
-        table.append(row)
-    df = pd.DataFrame(table)
+        fit = g["fit_s"].dropna().to_numpy(dtype=float)
+        row["Fit time (s)"] = "–" if not len(fit) else (
+            f"{fit.mean():.0f}" if len(fit) == 1 else f"{fit.mean():.0f} ± {fit.std(ddof=1):.0f}")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _md(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False, tablefmt="github", disable_numparse=True)
+
+
+def significance_tables(lb: Leaderboard) -> list[str]:
+    """Markdown lines: per metric, a method × method matrix of the Holm-adjusted p-values."""
+    lines: list[str] = []
+    methods = lb.methods
+    if len(methods) < 2:
+        return ["One method only: nothing to compare."]
+    unit = "subject × seed pairs" if lb.subject_wise else "seeds"
+    for key, title, dec, scale in lb.metrics:
+        pairs = {(p["a"], p["b"]): p for p in lb.pairs[key]}
+        if not pairs:
+            continue
+        table = []
+        for a in methods:
+            row = {"": a}
+            for b in methods:
+                if a == b:
+                    row[b] = "—"
+                    continue
+                p = pairs.get((a, b)) or pairs.get((b, a))
+                if p is None or p["n"] == 0:
+                    row[b] = "no common units"
+                    continue
+                diff = p["mean_diff"] if (p["a"], p["b"]) == (a, b) else -p["mean_diff"]
+                text = f"Δ {diff * scale:+.{dec}f}, p={_fmt_p(p['p_holm'])}, n={p['n']}"
+                row[b] = f"**{text}**" if p["significant"] else text
+            table.append(row)
+        min_ps = sorted({p["min_p"] for p in lb.pairs[key] if not math.isnan(p["min_p"])})
+        lines += [f"**{title}** — row minus column", "", _md(pd.DataFrame(table)), ""]
+        if min_ps and min_ps[0] > ALPHA:
+            lines += [f"_With these n the smallest attainable p is {_fmt_p(min_ps[0])}: no difference can reach "
+                      f"p ≤ {ALPHA} (at least 6 paired {unit} are needed)._", ""]
+    lines.append(
+        f"Paired units: {unit} both methods were run on. Test: exact two-sided sign-flip permutation test of "
+        "the mean paired difference (scipy.stats.permutation_test); p-values Holm-corrected over the pairs of "
+        f"each metric; **bold**: p ≤ {ALPHA}. Δ is the mean paired difference (row − column) in the column's "
+        "unit; Cohen's d_z is in the CSV/JSON export.")
+    return lines
+
+
+def _interval_note(lb: Leaderboard) -> str:
+    kinds = sorted({c.interval for per in lb.cells["all"].values() for c in per.values() if c.interval != "none"})
+    text = ("Cells are mean [95 % interval]; n is the number of runs (" +
+            ("subjects × seeds; the mean is over subjects of the per-subject mean over seeds" if lb.subject_wise
+             else "seeds") + ").")
+    if "bootstrap over test trials" in kinds:
+        text += (" Accuracy-type intervals are percentile bootstraps over test trials (2,000 replicates; the same "
+                 "trials for every seed of a subject; a run's samples of a trial stay together).")
+    if any(k.startswith("t over") for k in kinds):
+        text += " Other intervals are Student-t intervals over " + (
+            "subjects" if any(k == "t over subjects" for k in kinds) else "seeds") + "."
+    if any(c.n == 1 for per in lb.cells["all"].values() for c in per.values()):
+        text += " A single run has no interval."
+    return text
+
+
+def leaderboard_markdown(lb: Leaderboard, *, figures: dict[str, str] | None = None,
+                         grid_note: str | None = None) -> str:
+    """Markdown for one leaderboard (``figures``: name → path relative to the markdown file)."""
+    protocol, split = lb.protocol, lb.split
+    figures = figures or {}
     notes = [
-        (
-            "Values are mean ± sample standard deviation over seeds (n = number of seeds). ↑ higher is better, "
-            "↓ lower is better. FID/KID: torch-fidelity on TF-Inception pool3 features "
-            f"(`{protocol.get('fid_feature_extractor', 'inception-v3-tf-fidhelper')}`), generated images vs one "
-            "ground-truth image per test trial."
-        ),
+        _interval_note(lb),
+        "↑ higher is better, ↓ lower is better. FID/KID: torch-fidelity on TF-Inception pool3 features "
+        f"(`{protocol.get('fid_feature_extractor', 'inception-v3-tf-fidhelper')}`), generated images vs one "
+        "ground-truth image per test trial.",
     ]
-    if "is_effnet_lite0" in titles:
+    if "is_effnet_lite0" in lb.higher:
         notes.append("The IS column is computed from EfficientNet-Lite0 ImageNet logits because the standard "
                      "Inception weights were not supplied (`--inception-weights`): it is **not** comparable to "
                      "a published Inception Score.")
-    if "nway_topk" in titles:
+    if "nway_topk" in lb.higher:
         notes.append(f"n-way accuracy: {protocol.get('n_way')}-way top-{protocol.get('top_k')}, "
                      f"{protocol.get('n_way_trials')} seeded distractor draws, true class = the "
                      f"`{protocol.get('classifier')}` top-1 on the ground-truth image; chance "
                      f"{(protocol.get('top_k') or 1) / (protocol.get('n_way') or 50):.3f}.")
-    if "probe_accuracy" in titles:
+    if "probe_accuracy" in lb.higher:
         notes.append("Class acc. (probe) comes from a probe classifier fitted on the training stimuli; "
                      "*Chance* is 1 / number of classes.")
     notes.append("Parameter counts are computed by the harness (trainable: summed over all training stages; "
                  "inference: every module used to generate, frozen ones included).")
+    n_results = len(lb.frame)
     lines = [
-        f"# Leaderboard: {dataset}, {setting}",
+        f"# Leaderboard: {lb.dataset}, {lb.setting}",
         "",
-        "_Generated by `eegbench compare` from run results; do not edit by hand._",
-        f"_Updated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}._",
+        "_Generated by `eegbench compare` from the run results kept in "
+        f"[`results/{lb.slug}/`](results/{lb.slug}/) ({n_results} result{'s' if n_results != 1 else ''}); "
+        "do not edit by hand._",
         "",
-        df.to_markdown(index=False, tablefmt="github", disable_numparse=True),
-        "",
-        " ".join(notes),
-        "",
+    ]
+    if lb.subject_wise:
+        lines += ["## Mean over subjects", ""]
+    lines += [_md(summary_table(lb)), "", " ".join(notes), ""]
+    if "scores" in figures:
+        lines += [f"![Scores per method]({figures['scores']})", "",
+                  f"Per-run points and 95 % intervals: [{Path(figures['scores']).name}]({figures['scores']}) "
+                  f"([SVG]({figures['scores_svg']})).", ""]
+    if lb.subject_wise:
+        lines += ["## Per subject", ""]
+        for subj in lb.subjects:
+            s = lb.splits.get(subj) or {}
+            lines += [f"### Subject {subj}", "", f"split hash `{s.get('sha256', '')[:16]}`, sizes {s.get('sizes')}",
+                      "", _md(summary_table(lb, subj)), ""]
+    lines += ["## Significance", ""] + significance_tables(lb) + [""]
+    if "significance" in figures:
+        lines += [f"![Significance matrices]({figures['significance']})", ""]
+    if "training" in figures:
+        lines += ["## Training curves", "",
+                  f"![Training curves]({figures['training']})", "",
+                  "Every logged training loss per method and stage (one line per run), from each run's "
+                  f"`train_log.jsonl` ([SVG]({figures['training_svg']})).", ""]
+    if "grid" in figures or grid_note:
+        lines += ["## Side by side", ""]
+        if "grid" in figures:
+            lines += [f"![The same test trials across methods]({figures['grid']})", ""]
+        if grid_note:
+            lines += [grid_note, ""]
+    lines += [
         "## Protocol",
         "",
-        f"- protocol hash `{protocol['hash']}`, split hash `{split['sha256'][:16]}`",
+        f"- protocol hash `{protocol['hash']}`, split hash `{split['sha256'][:16]}`"
+        + (" (subject 1's; every subject's is above)" if lb.subject_wise and len(lb.splits) > 1 else ""),
         (
             f"- split: {split['setting']} {split.get('options') or ''} — {split.get('source', '')}; sizes "
             f"{split.get('sizes')}"
@@ -186,78 +619,258 @@ def leaderboard_markdown(group: pd.DataFrame, protocol: dict[str, Any], split: d
     ]
     lines += [f"- {k}: `{v}`" for k, v in protocol.items() if k not in ("hash", "seed")]
     lines += ["", published_markdown()]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
-def compare(results: Sequence[dict[str, Any]], out_dir: Path, *, protocol_hash: str | None = None) -> list[Path]:
-    """Write one ``leaderboard-<dataset>-<setting>.md`` per group into ``out_dir``.
+# ----------------------------------------------------------------------------------------------
+# csv / json exports
+
+
+def _nan_to_none(v):
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return v
+
+
+def export_rows(lb: Leaderboard) -> pd.DataFrame:
+    """Numbers behind the tables: one row per (scope, method, metric), unscaled."""
+    rows = []
+    scopes = ["all"] + lb.subjects
+    for scope in scopes:
+        for key, title, *_ in lb.metrics:
+            for method, c in sorted(lb.cells[scope][key].items()):
+                rows.append({"dataset": lb.dataset, "setting": lb.setting,
+                             "subject": "mean" if scope == "all" and lb.subject_wise else (
+                                 "" if scope == "all" else scope),
+                             "method": method, "metric": key, "label": title, "mean": c.mean, "ci_low": c.low,
+                             "ci_high": c.high, "interval": c.interval, "std": c.std, "n": c.n})
+    return pd.DataFrame(rows)
+
+
+def export_pairs(lb: Leaderboard) -> pd.DataFrame:
+    """Every pairwise test: one row per (metric, pair)."""
+    rows = []
+    for key, title, *_ in lb.metrics:
+        for p in lb.pairs[key]:
+            rows.append({"metric": key, "label": title, **p})
+    return pd.DataFrame(rows)
+
+
+def export_json(lb: Leaderboard, figures: dict[str, str]) -> dict[str, Any]:
+    """The leaderboard as one JSON-able dict (cells, pairs, runs, protocol, split, figures)."""
+    def clean(records):
+        return [{k: _nan_to_none(v) for k, v in r.items()} for r in records]
+
+    runs = lb.frame[["method", "profile", "subject", "seed", "run_id"]].copy()
+    runs["subject"] = [None if pd.isna(s) else int(s) for s in runs["subject"]]
+    return {
+        "dataset": lb.dataset, "setting": lb.setting, "protocol": lb.protocol,
+        "splits": {("all" if k is None else str(k)): v for k, v in lb.splits.items()},
+        "metrics": [{"key": k, "label": t, "higher_is_better": lb.higher[k]} for k, t, *_ in lb.metrics],
+        "cells": clean(export_rows(lb).to_dict("records")),
+        "pairs": clean(export_pairs(lb).to_dict("records")),
+        "runs": clean(runs.to_dict("records")),
+        "figures": figures,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# compare
+
+
+def _write_if_changed(path: Path, data: bytes) -> bool:
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return True
+
+
+def _check_hashes(dataset: str, setting: str, group: pd.DataFrame, by_hash: dict) -> None:
+    problems = []
+    if group["protocol_hash"].nunique() > 1:
+        problems.append(group)
+    for _, g in group.groupby(group["subject"].fillna(-1)):
+        if g["split_hash"].nunique() > 1:
+            problems.append(g)
+    if not problems:
+        return
+    g = problems[0]
+    hashes = g[["protocol_hash", "split_hash"]].drop_duplicates()
+    detail = "; ".join(
+        f"protocol {p} / split {s[:12]}: "
+        + ", ".join(str(x) for x in g[(g.protocol_hash == p) & (g.split_hash == s)].run_id)
+        for p, s in hashes.itertuples(index=False)
+    )
+    keys = list(hashes.itertuples(index=False, name=None))
+    first = by_hash[keys[0]]
+    diffs = []
+    for key in keys[1:]:
+        other = by_hash[key]
+        diffs += protocol_differences(first["protocol"], other["protocol"])
+        if first["split"]["sha256"] != other["split"]["sha256"]:
+            diffs.append(f"split sha256: {first['split']['sha256'][:12]} ≠ {other['split']['sha256'][:12]}")
+    differing = "; ".join(dict.fromkeys(diffs)) or "hashes only"
+    raise EegbenchError(
+        f"{dataset} {setting}: runs use different protocol or split hashes and cannot be compared "
+        f"(differing: {differing}) ({detail}); pass --protocol HASH or move the other runs away"
+    )
+
+
+def _merge(local: list[dict], committed: list[dict], replace: bool) -> tuple[list[dict], dict, list[Path]]:
+    """Committed results plus new local ones; returns (results, compact files to write, files to remove)."""
+    frame_c = results_frame(committed)
+    by_key: dict[tuple, dict] = {}
+    paths: dict[tuple, Path] = {}
+    for _, row in frame_c.iterrows():
+        k = _key(row)
+        if k in by_key:
+            raise EegbenchError(f"{row['path']} and {paths[k]} are both committed results of {_key_text(k)}; "
+                                "remove one")
+        by_key[k], paths[k] = row["result"], Path(row["path"])
+    to_write: dict[tuple, dict] = {}
+    to_remove: list[Path] = []
+    frame_l = results_frame(local)
+    for _, row in frame_l.iterrows():
+        k = _key(row)
+        r = row["result"]
+        if k in to_write:
+            raise EegbenchError(f"two local runs are results of {_key_text(k)}: "
+                                f"{to_write[k].get('run_id')} and {r.get('run_id')}; move one away")
+        if k in by_key:
+            kept = by_key[k]
+            same_run = (kept.get("compact") or {}).get("run_id", kept.get("run_id")) == r.get("run_id")
+            if not replace:
+                if not same_run:
+                    log.warning("local run %s duplicates committed %s (%s, file %s): the committed result is "
+                                "kept; pass --replace to replace it", r.get("run_id"),
+                                (kept.get("compact") or {}).get("run_id", kept.get("run_id")), _key_text(k),
+                                paths[k])
+                continue
+            if same_run and compact_result(r) == {k2: v for k2, v in kept.items() if k2 != "_path"}:
+                continue
+            log.warning("replacing committed %s with local run %s (%s)", paths[k].name, r.get("run_id"),
+                        _key_text(k))
+            to_remove.append(paths[k])
+        to_write[k] = r
+        by_key[k] = r
+    return list(by_key.values()), to_write, to_remove
+
+
+def compare(
+    results: Sequence[dict[str, Any]],
+    out_dir: Path,
+    *,
+    protocol_hash: str | None = None,
+    results_dir: Path | None = None,
+    replace: bool = False,
+    formats: Iterable[str] = ("markdown",),
+    figures: bool = True,
+    seed: int = 0,
+) -> list[Path]:
+    """Build every leaderboard from the committed results plus ``results``; write what changed.
 
     Parameters
     ----------
     results : sequence of dict
-        Loaded ``result.json`` contents (runs and ``eegbench evaluate`` results).
+        Loaded local ``result.json`` contents (runs and ``eegbench evaluate`` results; ``_path``
+        locates the run folder for its samples and training log).
     out_dir : Path
-        Folder for the markdown files (created).
+        Report folder: ``leaderboard-<slug>.{md,csv,json}``, ``figures/``, ``results/<slug>/``.
     protocol_hash : str, optional
-        Keep only runs with this protocol hash (prefix match).
+        Keep only results (local and committed) with this protocol hash (prefix match).
+    results_dir : Path, optional
+        Folder of the durable compact results (default ``out_dir / "results"``).
+    replace : bool
+        Let a local run replace a committed result of the same method/profile/seed/subject/protocol
+        (default: the committed one is kept and the duplicate named in a warning).
+    formats : iterable of str
+        Any of ``markdown`` (with figures and grid), ``csv`` (``leaderboard-<slug>.csv`` cells and
+        ``leaderboard-<slug>-pairs.csv`` tests) and ``json``.
+    figures : bool
+        Draw the figures and the side-by-side grid (markdown only).
+    seed : int
+        Seed of the bootstrap, the Monte-Carlo permutation tests and the grid's trial choice.
 
     Returns
     -------
     list of Path
-        The files written.
+        The leaderboard files of every group, per group in the order markdown, csv (cells, pairs),
+        json (written, or already current). Compact results go to ``results_dir``, figures to
+        ``out_dir / "figures"``.
 
     Raises
     ------
     EegbenchError
-        No results (``--max-steps`` smoke-test runs are left out, with a warning); or one group
-        mixes protocol or split hashes (the message lists the runs per
-        hash, the protocol fields that differ, and how to choose one).
+        No results (``--max-steps`` smoke-test runs are left out, with a warning); an unknown format;
+        two results of one method/seed/subject under one protocol among the local runs or among the
+        committed ones; or one group mixes protocol hashes (or split hashes for one subject): the
+        message lists the runs per hash, the protocol fields that differ, and how to choose one.
+        Nothing is written then.
     """
-    if protocol_hash:
-        results = [r for r in results if r["protocol"]["hash"].startswith(protocol_hash)]
-    smoke = [r for r in results if r.get("max_steps")]
-    if smoke:  # --max-steps runs are smoke tests: never ranked
-        logging.getLogger("eegbench.leaderboard").warning(
-            "left out %d --max-steps smoke-test run(s): %s", len(smoke), ", ".join(str(r["run_id"]) for r in smoke))
-        results = [r for r in results if not r.get("max_steps")]
-        if not results:
-            raise EegbenchError("only --max-steps smoke-test runs found; they never reach a leaderboard")
-    if not results:
-        raise EegbenchError("no run results found; run `eegbench run ...` first or pass the runs folder")
-    frame = results_frame(results)
-    by_hash = {(r["protocol"]["hash"], r["split"]["sha256"]): r for r in results}
-    written = []
+    formats = list(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise EegbenchError(f"--format {','.join(unknown) or '(none)'}: expected one or more of {', '.join(FORMATS)}")
     out_dir = Path(out_dir)
-    texts = {}
+    results_dir = Path(results_dir) if results_dir is not None else out_dir / "results"
+    committed = load_committed(results_dir)
+    local = list(results)
+    if protocol_hash:
+        local = [r for r in local if r["protocol"]["hash"].startswith(protocol_hash)]
+        committed = [r for r in committed if r["protocol"]["hash"].startswith(protocol_hash)]
+    smoke = [r for r in local if r.get("max_steps")]
+    if smoke:  # --max-steps runs are smoke tests: never ranked
+        log.warning("left out %d --max-steps smoke-test run(s): %s", len(smoke),
+                    ", ".join(str(r["run_id"]) for r in smoke))
+        local = [r for r in local if not r.get("max_steps")]
+        if not local and not committed:
+            raise EegbenchError("only --max-steps smoke-test runs found; they never reach a leaderboard")
+    if not local and not committed:
+        raise EegbenchError("no run results found; run `eegbench run ...` first or pass the runs folder")
+    merged, to_write, to_remove = _merge(local, committed, replace)
+    frame = results_frame(merged)
+    by_hash = {(r["protocol"]["hash"], r["split"]["sha256"]): r for r in merged}
+    boards = []
     for (dataset, setting), group in frame.groupby(["dataset", "setting"], sort=True):
-        hashes = group[["protocol_hash", "split_hash"]].drop_duplicates()
-        if len(hashes) > 1:
-            detail = "; ".join(
-                f"protocol {p} / split {s[:12]}: "
-                + ", ".join(str(x) for x in group[(group.protocol_hash == p) & (group.split_hash == s)].run_id)
-                for p, s in hashes.itertuples(index=False)
-            )
-            keys = list(hashes.itertuples(index=False, name=None))
-            first = by_hash[keys[0]]
-            diffs = []
-            for key in keys[1:]:
-                other = by_hash[key]
-                diffs += protocol_differences(first["protocol"], other["protocol"])
-                if first["split"]["sha256"] != other["split"]["sha256"]:
-                    diffs.append(f"split sha256: {first['split']['sha256'][:12]} ≠ {other['split']['sha256'][:12]}")
-            differing = "; ".join(dict.fromkeys(diffs)) or "hashes only"
-            raise EegbenchError(
-                f"{dataset} {setting}: runs use different protocol or split hashes and cannot be compared "
-                f"(differing: {differing}) ({detail}); pass --protocol HASH or move the other runs away"
-            )
-        p_hash, s_hash = hashes.iloc[0]
-        ref = by_hash[(p_hash, s_hash)]
-        slug = re.sub(r"[^A-Za-z0-9._]+", "-", f"{dataset}-{setting}").strip("-")
-        texts[out_dir / f"leaderboard-{slug}.md"] = leaderboard_markdown(group, ref["protocol"], ref["split"])
-    for path, text in texts.items():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".md.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-        written.append(path)
+        _check_hashes(dataset, setting, group, by_hash)
+        boards.append(build_leaderboard(group, by_hash, seed=seed))
+
+    # everything is computed: now write (compact results first: they are the inputs of the tables)
+    written: list[Path] = []
+    if to_write:
+        log.info("adding %d result(s) to %s", len(to_write), results_dir)
+    slug_of = {}
+    for lb in boards:
+        for _, row in lb.frame.iterrows():
+            slug_of[_key(row)] = lb.slug
+    for path in to_remove:
+        path.unlink(missing_ok=True)
+    for k, r in to_write.items():
+        path = results_dir / slug_of[k] / _compact_name(k)
+        _write_if_changed(path, (json.dumps(compact_result(r), indent=1, default=str)
+                                 + "\n").encode())
+    for lb in boards:
+        fig_paths: dict[str, str] = {}
+        grid_note = None
+        if figures and "markdown" in formats:
+            from eegbench import figures as figs
+
+            fig_paths, grid_note = figs.leaderboard_figures(lb, out_dir, seed=seed)
+        stem = f"leaderboard-{lb.slug}"
+        if "markdown" in formats:
+            path = out_dir / f"{stem}.md"
+            _write_if_changed(path, leaderboard_markdown(lb, figures=fig_paths, grid_note=grid_note).encode())
+            written.append(path)
+        if "csv" in formats:
+            for path, df in ((out_dir / f"{stem}.csv", export_rows(lb)),
+                             (out_dir / f"{stem}-pairs.csv", export_pairs(lb))):
+                _write_if_changed(path, df.to_csv(index=False).encode())
+                written.append(path)
+        if "json" in formats:
+            path = out_dir / f"{stem}.json"
+            _write_if_changed(path, (json.dumps(export_json(lb, fig_paths), indent=1, default=str) + "\n").encode())
+            written.append(path)
     return written

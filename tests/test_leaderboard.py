@@ -37,7 +37,8 @@ def test_compare_aggregates_seeds_with_mean_std(tmp_path):
     (path,) = compare(results, tmp_path)
     assert path.name == "leaderboard-eegnb-n170-multi-subject.md"
     text = path.read_text()
-    assert "50.00 ± 10.00" in text  # mean ± sample std of 40, 50, 60
+    # mean [95 % Student-t interval] of 40, 50, 60: 50 ± t(0.975, 2) · 10 / sqrt(3)
+    assert "50.00 [25.16, 74.84]" in text
     assert "| synapse" in text and "| other" in text
     assert "FID ↓" in text and "Class acc. (probe) ↑" in text
     assert "1.50 M" in text
@@ -55,7 +56,7 @@ def test_runs_with_other_dataset_options_get_their_own_leaderboard(tmp_path):
                      "leaderboard-eegnb-n170-multi-subject.md"]
     text = (tmp_path / paths[0]).read_text()
     assert "# Leaderboard: eegnb-n170[eeg_file=eeg_14_70_std.pth], multi-subject" in text
-    assert "90.00 ± 0.00" in text and "50.00" not in text.split("## Protocol")[0]
+    assert "90.00 [90.00, 90.00]" in text and "50.00" not in text.split("## Protocol")[0]
 
 
 def test_compare_refuses_mixed_protocols(tmp_path):
@@ -109,7 +110,7 @@ def test_leaderboard_shows_new_metrics_with_honest_labels_and_arrows(tmp_path):
     table = text.split("## Protocol")[0]
     assert "IS (EfficientNet-Lite0, not comparable to Inception IS) ↑" in table
     assert "| IS ↑ " not in table  # never plain "IS"
-    assert "50-way top-1 acc. (efficientnet-lite0) ↑" in table and "5.00 ± 1.41" in table
+    assert "50-way top-1 acc. (efficientnet-lite0) ↑" in table and "5.00 [-7.71, 17.71]" in table
     assert "Trainable params" in table and "Inference params" in table and "3.00 M" in table
     assert "not** comparable to a published Inception Score" in text
 

@@ -1,0 +1,263 @@
+"""`eegbench compare`: durable results, paired statistics, per-subject tables, exports, figures, grid."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from eegbench.cli import main
+from eegbench.leaderboard import compare, load_committed
+from eegbench.results import load_results, write_json_atomic
+from eegbench.stats import holm, paired_test
+
+N_TRIALS = 40
+
+
+def result(method="synapse", seed=0, fid=50.0, acc=0.7, subject=None, split="s" * 64, n_trials=N_TRIALS):
+    """A made-up result with per-trial probe counts whose accuracy is ``acc`` (two samples per trial)."""
+    rng = np.random.default_rng(abs(hash((method, seed, subject))) % 2**32)
+    correct = rng.binomial(2, acc, n_trials).tolist()
+    return {
+        "schema_version": 1,
+        "run_id": f"{method}-s{seed}" + ("" if subject is None else f"-sub{subject}"),
+        "created": f"2026-12-01T00:00:{seed:02d}+00:00",
+        "method": {"name": method, "version": "0.1", "profile": "small", "config": {"steps": 1}},
+        "dataset": {"name": "eegnb-n170"},
+        "split": {"setting": "single-subject" if subject is not None else "multi-subject",
+                  "options": {} if subject is None else {"subject": subject},
+                  "sha256": split if subject is None else f"{subject}" * 64, "sizes": {"test": n_trials},
+                  "source": "recording-level"},
+        "protocol": {"hash": "p" * 16, "n_samples_per_trial": 2, "image_size": 8},
+        "seed": seed,
+        "metrics": {
+            "fid": {"value": fid, "higher_is_better": False, "label": "FID"},
+            "probe_accuracy": {"value": sum(correct) / (2 * n_trials), "higher_is_better": True, "chance": 0.5,
+                               "label": "Class acc. (probe)", "per_trial_correct": correct,
+                               "per_trial_total": [2] * n_trials, "trial_ids_sha256": "t" * 64},
+        },
+        "parameters": {"trainable_total": 1_000_000, "inference_total": 2_000_000},
+        "durations_s": {"fit": 10.0},
+        "config": {"data_root": "/somewhere/local"},
+        "artifacts": {"samples": "samples"},
+        "training_history": [{"stage": "train", "step": 1, "loss": 1.0}],
+    }
+
+
+def write_run(runs_dir, r, *, images=True):
+    """A run folder with result.json, train_log.jsonl and (optionally) tiny samples + references."""
+    run = runs_dir / r["run_id"]
+    write_json_atomic(run / "result.json", r)
+    (run / "train_log.jsonl").write_text(
+        "\n".join(json.dumps({"stage": "train", "step": s, "loss": 1.0 / s}) for s in range(1, 6)) + "\n")
+    if images:
+        rows = []
+        for i in range(N_TRIALS):
+            label = i % 2
+            tid = f"s01/r1/e{i:04d}"
+            ref = f"reference/e{i:04d}.png"
+            (run / "reference").mkdir(parents=True, exist_ok=True)
+            (run / "samples").mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (255 * label, 0, 0)).save(run / ref)
+            for k in range(2):
+                path = f"samples/e{i:04d}_{k}.png"
+                Image.new("RGB", (8, 8), (0, 40 * k + i, 0)).save(run / path)
+                rows.append({"trial_id": tid, "sample_index": k, "label": label,
+                             "class_name": ["house", "face"][label], "subject": 1, "image_id": f"img{i}",
+                             "path": path, "reference_path": ref})
+        pd.DataFrame(rows).to_csv(run / "samples" / "manifest.csv", index=False)
+    return run
+
+
+def four_methods(tmp_path, seeds=(0, 1, 2)):
+    runs = tmp_path / "runs"
+    for m, fid in (("alpha", 40.0), ("beta", 60.0), ("gamma", 80.0), ("delta", 100.0)):
+        for s in seeds:
+            write_run(runs, result(m, s, fid=fid + s))
+    return runs
+
+
+def test_committed_results_survive_a_local_duplicate_and_are_named(tmp_path, caplog):
+    runs = four_methods(tmp_path)
+    reports = tmp_path / "reports"
+    (md,) = compare(load_results([runs]), reports)
+    committed = sorted(p.name for p in (reports / "results" / "eegnb-n170-multi-subject").iterdir())
+    assert len(committed) == 12 and "alpha-small-seed0-pppppppp.json" in committed
+    compact = json.loads((reports / "results" / "eegnb-n170-multi-subject" / committed[0]).read_text())
+    assert "config" not in compact and "artifacts" not in compact and compact["compact"]["run_id"]
+    assert [x["step"] for x in compact["training_log"]] == [1, 2, 3, 4, 5]  # the whole train_log.jsonl
+    before = {p: p.read_bytes() for p in reports.rglob("*") if p.is_file()}
+
+    # a fresh checkout: runs/ is gone, one new local run of alpha seed 0 with other numbers
+    fresh = tmp_path / "fresh"
+    dup = result("alpha", 0, fid=999.0)
+    dup["run_id"] = "alpha-again"
+    write_run(fresh, dup)
+    with caplog.at_level(logging.WARNING, logger="eegbench.leaderboard"):
+        compare(load_results([fresh]), reports)
+    assert "alpha-again duplicates committed alpha-s0" in caplog.text and "--replace" in caplog.text
+    after = {p: p.read_bytes() for p in reports.rglob("*") if p.is_file()}
+    assert after == before  # no row lost, not even a byte changed
+    assert "999" not in md.read_text()
+
+    # a new seed is added; --replace replaces explicitly
+    write_run(fresh, result("alpha", 3, fid=41.0))
+    compare(load_results([fresh]), reports)
+    assert len(load_committed(reports / "results")) == 13
+    compare(load_results([fresh]), reports, replace=True)
+    kept = load_committed(reports / "results")
+    assert len(kept) == 13
+    assert [r["metrics"]["fid"]["value"] for r in kept if r["run_id"] == "alpha-again"] == [999.0]
+    assert "| alpha    | small     | 4           | 280.75 [" in md.read_text()  # (999 + 41 + 42 + 41) / 4
+
+
+def test_compare_twice_on_the_same_results_changes_no_file(tmp_path):
+    runs = four_methods(tmp_path)
+    reports = tmp_path / "reports"
+    compare(load_results([runs]), reports, formats=("markdown", "csv", "json"))
+    first = {p: p.read_bytes() for p in reports.rglob("*") if p.is_file()}
+    compare(load_results([runs]), reports, formats=("markdown", "csv", "json"))
+    assert {p: p.read_bytes() for p in reports.rglob("*") if p.is_file()} == first
+    # and with the local runs gone, the committed results alone rebuild the same tables and figures
+    compare([], reports, formats=("markdown", "csv", "json"))
+    assert {p: p.read_bytes() for p in reports.rglob("*") if p.is_file()} == first
+
+
+def _pairs(reports):
+    return pd.read_csv(reports / "leaderboard-eegnb-n170-multi-subject-pairs.csv")
+
+
+def test_significance_matches_scipy_and_holm_and_identical_methods_are_not_different(tmp_path):
+    # eight seeds: alpha is clearly better (lower FID) than beta; gamma is an exact copy of alpha
+    runs = tmp_path / "runs"
+    rng = np.random.default_rng(1)
+    values = {}
+    for s in range(8):
+        base = 50.0 + rng.normal()
+        values.setdefault("alpha", []).append(base)
+        values.setdefault("beta", []).append(base + 10.0 + rng.normal())
+        values.setdefault("gamma", []).append(base)
+    for m, vals in values.items():
+        for s, v in enumerate(vals):
+            r = result(m, s, fid=v)
+            if m == "gamma":
+                r["metrics"]["probe_accuracy"] = result("alpha", s)["metrics"]["probe_accuracy"]
+            write_run(runs, r, images=False)
+    reports = tmp_path / "reports"
+    compare(load_results([runs]), reports, formats=("markdown", "csv"))
+    pairs = _pairs(reports)
+    fid = pairs[pairs.metric == "fid"].set_index(["a", "b"])
+    expected = {(a, b): paired_test(values[a], values[b])["p"]
+                for a, b in [("alpha", "beta"), ("alpha", "gamma"), ("beta", "gamma")]}
+    for (a, b), p in expected.items():
+        assert fid.loc[(a, b), "p"] == pytest.approx(p)
+    assert expected[("alpha", "beta")] == pytest.approx(2 / 256)  # every difference has the same sign
+    adjusted = holm(list(expected.values()))
+    np.testing.assert_allclose(fid["p_holm"].to_numpy(), adjusted)
+    assert bool(fid.loc[("alpha", "beta"), "significant"]) and fid.loc[("alpha", "beta"), "better"] == "alpha"
+    assert fid.loc[("alpha", "beta"), "n"] == 8 and fid.loc[("alpha", "beta"), "mean_diff"] < -5
+    # identical methods: p = 1, not significant, in every metric
+    same = pairs.set_index(["a", "b"]).loc[("alpha", "gamma")]
+    assert (same["p"] == 1.0).all() and not same["significant"].any() and (same["mean_diff"] == 0).all()
+    text = (reports / "leaderboard-eegnb-n170-multi-subject.md").read_text()
+    assert "## Significance" in text and "**Δ -" in text  # alpha vs beta in bold
+    assert "Holm" in text
+
+
+def test_three_seeds_say_that_no_difference_can_be_significant(tmp_path):
+    runs = four_methods(tmp_path)
+    compare(load_results([runs]), tmp_path / "reports")
+    text = (tmp_path / "reports" / "leaderboard-eegnb-n170-multi-subject.md").read_text()
+    assert "smallest attainable p is 0.250" in text
+    table = text.split("## Significance")[0]
+    assert "| Seeds (n)" in table and "| 3 " in table
+    # FID intervals over seeds (t), accuracy intervals over test trials (bootstrap)
+    assert "percentile bootstraps over test trials" in text and "Student-t intervals over seeds" in text
+
+
+def test_exports_carry_every_cell_with_interval_and_n(tmp_path):
+    runs = four_methods(tmp_path)
+    reports = tmp_path / "reports"
+    paths = compare(load_results([runs]), reports, formats=("csv", "json"))
+    assert [p.name for p in paths] == ["leaderboard-eegnb-n170-multi-subject.csv",
+                                       "leaderboard-eegnb-n170-multi-subject-pairs.csv",
+                                       "leaderboard-eegnb-n170-multi-subject.json"]
+    assert not (reports / "leaderboard-eegnb-n170-multi-subject.md").exists()  # markdown only when asked
+    cells = pd.read_csv(paths[0])
+    assert set(cells.metric) == {"fid", "probe_accuracy"} and (cells.n == 3).all()
+    acc = cells[(cells.metric == "probe_accuracy") & (cells.method == "alpha")].iloc[0]
+    assert acc.interval == "bootstrap over test trials" and acc.ci_low < acc["mean"] < acc.ci_high
+    fid = cells[(cells.metric == "fid") & (cells.method == "alpha")].iloc[0]
+    assert fid.interval == "t over seeds" and fid["mean"] == pytest.approx(41.0)
+    data = json.loads(paths[2].read_text())
+    assert {m["key"] for m in data["metrics"]} == {"fid", "probe_accuracy"} and len(data["pairs"]) == 12
+    assert len(data["runs"]) == 12
+
+
+def test_per_subject_tables_and_their_mean(tmp_path):
+    runs = tmp_path / "runs"
+    for subj, shift in ((1, 0.0), (2, 10.0)):
+        for m, fid in (("alpha", 40.0), ("beta", 60.0)):
+            for s in (0, 1):
+                write_run(runs, result(m, s, fid=fid + shift + s, subject=subj), images=False)
+    (md,) = compare(load_results([runs]), tmp_path / "reports")
+    assert md.name == "leaderboard-eegnb-n170-single-subject.md"  # every subject in one leaderboard
+    text = md.read_text()
+    assert "## Mean over subjects" in text and "### Subject 1" in text and "### Subject 2" in text
+    assert "| Subjects × seeds (n)" in text
+    # alpha: subject means 40.5 and 50.5 -> 45.50 over subjects; in subject 2 alone 50.50
+    assert "| alpha    | small     | 4 " in text and "45.50 [" in text
+    per_subject = text.split("### Subject 2")[1].split("## Significance")[0]
+    assert "50.50 [" in per_subject
+    pairs = _pairs_single(tmp_path / "reports")
+    assert (pairs[pairs.metric == "fid"].n == 4).all()  # paired over subject × seed
+
+
+def _pairs_single(reports):
+    compare(load_results([reports.parent / "runs"]), reports, formats=("csv",))
+    return pd.read_csv(reports / "leaderboard-eegnb-n170-single-subject-pairs.csv")
+
+
+def test_figures_and_grid_are_written_and_linked(tmp_path):
+    runs = four_methods(tmp_path)
+    reports = tmp_path / "reports"
+    (md,) = compare(load_results([runs]), reports)
+    text = md.read_text()
+    figs = reports / "figures"
+    for name in ("scores", "significance", "training"):
+        assert (figs / f"eegnb-n170-multi-subject-{name}.png").stat().st_size > 1000
+        assert (figs / f"eegnb-n170-multi-subject-{name}.svg").is_file()
+        assert f"figures/eegnb-n170-multi-subject-{name}.png" in text
+    grid = figs / "eegnb-n170-multi-subject-grid.png"
+    meta = json.loads(grid.with_suffix(".json").read_text())
+    assert "figures/eegnb-n170-multi-subject-grid.png" in text
+    assert [r["label"] for r in meta["rows"]] == ["ground truth", "alpha", "beta", "delta", "gamma"]
+    assert all(r["seed"] == 0 for r in meta["rows"][1:])  # each method's lowest seed
+    labels = [int(t.rsplit("e", 1)[1]) % 2 for t in meta["trials"]]
+    assert len(meta["trials"]) == 8 and labels.count(0) == labels.count(1) == 4  # stratified by class
+    with Image.open(grid) as im:
+        assert im.size[0] > 8 * 8 and im.size[1] > 5 * 8
+    # without local samples (a fresh checkout) the committed grid is kept as it is
+    data = grid.read_bytes()
+    compare([], reports)
+    assert grid.read_bytes() == data and "Side by side" in md.read_text()
+
+
+def test_cli_compare_formats_and_errors(tmp_path, capsys):
+    runs = four_methods(tmp_path, seeds=(0,))
+    out = tmp_path / "reports"
+    assert main(["compare", str(runs), "--out", str(out), "--format", "csv,json", "--no-figures"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(out / "leaderboard-eegnb-n170-multi-subject.csv"),
+                       str(out / "leaderboard-eegnb-n170-multi-subject-pairs.csv"),
+                       str(out / "leaderboard-eegnb-n170-multi-subject.json")]
+    assert main(["compare", str(runs), "--out", str(out), "--format", "html"]) == 2
+    assert "--format html" in capsys.readouterr().err
+    bad = out / "results" / "eegnb-n170-multi-subject" / "broken.json"
+    bad.write_text("{}")
+    assert main(["compare", str(runs), "--out", str(out)]) == 2
+    assert "broken.json: not an eegbench compact result" in capsys.readouterr().err
