@@ -388,6 +388,7 @@ class Leaderboard:
 
 def build_leaderboard(group: pd.DataFrame, by_hash: dict, *, seed: int = 0) -> Leaderboard:
     """Aggregate one (dataset, setting) group into a :class:`Leaderboard` (see :func:`compare`)."""
+    group = group.sort_values(["method", "profile", "subject", "seed"], na_position="first", kind="stable")
     dataset, setting = group["dataset"].iloc[0], group["setting"].iloc[0]
     subject_wise = group["subject"].notna().any()
     shown = [(k, t, d, s) for k, t, d, s in METRIC_COLUMNS if group[k].notna().any()]
@@ -732,16 +733,24 @@ def _merge(local: list[dict], committed: list[dict], replace: bool) -> tuple[lis
         by_key[k], paths[k] = row["result"], Path(row["path"])
     to_write: dict[tuple, dict] = {}
     to_remove: list[Path] = []
+    newest: dict[tuple, dict] = {}
     frame_l = results_frame(local)
-    for _, row in frame_l.iterrows():
+    if not frame_l.empty:
+        frame_l = frame_l.sort_values("created", kind="stable")
+    for _, row in frame_l.iterrows():  # in creation order: the newer local run of one key wins
         k = _key(row)
-        r = row["result"]
-        if k in to_write:
-            raise EegbenchError(f"two local runs are results of {_key_text(k)}: "
-                                f"{to_write[k].get('run_id')} and {r.get('run_id')}; move one away")
+        if k in newest:
+            log.warning("local runs %s and %s are both results of %s: the newer, %s, is used",
+                        newest[k].get("run_id"), row["result"].get("run_id"), _key_text(k),
+                        row["result"].get("run_id"))
+        newest[k] = row["result"]
+    for k, r in newest.items():
         if k in by_key:
             kept = by_key[k]
             same_run = (kept.get("compact") or {}).get("run_id", kept.get("run_id")) == r.get("run_id")
+            if same_run and not replace:  # the committed run itself, on disk: its samples feed the grid
+                by_key[k] = {**r, "_committed_path": str(paths[k])}
+                continue
             if not replace:
                 if not same_run:
                     log.warning("local run %s duplicates committed %s (%s, file %s): the committed result is "

@@ -88,7 +88,14 @@ def test_same_seed_gives_same_metrics_and_images(two_runs):
 def test_compare_writes_leaderboard(two_runs):
     _cli("compare", str(two_runs / "runs"), "--out", str(two_runs / "reports"), cwd=two_runs)
     text = (two_runs / "reports" / "leaderboard-eegnb-n170-multi-subject.md").read_text()
-    assert "| synapse" in text and "±" in text  # two seeds-equal runs aggregate with a std
+    # two runs of seed 0: the second is a duplicate of the first and is left out (named in a warning)
+    assert "| synapse" in text and "| 1 " in text and "## Significance" in text
+    (kept,) = (two_runs / "reports" / "results" / "eegnb-n170-multi-subject").glob("*.json")
+    compact = json.loads(kept.read_text())
+    assert compact["compact"]["run_id"] in ("first", "second") and len(compact["training_log"]) > 0
+    assert len(compact["metrics"]["probe_accuracy"]["per_trial_correct"]) == 16  # per test trial
+    grid = two_runs / "reports" / "figures" / "eegnb-n170-multi-subject-grid.png"
+    assert grid.is_file() and "figures/eegnb-n170-multi-subject-grid.png" in text
 
 
 def test_evaluate_rescores_the_saved_samples_identically(two_runs):
