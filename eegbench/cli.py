@@ -259,10 +259,37 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _stderr_handler_class():
+    import logging
+
+    class StderrHandler(logging.StreamHandler):
+        """A logging handler that writes to whatever ``sys.stderr`` is at emit time."""
+
+        @property
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value):
+            pass
+
+    return StderrHandler
+
+
 def _cmd_compare(args) -> int:
     from eegbench.leaderboard import compare
     from eegbench.results import load_results
 
+    import logging
+
+    for name in ("eegbench.leaderboard", "eegbench.figures"):  # what compare adds, keeps and leaves out
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        if not any(getattr(h, "_eegbench_cli", False) for h in logger.handlers):
+            handler = _stderr_handler_class()()
+            handler.setFormatter(logging.Formatter("eegbench: %(message)s"))
+            handler._eegbench_cli = True
+            logger.addHandler(handler)
     paths = args.paths if args.paths else [p for p in (Path("runs"),) if p.exists()]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:

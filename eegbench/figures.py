@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from eegbench.errors import DataFormatError
+
 __all__ = ["comparison_grid", "leaderboard_figures", "score_figure", "significance_figure", "training_figure"]
 
 log = logging.getLogger("eegbench.figures")
@@ -196,24 +198,27 @@ def training_figure(lb, stem: Path) -> list[Path] | None:
 
 
 def _grid_source(lb) -> tuple[list[tuple[str, Path, dict]], list[str]]:
-    """Per method (methods first, then references), its lowest-unit result with samples on disk."""
+    """Per method (methods first, then references), a result with samples on disk.
+
+    All rows come from one subject (the test trials must be the same): the lowest subject for which
+    the most methods have samples; within it each method's lowest seed.
+    """
     from eegbench.leaderboard import _run_dir
 
-    have, missing = [], []
     methods = sorted(lb.methods, key=lambda m: (_is_reference(lb.frame, m), m))
-    for method in methods:
-        rows = lb.frame[lb.frame["method"] == method].sort_values(["subject", "seed"], na_position="first")
-        chosen = None
-        for _, row in rows.iterrows():
-            run_dir = _run_dir(row["result"])
-            if run_dir is not None and (run_dir / "samples" / "manifest.csv").is_file():
-                chosen = (method, run_dir, row["result"])
-                break
-        if chosen is None:
-            missing.append(method)
-        else:
-            have.append(chosen)
-    return have, missing
+    on_disk: dict[Any, dict[str, tuple]] = {}
+    rows = lb.frame.sort_values(["subject", "seed"], na_position="first")
+    for _, row in rows.iterrows():
+        run_dir = _run_dir(row["result"])
+        if run_dir is None or not (run_dir / "samples" / "manifest.csv").is_file():
+            continue
+        subject = None if pd.isna(row["subject"]) else int(row["subject"])
+        on_disk.setdefault(subject, {}).setdefault(row["method"], (row["method"], run_dir, row["result"]))
+    if not on_disk:
+        return [], list(methods)
+    best = max(on_disk, key=lambda s: (len(on_disk[s]), -(s if s is not None else -1)))
+    have = [on_disk[best][m] for m in methods if m in on_disk[best]]
+    return have, [m for m in methods if m not in on_disk[best]]
 
 
 def comparison_grid(sources: list[tuple[str, Path, dict]], png: Path, *, n_trials: int = GRID_TRIALS,
@@ -245,8 +250,6 @@ def comparison_grid(sources: list[tuple[str, Path, dict]], png: Path, *, n_trial
         If the runs share no test trial or an image is missing.
     """
     from PIL import Image
-
-    from eegbench.errors import DataFormatError
 
     manifests = [pd.read_csv(d / "samples" / "manifest.csv", dtype={"trial_id": str}) for _, d, _ in sources]
     common = set(manifests[0]["trial_id"])
@@ -333,7 +336,11 @@ def leaderboard_figures(lb, out_dir: Path, *, seed: int = 0) -> tuple[dict[str, 
     note = None
     redraw = bool(have) and (not missing or not grid.is_file())
     if redraw:
-        comparison_grid(have, grid, seed=seed, title=f"{lb.dataset}, {lb.setting}")
+        try:
+            comparison_grid(have, grid, seed=seed, title=f"{lb.dataset}, {lb.setting}")
+        except (OSError, DataFormatError) as exc:  # a broken run folder must not cost the leaderboard
+            log.warning("side-by-side grid %s not drawn: %s", grid, exc)
+            redraw = False
     elif missing and grid.is_file():
         log.info("side-by-side grid %s kept: no samples on disk for %s", grid, ", ".join(missing))
     side = grid.with_suffix(".json")

@@ -353,9 +353,13 @@ class Leaderboard:
     frame : pandas.DataFrame
         One row per result in the table (see :func:`results_frame`).
     protocol, split : dict
-        The shared protocol, and the split of the first result (one per subject when subject-wise).
+        The shared protocol, and the split of the first result.
+    splits : dict
+        Split per subject (key ``None`` for multi-subject).
     metrics : list of (key, title, decimals, scale)
         The metric columns shown, titles with direction arrows.
+    higher : dict
+        Metric key → ``True`` (higher is better), ``False`` or ``None`` (unknown).
     cells : dict
         ``cells[subject][metric][method]`` → :class:`Cell`; ``subject`` is ``"all"`` for the main
         table.
@@ -542,8 +546,8 @@ def _interval_note(lb: Leaderboard) -> str:
     if any(k.startswith("t over") for k in kinds):
         text += " Other intervals are Student-t intervals over " + (
             "subjects" if any(k == "t over subjects" for k in kinds) else "seeds") + "."
-    if any(c.n == 1 for per in lb.cells["all"].values() for c in per.values()):
-        text += " A single run has no interval."
+    if any(c.n == 1 and c.interval == "none" for per in lb.cells["all"].values() for c in per.values()):
+        text += " FID, KID and IS of a single run have no interval."
     return text
 
 
@@ -612,7 +616,8 @@ def leaderboard_markdown(lb: Leaderboard, *, figures: dict[str, str] | None = No
         "## Protocol",
         "",
         f"- protocol hash `{protocol['hash']}`, split hash `{split['sha256'][:16]}`"
-        + (" (subject 1's; every subject's is above)" if lb.subject_wise and len(lb.splits) > 1 else ""),
+        + (f" (subject {(split.get('options') or {}).get('subject')}'s; every subject's is above)"
+           if lb.subject_wise and len(lb.splits) > 1 else ""),
         (
             f"- split: {split['setting']} {split.get('options') or ''} — {split.get('source', '')}; sizes "
             f"{split.get('sizes')}"

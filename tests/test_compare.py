@@ -255,6 +255,12 @@ def test_cli_compare_formats_and_errors(tmp_path, capsys):
     assert printed == [str(out / "leaderboard-eegnb-n170-multi-subject.csv"),
                        str(out / "leaderboard-eegnb-n170-multi-subject-pairs.csv"),
                        str(out / "leaderboard-eegnb-n170-multi-subject.json")]
+    fresh = tmp_path / "fresh"
+    dup = result("alpha", 0, fid=1.0)
+    dup["run_id"] = "alpha-again"
+    write_run(fresh, dup, images=False)
+    assert main(["compare", str(fresh), "--out", str(out), "--format", "csv", "--no-figures"]) == 0
+    assert "eegbench: local run alpha-again duplicates committed alpha-s0" in capsys.readouterr().err
     assert main(["compare", str(runs), "--out", str(out), "--format", "html"]) == 2
     assert "--format html" in capsys.readouterr().err
     bad = out / "results" / "eegnb-n170-multi-subject" / "broken.json"
