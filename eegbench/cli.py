@@ -145,9 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=["methods", "datasets", "settings", "metrics", "backbones"])
 
     p = sub.add_parser("data", help="describe a dataset (info) or check its files (verify)")
-    p.add_argument("action", choices=["info", "verify"],
+    p.add_argument("action", choices=["info", "verify", "ceiling"],
                    help="info: trials per subject/class/split, channels, sfreq, units, licence, citation; "
-                        "verify: files present, checksums, shapes (exit 0 if OK, 2 otherwise)")
+                        "verify: files present, checksums, shapes (exit 0 if OK, 2 otherwise); "
+                        "ceiling: balanced test accuracy of shrinkage LDA on binned EEG epochs fitted on the "
+                        "training split (how much class information the test EEG holds), as JSON")
     p.add_argument("name", help="registered dataset name, e.g. eegnb-n170, eegnb-p300, cvpr40")
     p.add_argument("--data-root", type=Path, default=None,
                    help="folder holding the datasets (default: $EEGBENCH_DATA or ../shared/data)")
@@ -156,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="KEY=VALUE",
                    help="dataset loader option, as for `run`, e.g. --dataset-option eeg_file=eeg_14_70_std.pth (repeatable)")
     p.add_argument("--setting", default="multi-subject", help="setting whose split info counts (default: multi-subject)")
+    p.add_argument("--subject", type=int, default=None, help="subject of a single-/cross-subject setting (ceiling)")
+    p.add_argument("--n-bins", type=int, default=10, help="time windows per channel for the ceiling (default: 10)")
 
     p = sub.add_parser("params", help="parameter counts of a method at a profile, built on the meta device")
     g = p.add_mutually_exclusive_group(required=True)
@@ -317,6 +321,18 @@ def _cmd_data(args) -> int:
     loader = make_loader(args.name, args.data_root, args.cache_dir, dict(args.options))
     if args.action == "info":
         print(describe(loader.load(), setting=args.setting))
+        return 0
+    if args.action == "ceiling":
+        from eegbench.decoding import decoding_ceiling
+        from eegbench.plugins import get_plugin_manager
+
+        dataset = loader.load()
+        kwargs = {} if args.subject is None else {"subject": args.subject}
+        split = get_plugin_manager().settings.get(args.setting)(dataset, **kwargs)
+        train, test = dataset.subset(split.train), dataset.subset(split.test)
+        out = decoding_ceiling(train.eeg, train.trials["label"].to_numpy(), test.eeg, test.trials["label"].to_numpy(),
+                               n_classes=len(dataset.info.class_names), n_bins=args.n_bins)
+        print(json.dumps({"dataset": args.name, "split": split.to_dict(), **out}, indent=1))
         return 0
     for line in verify(loader):
         print(f"ok: {line}")

@@ -1,0 +1,157 @@
+"""EEG decoding ceiling: how much class information the test EEG of a split holds.
+
+A standard EEG classifier is fitted on the training split and scored on the test split of a
+setting, with no image generation involved. Its balanced accuracy tells a reader what an
+EEG-to-image method could at best pass on about the class: a method whose generated images are
+classified no better than chance, on data whose EEG decodes well above chance, fails to use the EEG.
+
+The classifier is shrinkage LDA on binned epochs, the usual ERP baseline (Blankertz et al. 2011,
+"Single-trial analysis and classification of ERP components — a tutorial", NeuroImage 56):
+each channel's epoch is averaged in ``n_bins`` consecutive time windows; the features
+(``n_chans * n_bins``) are standardised with training statistics; LDA uses the Ledoit-Wolf
+shrunk covariance (scikit-learn ``LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from eegbench.errors import ConfigError, DataFormatError
+
+__all__ = ["binned_features", "decoding_ceiling"]
+
+CLASSIFIER = "shrinkage-lda-binned"
+
+
+def binned_features(eeg: np.ndarray, n_bins: int) -> np.ndarray:
+    """Mean of each channel in ``n_bins`` consecutive time windows.
+
+    Parameters
+    ----------
+    eeg : numpy.ndarray, shape (n_trials, n_chans, n_times), float
+        Epochs in any unit (V for the eeg-notebooks data).
+    n_bins : int
+        Windows per channel, ``1 <= n_bins <= n_times``; windows differ in length by at most one
+        sample (``numpy.array_split``).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_trials, n_chans * n_bins), float64
+        Channel-major: the bins of channel 0, then channel 1, ...
+
+    Raises
+    ------
+    DataFormatError
+        If ``eeg`` is not 3-D.
+    ConfigError
+        If ``n_bins`` is out of range.
+    """
+    x = np.asarray(eeg)
+    if x.ndim != 3:
+        raise DataFormatError(f"EEG epochs must have shape (n_trials, n_chans, n_times), got {x.shape}")
+    if not 1 <= int(n_bins) <= x.shape[2]:
+        raise ConfigError(f"n_bins={n_bins} must lie in [1, n_times={x.shape[2]}]")
+    bins = [w.mean(axis=2, dtype=np.float64) for w in np.array_split(x, int(n_bins), axis=2)]
+    return np.stack(bins, axis=2).reshape(x.shape[0], -1)
+
+
+def _balanced_accuracy(y: np.ndarray, pred: np.ndarray, classes: np.ndarray) -> float:
+    recalls = [np.mean(pred[y == c] == c) for c in classes if np.any(y == c)]
+    return float(np.mean(recalls))
+
+
+def decoding_ceiling(
+    train_eeg: np.ndarray,
+    train_labels: np.ndarray,
+    test_eeg: np.ndarray,
+    test_labels: np.ndarray,
+    *,
+    n_classes: int,
+    n_bins: int = 10,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Balanced test accuracy of shrinkage LDA on binned epochs, with a bootstrap interval.
+
+    Parameters
+    ----------
+    train_eeg, test_eeg : numpy.ndarray, shape (n, n_chans, n_times), float
+        Epochs of the training and test split (same unit).
+    train_labels, test_labels : numpy.ndarray, shape (n,), int
+        Classes in ``[0, n_classes)``.
+    n_classes : int
+        Number of classes of the dataset.
+    n_bins : int
+        Time windows per channel (see :func:`binned_features`).
+    n_boot : int
+        Bootstrap replicates over test trials for the interval.
+    level : float
+        Confidence level of the percentile interval.
+    seed : int
+        Seed of ``numpy.random.default_rng`` for the bootstrap.
+
+    Returns
+    -------
+    dict
+        ``classifier`` (``"shrinkage-lda-binned"``), ``balanced_accuracy`` (float; mean recall over
+        the classes present in the test labels), ``ci_low``/``ci_high`` (percentile bootstrap over
+        test trials), ``accuracy``, ``chance`` (``1 / n_classes``), ``majority_chance`` (share of the
+        most frequent test class), ``predicted_distribution`` (share of test trials predicted as
+        each class, list of length ``n_classes``), ``n_train``, ``n_test``, ``n_bins``,
+        ``n_features``.
+
+    Raises
+    ------
+    DataFormatError
+        For mismatched shapes, non-finite EEG, labels out of range, or fewer than two training
+        classes.
+    ConfigError
+        For a bad ``n_bins`` or ``n_classes < 2``.
+    """
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    if int(n_classes) < 2:
+        raise ConfigError(f"n_classes={n_classes}: decoding needs at least 2 classes")
+    y_tr = np.asarray(train_labels).astype(np.int64)
+    y_te = np.asarray(test_labels).astype(np.int64)
+    x_tr, x_te = binned_features(train_eeg, n_bins), binned_features(test_eeg, n_bins)
+    if x_tr.shape[0] != y_tr.shape[0] or x_te.shape[0] != y_te.shape[0] or x_tr.shape[1] != x_te.shape[1]:
+        raise DataFormatError(f"decoding: EEG {x_tr.shape}/{x_te.shape} and labels {y_tr.shape}/{y_te.shape} "
+                              "do not match")
+    if not (np.isfinite(x_tr).all() and np.isfinite(x_te).all()):
+        raise DataFormatError("decoding: EEG contains NaN or infinite values")
+    for y, name in ((y_tr, "train"), (y_te, "test")):
+        if y.size == 0 or y.min() < 0 or y.max() >= n_classes:
+            raise DataFormatError(f"decoding: {name} labels must be non-empty and lie in [0, {n_classes})")
+    if np.unique(y_tr).size < 2:
+        raise DataFormatError("decoding: the training split holds a single class")
+    mean, std = x_tr.mean(axis=0), x_tr.std(axis=0)
+    std[std == 0] = 1.0
+    lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
+    lda.fit((x_tr - mean) / std, y_tr)
+    pred = lda.predict((x_te - mean) / std).astype(np.int64)
+    classes = np.arange(int(n_classes))
+    value = _balanced_accuracy(y_te, pred, classes)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, y_te.size, size=(int(n_boot), y_te.size))
+    boots = np.array([_balanced_accuracy(y_te[i], pred[i], classes) for i in idx])
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(boots, [alpha, 1.0 - alpha])
+    return {
+        "classifier": CLASSIFIER,
+        "balanced_accuracy": value,
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        "level": level,
+        "accuracy": float(np.mean(pred == y_te)),
+        "chance": 1.0 / int(n_classes),
+        "majority_chance": float(np.bincount(y_te, minlength=n_classes).max() / y_te.size),
+        "predicted_distribution": (np.bincount(pred, minlength=n_classes) / pred.size).tolist(),
+        "n_train": int(y_tr.size),
+        "n_test": int(y_te.size),
+        "n_bins": int(n_bins),
+        "n_features": int(x_tr.shape[1]),
+    }
