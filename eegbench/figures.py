@@ -64,7 +64,7 @@ def _save(fig, stem: Path, svg: bool = True) -> list[Path]:
 
 
 def _is_reference(frame: pd.DataFrame, method: str) -> bool:
-    rows = frame[frame["method"] == method]
+    rows = frame[frame["entry"] == method]
     return any((r["method"].get("kind") == "reference") for r in rows["result"])
 
 
@@ -160,7 +160,7 @@ def training_figure(lb, stem: Path) -> list[Path] | None:
         records = _training_log(row["result"])
         if records:
             unit = f"seed {row['seed']}" + ("" if pd.isna(row["subject"]) else f", subject {int(row['subject'])}")
-            per_method.setdefault(row["method"], []).append((unit, records))
+            per_method.setdefault(row["entry"], []).append((unit, records))
     if not per_method:
         return None
     stages = {m: list(dict.fromkeys(r["stage"] for _, recs in runs for r in recs if "stage" in r))
@@ -213,7 +213,7 @@ def _grid_source(lb) -> tuple[list[tuple[str, Path, dict]], list[str]]:
         if run_dir is None or not (run_dir / "samples" / "manifest.csv").is_file():
             continue
         subject = None if pd.isna(row["subject"]) else int(row["subject"])
-        on_disk.setdefault(subject, {}).setdefault(row["method"], (row["method"], run_dir, row["result"]))
+        on_disk.setdefault(subject, {}).setdefault(row["entry"], (row["entry"], run_dir, row["result"]))
     if not on_disk:
         return [], list(methods)
     best = max(on_disk, key=lambda s: (len(on_disk[s]), -(s if s is not None else -1)))
@@ -252,9 +252,9 @@ def comparison_grid(sources: list[tuple[str, Path, dict]], png: Path, *, n_trial
     from PIL import Image
 
     manifests = [pd.read_csv(d / "samples" / "manifest.csv", dtype={"trial_id": str}) for _, d, _ in sources]
-    common = set(manifests[0]["trial_id"])
+    common = set(manifests[0].loc[manifests[0]["sample_index"] == 0, "trial_id"])
     for m in manifests[1:]:
-        common &= set(m["trial_id"])
+        common &= set(m.loc[m["sample_index"] == 0, "trial_id"])
     if not common:
         raise DataFormatError("side-by-side grid: the runs share no test trial")
     first = manifests[0][(manifests[0]["sample_index"] == 0) & manifests[0]["trial_id"].isin(common)]
@@ -323,8 +323,9 @@ def leaderboard_figures(lb, out_dir: Path, *, seed: int = 0) -> tuple[dict[str, 
     def rel(p: Path) -> str:
         return p.relative_to(out_dir).as_posix()
 
-    png, svg = score_figure(lb, fig_dir / f"{lb.slug}-scores")
-    made["scores"], made["scores_svg"] = rel(png), rel(svg)
+    if lb.metrics:
+        png, svg = score_figure(lb, fig_dir / f"{lb.slug}-scores")
+        made["scores"], made["scores_svg"] = rel(png), rel(svg)
     if any(lb.pairs.get(k) for k, *_ in lb.metrics):
         png, svg = significance_figure(lb, fig_dir / f"{lb.slug}-significance")
         made["significance"], made["significance_svg"] = rel(png), rel(svg)
@@ -338,7 +339,7 @@ def leaderboard_figures(lb, out_dir: Path, *, seed: int = 0) -> tuple[dict[str, 
     if redraw:
         try:
             comparison_grid(have, grid, seed=seed, title=f"{lb.dataset}, {lb.setting}")
-        except (OSError, DataFormatError) as exc:  # a broken run folder must not cost the leaderboard
+        except (OSError, ValueError, KeyError, DataFormatError) as exc:  # a broken run folder costs only the grid
             log.warning("side-by-side grid %s not drawn: %s", grid, exc)
             redraw = False
     elif missing and grid.is_file():

@@ -182,10 +182,14 @@ def _setting(result: dict[str, Any]) -> tuple[str, int | None]:
     return split["setting"] + "".join(f"-{k}{v}" for k, v in sorted(opts.items())), subject
 
 
-def _value(m: dict | None) -> float:
+def _value(m: dict | None, key: str = "", run_id: Any = "") -> float:
     if not m or m.get("value") is None:
         return np.nan
-    return float(m["value"])
+    v = float(m["value"])
+    if not math.isfinite(v):
+        log.warning("run %s: %s = %s is not finite; left out of the table and the tests", run_id, key, v)
+        return np.nan
+    return v
 
 
 def results_frame(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -218,7 +222,7 @@ def results_frame(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
         }
         for key, *_ in METRIC_COLUMNS:
             m = r["metrics"].get(key)
-            row[key] = _value(m)
+            row[key] = _value(m, key, row["run_id"])
             row[f"{key}_higher_is_better"] = m.get("higher_is_better") if m else None
             row[f"{key}_label"] = m.get("label") if m else None
         rows.append(row)
@@ -383,7 +387,7 @@ class Leaderboard:
 
     @property
     def methods(self) -> list[str]:
-        return sorted(self.frame["method"].unique())
+        return sorted(self.frame["entry"].unique())
 
     @property
     def subjects(self) -> list[int]:
@@ -392,7 +396,10 @@ class Leaderboard:
 
 def build_leaderboard(group: pd.DataFrame, by_hash: dict, *, seed: int = 0) -> Leaderboard:
     """Aggregate one (dataset, setting) group into a :class:`Leaderboard` (see :func:`compare`)."""
-    group = group.sort_values(["method", "profile", "subject", "seed"], na_position="first", kind="stable")
+    group = group.sort_values(["method", "profile", "subject", "seed"], na_position="first", kind="stable").copy()
+    # one entry per (method, profile): a method run at two profiles gets two entries, never one pooled cell
+    several = group.groupby("method")["profile"].transform("nunique") > 1
+    group["entry"] = [f"{m} ({p})" if s else m for m, p, s in zip(group["method"], group["profile"], several)]
     dataset, setting = group["dataset"].iloc[0], group["setting"].iloc[0]
     subject_wise = group["subject"].notna().any()
     shown = [(k, t, d, s) for k, t, d, s in METRIC_COLUMNS if group[k].notna().any()]
@@ -411,7 +418,7 @@ def build_leaderboard(group: pd.DataFrame, by_hash: dict, *, seed: int = 0) -> L
         cells[scope] = {}
         for key, *_ in metrics:
             per_method = {}
-            for method, g in sub.groupby("method", sort=True):
+            for method, g in sub.groupby("entry", sort=True):
                 c = _cell(g, key, subject_wise, seed)
                 if c is not None:
                     per_method[method] = c
@@ -478,11 +485,13 @@ def summary_table(lb: Leaderboard, scope: Any = "all") -> pd.DataFrame:
     n_title = ("Subjects × seeds (n)" if scope == "all" else "Seeds (n)") if lb.subject_wise else "Seeds (n)"
     rows = []
     for (method, profile), g in sub.groupby(["method", "profile"], sort=True):
+        entry = g["entry"].iloc[0]
         row = {"Method": method, "Profile": profile, n_title: str(len(g))}
         for key, title, dec, scale in lb.metrics:
-            row[title] = _fmt_cell(lb.cells[scope][key].get(method), dec, scale)
+            row[title] = _fmt_cell(lb.cells[scope][key].get(entry), dec, scale)
         if "probe_accuracy" in lb.higher:
-            row["Chance (probe)"] = f"{g['chance'].iloc[0]:.3f}" if g["chance"].notna().any() else "–"
+            chance = g["chance"].dropna()
+            row["Chance (probe)"] = f"{chance.iloc[0]:.3f}" if len(chance) else "–"
         row["Trainable params"] = _millions(g["trainable_params"].iloc[0])
         row["Inference params"] = _millions(g["inference_params"].iloc[0])
         fit = g["fit_s"].dropna().to_numpy(dtype=float)
@@ -548,6 +557,19 @@ def _interval_note(lb: Leaderboard) -> str:
             "subjects" if any(k == "t over subjects" for k in kinds) else "seeds") + "."
     if any(c.n == 1 and c.interval == "none" for per in lb.cells["all"].values() for c in per.values()):
         text += " FID, KID and IS of a single run have no interval."
+    exceptions = [f"{m} {title.split(' ↑')[0].split(' ↓')[0]} ({c.interval})"
+                  for key, title, *_ in lb.metrics if key in _PER_TRIAL
+                  for m, c in sorted(lb.cells["all"][key].items()) if c.interval.startswith("t over")]
+    if exceptions:
+        text += (" Without per-trial counts in every run, these accuracy intervals are over runs instead: "
+                 + "; ".join(exceptions) + ".")
+    if lb.subject_wise:
+        subjects = {m: sorted({u[0] for per in lb.cells["all"].values() if m in per for u in per[m].units})
+                    for m in lb.methods}
+        if len({tuple(v) for v in subjects.values()}) > 1:
+            text += (" **Not every method was run on the same subjects** (" + "; ".join(
+                f"{m}: {', '.join(str(x) for x in v)}" for m, v in subjects.items())
+                + "): their means over subjects are over different subjects; compare them per subject.")
     return text
 
 
@@ -852,7 +874,17 @@ def compare(
         _check_hashes(dataset, setting, group, by_hash)
         boards.append(build_leaderboard(group, by_hash, seed=seed))
 
-    # everything is computed: now write (compact results first: they are the inputs of the tables)
+    compacts = {k: compact_result(r) for k, r in to_write.items()}  # reads train logs: may raise, before writing
+    # everything is computed; figures first (a failure there leaves the results and tables as they were),
+    # then the compact results (the inputs of the tables), then the tables
+    fig_paths: dict[str, dict[str, str]] = {}
+    grid_notes: dict[str, str | None] = {}
+    for lb in boards:
+        fig_paths[lb.slug], grid_notes[lb.slug] = {}, None
+        if figures and "markdown" in formats:
+            from eegbench import figures as figs
+
+            fig_paths[lb.slug], grid_notes[lb.slug] = figs.leaderboard_figures(lb, out_dir, seed=seed)
     written: list[Path] = []
     if to_write:
         log.info("adding %d result(s) to %s", len(to_write), results_dir)
@@ -862,21 +894,15 @@ def compare(
             slug_of[_key(row)] = lb.slug
     for path in to_remove:
         path.unlink(missing_ok=True)
-    for k, r in to_write.items():
+    for k in to_write:
         path = results_dir / slug_of[k] / _compact_name(k)
-        _write_if_changed(path, (json.dumps(compact_result(r), indent=1, default=str)
-                                 + "\n").encode())
+        _write_if_changed(path, (json.dumps(compacts[k], indent=1, default=str) + "\n").encode())
     for lb in boards:
-        fig_paths: dict[str, str] = {}
-        grid_note = None
-        if figures and "markdown" in formats:
-            from eegbench import figures as figs
-
-            fig_paths, grid_note = figs.leaderboard_figures(lb, out_dir, seed=seed)
+        grid_note = grid_notes[lb.slug]
         stem = f"leaderboard-{lb.slug}"
         if "markdown" in formats:
             path = out_dir / f"{stem}.md"
-            _write_if_changed(path, leaderboard_markdown(lb, figures=fig_paths, grid_note=grid_note).encode())
+            _write_if_changed(path, leaderboard_markdown(lb, figures=fig_paths[lb.slug], grid_note=grid_note).encode())
             written.append(path)
         if "csv" in formats:
             for path, df in ((out_dir / f"{stem}.csv", export_rows(lb)),
@@ -885,6 +911,7 @@ def compare(
                 written.append(path)
         if "json" in formats:
             path = out_dir / f"{stem}.json"
-            _write_if_changed(path, (json.dumps(export_json(lb, fig_paths), indent=1, default=str) + "\n").encode())
+            _write_if_changed(path, (json.dumps(export_json(lb, fig_paths[lb.slug]), indent=1, default=str)
+                                     + "\n").encode())
             written.append(path)
     return written

@@ -267,3 +267,37 @@ def test_cli_compare_formats_and_errors(tmp_path, capsys):
     bad.write_text("{}")
     assert main(["compare", str(runs), "--out", str(out)]) == 2
     assert "broken.json: not an eegbench compact result" in capsys.readouterr().err
+
+
+def test_edge_cases_two_profiles_unequal_subjects_non_finite_and_broken_samples(tmp_path, caplog):
+    # one method at two profiles: two entries, never one pooled cell
+    runs = tmp_path / "runs"
+    for s in (0, 1):
+        write_run(runs, result("alpha", s, fid=40.0), images=False)
+        r = result("alpha", s, fid=90.0)
+        r["method"]["profile"], r["run_id"] = "paper", f"alpha-paper-{s}"
+        write_run(runs, r, images=False)
+    paths = compare(load_results([runs]), tmp_path / "a", formats=("csv",))
+    cells = pd.read_csv(paths[0])
+    fid = cells[cells.metric == "fid"].set_index("method")["mean"]
+    assert fid["alpha (small)"] == 40.0 and fid["alpha (paper)"] == 90.0
+
+    # methods on different subjects are flagged; an infinite FID is left out with a warning
+    runs = tmp_path / "runs2"
+    for subj in (1, 2, 3):
+        write_run(runs, result("alpha", 0, fid=40.0 + subj, subject=subj), images=False)
+    bad = result("beta", 0, fid=float("inf"), subject=1)
+    write_run(runs, bad, images=False)
+    write_run(runs, result("beta", 1, fid=60.0, subject=1), images=False)
+    with caplog.at_level(logging.WARNING, logger="eegbench.leaderboard"):
+        (md,) = compare(load_results([runs]), tmp_path / "b")
+    assert "fid = inf is not finite" in caplog.text
+    text = md.read_text()
+    assert "Not every method was run on the same subjects" in text and "alpha: 1, 2, 3; beta: 1" in text
+
+    # a run folder with an unreadable manifest costs only the grid
+    runs = four_methods(tmp_path / "c", seeds=(0,))
+    (runs / "beta-s0" / "samples" / "manifest.csv").write_text("")
+    with caplog.at_level(logging.WARNING, logger="eegbench.figures"):
+        (md,) = compare(load_results([runs]), tmp_path / "c" / "reports")
+    assert "side-by-side grid" in caplog.text and "## Significance" in md.read_text()
