@@ -221,7 +221,7 @@ def score_images(
         metrics have ``value`` None and a ``skipped`` reason.
     """
     from eegbench.metrics import fidelity, isc, nway
-    from eegbench.metrics.features import FeatureNetwork, network_features
+    from eegbench.metrics.features import FeatureNetwork, image_digests, network_features
 
     t, s = generated.shape[:2]
     flat = torch.from_numpy(np.ascontiguousarray(generated.reshape(t * s, *generated.shape[2:])))
@@ -319,6 +319,10 @@ def score_images(
             "probe_train_accuracy": probe.get("probe_train_accuracy"), "n": probe["n"], "classifier": protocol.probe,
             "n_trials": probe.get("n_trials"), "per_trial_correct": probe["per_trial_correct"],
             "per_trial_total": probe["per_trial_total"], "trial_ids_sha256": _trial_ids_sha256(trial_ids),
+            "balanced_accuracy": probe["balanced_accuracy"], "predicted_distribution": probe["predicted_distribution"],
+            # the probe is fitted on the training stimuli; where the test trials show those same images
+            # (eegnb-*), its accuracy on them is a fit, not a ceiling
+            "reference_in_probe_training": bool(set(image_digests(ref)) <= set(image_digests(train))),
         }
     else:
         metrics["probe_accuracy"] = {"value": None, "higher_is_better": True, "label": "Class acc. (probe)",

@@ -596,6 +596,10 @@ def leaderboard_markdown(lb: Leaderboard, *, figures: dict[str, str] | None = No
     if "probe_accuracy" in lb.higher:
         notes.append("Class acc. (probe) comes from a probe classifier fitted on the training stimuli; "
                      "*Chance* is 1 / number of classes.")
+        if any((r["metrics"].get("probe_accuracy") or {}).get("reference_in_probe_training")
+               for r in lb.frame["result"]):
+            notes.append("The test trials show the same stimulus images the probe was fitted on, so the probe's "
+                         "accuracy on the ground-truth images (`reference_accuracy`) is a fit, not a ceiling.")
     notes.append("Parameter counts are computed by the harness (trainable: summed over all training stages; "
                  "inference: every module used to generate, frozen ones included).")
     n_results = len(lb.frame)

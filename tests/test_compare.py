@@ -301,3 +301,12 @@ def test_edge_cases_two_profiles_unequal_subjects_non_finite_and_broken_samples(
     with caplog.at_level(logging.WARNING, logger="eegbench.figures"):
         (md,) = compare(load_results([runs]), tmp_path / "c" / "reports")
     assert "side-by-side grid" in caplog.text and "## Significance" in md.read_text()
+
+
+def test_reference_accuracy_is_not_called_a_ceiling_when_the_probe_saw_the_test_images(tmp_path):
+    r = result()
+    r["metrics"]["probe_accuracy"]["reference_in_probe_training"] = True
+    (md,) = compare([r], tmp_path / "a", figures=False)
+    assert "is a fit, not a ceiling" in md.read_text()
+    (md,) = compare([result()], tmp_path / "b", figures=False)
+    assert "not a ceiling" not in md.read_text()

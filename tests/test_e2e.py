@@ -47,6 +47,10 @@ def test_run_writes_result_samples_grid_and_log(two_runs):
     assert m["fid"]["n_gen"] == 32 and m["fid"]["n_ref"] == 16
     assert "std" in m["kid"]
     assert 0.0 <= m["probe_accuracy"]["value"] <= 1.0 and m["probe_accuracy"]["chance"] == 0.5
+    # N170 test trials show the training stimuli: the probe's reference accuracy is a fit, not a ceiling
+    assert m["probe_accuracy"]["reference_in_probe_training"] is True
+    assert 0.0 <= m["probe_accuracy"]["balanced_accuracy"] <= 1.0
+    assert sum(m["probe_accuracy"]["predicted_distribution"]) == pytest.approx(1.0)
     # no Inception logits offline: the IS is the honestly labelled EfficientNet-Lite0 one, never plain "is"
     assert "is" not in m and m["is_effnet_lite0"]["value"] >= 1.0 and "EfficientNet" in m["is_effnet_lite0"]["label"]
     assert m["nway_topk"]["value"] is None and "WNID" in m["nway_topk"]["skipped"]  # N170 classes are not ImageNet's

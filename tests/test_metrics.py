@@ -372,6 +372,26 @@ def test_probe_chance_values_and_trial_std():
     assert out["accuracy_std"] == pytest.approx(np.std([1.0, 0.5, 1.0], ddof=1))
 
 
+def test_probe_per_trial_counts_follow_the_trial_order():
+    x_train, y_train = clusters(10, 5, seed=0)
+    x_gen = np.stack([x_train[20], x_train[30], x_train[0], x_train[1], x_train[10]])
+    y_gen = np.array([1, 1, 0, 0, 3])  # trial "Z": 0 of 2 right, trial "A": 2 of 2, trial "M": 0 of 1
+    out = probe_accuracy(x_train, y_train, x_gen, y_gen, n_classes=5, gen_trial_ids=["Z", "Z", "A", "A", "M"])
+    assert out["per_trial_correct"] == [0, 2, 0] and out["per_trial_total"] == [2, 2, 1]  # first appearance
+
+
+def test_probe_balanced_accuracy_and_predicted_distribution_show_collapse():
+    # every generated image looks like class 0: plain accuracy is the share of class-0 trials (0.75),
+    # balanced accuracy is chance (0.5), and the predicted distribution says where the images went
+    x_train, y_train = clusters(20, 2, seed=0)
+    x_gen = np.repeat(clusters(1, 2, seed=3)[0][:1], 8, axis=0)
+    y_gen = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    out = probe_accuracy(x_train, y_train, x_gen, y_gen, n_classes=2)
+    assert out["accuracy"] == pytest.approx(0.75) and out["majority_chance"] == pytest.approx(0.75)
+    assert out["balanced_accuracy"] == pytest.approx(0.5)
+    assert out["predicted_distribution"] == pytest.approx([1.0, 0.0])
+
+
 def test_probe_is_deterministic_for_a_seed():
     x_train, y_train = clusters(15, 3, seed=0, spread=4.0)
     x_gen, y_gen = clusters(15, 3, seed=1, spread=4.0)

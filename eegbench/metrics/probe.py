@@ -150,7 +150,10 @@ def probe_accuracy(
         (float, or None when no reference features are given), ``per_trial_correct`` and
         ``per_trial_total`` (lists of int, one entry per trial in order of first appearance in
         ``gen_trial_ids``, or per image without them: correctly classified samples and samples, the
-        unit a bootstrap over test trials resamples).
+        unit a bootstrap over test trials resamples), ``balanced_accuracy`` (mean over the classes
+        present in ``gen_labels`` of the share of their images classified correctly: a method whose
+        images all look like one class scores chance here) and ``predicted_distribution`` (list of
+        float, length ``n_classes``: share of generated images the probe assigns to each class).
 
     Raises
     ------
@@ -173,7 +176,9 @@ def probe_accuracy(
             f"gen_features have {x_gen.shape[1]} dimensions but train_features have {x_train.shape[1]}"
         )
     probe = fit_probe(x_train, y_train, n_classes=n_classes, seed=seed)
-    correct = (probe.predict(x_gen) == y_gen).astype(np.float64)
+    predicted = probe.predict(x_gen).astype(np.int64)
+    correct = (predicted == y_gen).astype(np.float64)
+    recalls = [correct[y_gen == c].mean() for c in range(int(n_classes)) if np.any(y_gen == c)]
     accuracy = float(correct.mean())
     m = correct.size
 
@@ -220,6 +225,8 @@ def probe_accuracy(
         "reference_accuracy": reference_accuracy,
         "per_trial_correct": per_trial_correct,
         "per_trial_total": per_trial_total,
+        "balanced_accuracy": float(np.mean(recalls)),
+        "predicted_distribution": (np.bincount(predicted, minlength=int(n_classes)) / m).tolist(),
     }
 
 
