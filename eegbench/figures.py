@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from eegbench.errors import DataFormatError
+from eegbench.results import write_bytes_if_changed
 
 __all__ = ["comparison_grid", "leaderboard_figures", "score_figure", "significance_figure", "training_figure"]
 
@@ -44,21 +45,18 @@ def _figure(width: float, height: float, dpi: int = 100):
 
 
 def _save(fig, stem: Path, svg: bool = True) -> list[Path]:
+    import io
+
     import matplotlib
 
-    stem.parent.mkdir(parents=True, exist_ok=True)
     out = []
     with matplotlib.rc_context({"svg.hashsalt": "eegbench", "svg.fonttype": "none"}):
         for ext in ("png", "svg") if svg else ("png",):
             path = stem.with_name(f"{stem.name}.{ext}")
-            tmp = path.with_name(path.name + ".tmp")
+            buf = io.BytesIO()
             meta = {"Software": None} if ext == "png" else {"Date": None, "Creator": None}
-            fig.savefig(tmp, format=ext, metadata=meta)
-            data = tmp.read_bytes()
-            if path.is_file() and path.read_bytes() == data:
-                tmp.unlink()
-            else:
-                tmp.replace(path)
+            fig.savefig(buf, format=ext, metadata=meta)
+            write_bytes_if_changed(path, buf.getvalue())
             out.append(path)
     return out
 
@@ -300,12 +298,7 @@ def comparison_grid(sources: list[tuple[str, Path, dict]], png: Path, *, n_trial
             "rows": [{"label": "ground truth", "run_id": sources[0][2].get("run_id")}]
             + [{"label": label, "run_id": r.get("run_id"), "seed": r.get("seed"),
                 "subject": (r["split"].get("options") or {}).get("subject")} for label, _, r in sources]}
-    data = (json.dumps(meta, indent=1) + "\n").encode()
-    side = png.with_suffix(".json")
-    if not (side.is_file() and side.read_bytes() == data):
-        tmp = side.with_name(side.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(side)
+    write_bytes_if_changed(png.with_suffix(".json"), (json.dumps(meta, indent=1) + "\n").encode())
     return meta
 
 

@@ -47,6 +47,7 @@ from eegbench.datasets.info import dataset_label
 from eegbench.errors import DataFormatError, EegbenchError
 from eegbench.protocol import protocol_differences
 from eegbench.published import published_markdown
+from eegbench.results import write_bytes_if_changed
 
 __all__ = [
     "METRIC_COLUMNS", "Leaderboard", "compact_result", "compare", "leaderboard_markdown",
@@ -710,16 +711,6 @@ def export_json(lb: Leaderboard, figures: dict[str, str]) -> dict[str, Any]:
 # compare
 
 
-def _write_if_changed(path: Path, data: bytes) -> bool:
-    if path.is_file() and path.read_bytes() == data:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return True
-
-
 def _check_hashes(dataset: str, setting: str, group: pd.DataFrame, by_hash: dict) -> None:
     problems = []
     if group["protocol_hash"].nunique() > 1:
@@ -900,22 +891,22 @@ def compare(
         path.unlink(missing_ok=True)
     for k in to_write:
         path = results_dir / slug_of[k] / _compact_name(k)
-        _write_if_changed(path, (json.dumps(compacts[k], indent=1, default=str) + "\n").encode())
+        write_bytes_if_changed(path, (json.dumps(compacts[k], indent=1, default=str) + "\n").encode())
     for lb in boards:
         grid_note = grid_notes[lb.slug]
         stem = f"leaderboard-{lb.slug}"
         if "markdown" in formats:
             path = out_dir / f"{stem}.md"
-            _write_if_changed(path, leaderboard_markdown(lb, figures=fig_paths[lb.slug], grid_note=grid_note).encode())
+            write_bytes_if_changed(path, leaderboard_markdown(lb, figures=fig_paths[lb.slug], grid_note=grid_note).encode())
             written.append(path)
         if "csv" in formats:
             for path, df in ((out_dir / f"{stem}.csv", export_rows(lb)),
                              (out_dir / f"{stem}-pairs.csv", export_pairs(lb))):
-                _write_if_changed(path, df.to_csv(index=False).encode())
+                write_bytes_if_changed(path, df.to_csv(index=False).encode())
                 written.append(path)
         if "json" in formats:
             path = out_dir / f"{stem}.json"
-            _write_if_changed(path, (json.dumps(export_json(lb, fig_paths[lb.slug]), indent=1, default=str)
+            write_bytes_if_changed(path, (json.dumps(export_json(lb, fig_paths[lb.slug]), indent=1, default=str)
                                      + "\n").encode())
             written.append(path)
     return written

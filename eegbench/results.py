@@ -30,6 +30,29 @@ RECORDED_PACKAGES = (
 )
 
 
+def write_bytes_if_changed(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` atomically (temp file + ``os.replace``) unless it already holds them.
+
+    Returns
+    -------
+    bool
+        True if the file was written, False if it already had exactly these bytes.
+    """
+    path = Path(path)
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as indented JSON to ``path`` via a temp file and ``os.replace``."""
     path = Path(path)
