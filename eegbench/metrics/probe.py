@@ -19,6 +19,7 @@ stimuli never enter the probe's fit, so an image-disjoint split stays image-disj
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -175,10 +176,11 @@ def probe_accuracy(
         raise DataFormatError(
             f"gen_features have {x_gen.shape[1]} dimensions but train_features have {x_train.shape[1]}"
         )
+    from sklearn.metrics import balanced_accuracy_score
+
     probe = fit_probe(x_train, y_train, n_classes=n_classes, seed=seed)
     predicted = probe.predict(x_gen).astype(np.int64)
     correct = (predicted == y_gen).astype(np.float64)
-    recalls = [correct[y_gen == c].mean() for c in range(int(n_classes)) if np.any(y_gen == c)]
     accuracy = float(correct.mean())
     m = correct.size
 
@@ -203,6 +205,10 @@ def probe_accuracy(
         accuracy_std = float(np.sqrt(accuracy * (1.0 - accuracy) / m))
         std_kind = "binomial_se"
 
+    with warnings.catch_warnings():  # predictions of classes absent from gen_labels: recall over present ones
+        warnings.simplefilter("ignore", UserWarning)
+        balanced = float(balanced_accuracy_score(y_gen, predicted))
+
     reference_accuracy = None
     if reference_features is not None:
         x_ref = _features(reference_features, "reference_features")
@@ -225,7 +231,7 @@ def probe_accuracy(
         "reference_accuracy": reference_accuracy,
         "per_trial_correct": per_trial_correct,
         "per_trial_total": per_trial_total,
-        "balanced_accuracy": float(np.mean(recalls)),
+        "balanced_accuracy": balanced,
         "predicted_distribution": (np.bincount(predicted, minlength=int(n_classes)) / m).tolist(),
     }
 
