@@ -2,7 +2,9 @@
 
 Registered by :func:`eegbench.plugins.get_plugin_manager` like any plugin (it can be read as an
 example). Methods are *not* here: built-in methods live in ``methods/`` and come in through the
-``eegbench`` entry-point group exactly like third-party plugins.
+``eegbench`` entry-point group exactly like third-party plugins. Only the two references
+(``class-prior``, ``oracle-class``, :mod:`eegbench.references`) are registered here: they belong to
+the harness, not to any paper.
 """
 
 from __future__ import annotations
@@ -34,18 +36,38 @@ def eegbench_register_settings(registry):
 
 @hookimpl
 def eegbench_register_metrics(registry):
-    registry.add("fid", "eegbench.metrics.fidelity:compute_fid_kid",
-                 summary="Frechet Inception Distance, TF-Inception pool3 via torch-fidelity (lower is better)")
-    registry.add("kid", "eegbench.metrics.fidelity:compute_fid_kid",
-                 summary="Kernel Inception Distance, TF-Inception pool3 via torch-fidelity (lower is better)")
-    registry.add("probe-accuracy", "eegbench.metrics.probe:probe_accuracy_images",
-                 summary="class accuracy of generated images by a probe fitted on training stimuli (higher is better)")
-    registry.add("is", "eegbench.metrics.isc:compute_is",
-                 summary="Inception Score via torch-fidelity, 10 splits, generated images only; EfficientNet-Lite0 "
-                         "IS (labelled, not comparable) without the standard weights (higher is better)")
-    registry.add("nway-topk", "eegbench.metrics.nway:n_way_top_k_images",
-                 summary="50-way top-1 accuracy vs the classifier's class of the ground-truth image, 50 seeded "
-                         "trials, ImageNet-class datasets only (higher is better)")
+    # Metric classes (eegbench.metric.Metric); the key is the result key. A third party registers
+    # its own the same way and adds it to a run's protocol with --metric NAME.
+    mod = "eegbench.metrics.protocol_metrics"
+    for key, cls, summary in (
+        ("fid", "FID", "Frechet Inception Distance, TF-Inception pool3 via torch-fidelity (lower is better)"),
+        ("kid", "KID", "Kernel Inception Distance, TF-Inception pool3 via torch-fidelity (lower is better)"),
+        ("is", "IS", "Inception Score via torch-fidelity, 10 splits, generated images only; EfficientNet-Lite0 "
+                     "IS (labelled, not comparable) without the standard weights (higher is better)"),
+        ("nway_topk", "NWayTopK", "50-way top-1 accuracy vs the classifier's class of the ground-truth image, 50 "
+                                  "seeded trials, ImageNet-class datasets only (higher is better)"),
+        ("probe_accuracy", "ProbeAccuracy", "class accuracy of generated images by a probe fitted on training "
+                                            "stimuli, with balanced accuracy and predicted classes (higher is better)"),
+        ("two_way_inception", "TwoWayInception", "2-way identification on TF-Inception pool3 features, image-level "
+                                                 "datasets only (chance 0.5, higher is better)"),
+        ("two_way_effnet", "TwoWayEfficientNet", "2-way identification on EfficientNet-Lite0 features, image-level "
+                                                 "datasets only (chance 0.5, higher is better)"),
+        ("ssim", "SSIM", "SSIM with the ground-truth image, grayscale, image-level datasets only (higher is better)"),
+        ("pixcorr", "PixCorr", "pixel correlation with the ground-truth image, image-level datasets only "
+                               "(higher is better)"),
+    ):
+        registry.add(key, f"{mod}:{cls}", summary=summary)
+
+
+@hookimpl
+def eegbench_register_methods(registry):
+    # References, not methods: shown in a separate block of every leaderboard, never ranked.
+    registry.add("class-prior", "eegbench.references:ClassPrior",
+                 summary="reference: shared denoiser prompted with classes drawn from the training class "
+                         "frequencies (ignores the EEG)")
+    registry.add("oracle-class", "eegbench.references:OracleClass",
+                 summary="reference: shared denoiser prompted with each test trial's TRUE class (reads test "
+                         "labels; the ceiling of class metrics)")
 
 
 @hookimpl

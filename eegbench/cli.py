@@ -80,6 +80,9 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="protocol sampler for every method (default: each method's published choice)")
     g.add_argument("--guidance-scale", type=float, default=None,
                    help="protocol classifier-free guidance scale (default: each method's own)")
+    g.add_argument("--metric", dest="metrics", action="append", default=[], metavar="NAME",
+                   help="score this registered metric too (e.g. a plugin's; see `eegbench ls metrics`; "
+                        "repeatable; recorded in the protocol hash)")
     _add_weights_flags(g)
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
     g = p.add_argument_group("training and devices")
@@ -120,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score the first N samples per trial (default: all the run saved)")
     p.add_argument("--data-root", type=Path, default=None, help="dataset folder (default: the run's)")
     p.add_argument("--cache-dir", type=Path, default=None, help="metric cache (default: the run's)")
+    p.add_argument("--metric", dest="metrics", action="append", default=[], metavar="NAME",
+                   help="score this registered metric too (repeatable; see `eegbench ls metrics`)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     p = sub.add_parser(
@@ -208,6 +213,7 @@ def _run_config(args):
         progress=not args.no_progress, checkpoint_every=args.checkpoint_every, max_steps=args.max_steps,
         mixed_precision=args.mixed_precision,
         generate_batch_size=16 if args.generate_batch_size is None else args.generate_batch_size,
+        metrics=tuple(args.metrics),
     )
 
 
@@ -225,7 +231,7 @@ def _given_run_options(argv: list[str]) -> dict[str, object]:
     _add_run_arguments(parser)
     parser.set_defaults(**{dest: _Unset() for dest in vars(parser.parse_args([]))})
     stated = vars(parser.parse_args(argv[argv.index("run") + 1:]))
-    converted = {"dataset_options": dict, "overrides": dict, "backbone_overrides": dict}
+    converted = {"dataset_options": dict, "overrides": dict, "backbone_overrides": dict, "metrics": tuple}
     return {_RUN_FIELDS.get(k, k): converted.get(k, lambda v: v)(v) for k, v in stated.items()
             if not (isinstance(v, _Unset) and not v)
             and k not in ("resume", "no_progress", "checkpoint_every", "runs_dir", "generate_batch_size")}
@@ -254,10 +260,14 @@ def _cmd_run(args, argv: list[str]) -> int:
 def _cmd_evaluate(args) -> int:
     from eegbench.evaluate import evaluate_run
     from eegbench.leaderboard import metrics_summary
+    from eegbench.plugins import get_plugin_manager
+    from eegbench.runner import protocol_metrics
 
+    overrides = {"metrics": protocol_metrics(args.metrics, get_plugin_manager())} if args.metrics else None
     result = evaluate_run(args.run_dir, inception_weights=args.inception_weights,
                           classifier_weights=args.classifier_weights, n_samples=args.n_samples,
-                          data_root=args.data_root, cache_dir=args.cache_dir, progress=not args.no_progress)
+                          data_root=args.data_root, cache_dir=args.cache_dir, progress=not args.no_progress,
+                          protocol_overrides=overrides)
     print(f"evaluation: {result['evaluation']['result_path']} (protocol {result['protocol']['hash']})")
     print(metrics_summary(result["metrics"]))
     return 0

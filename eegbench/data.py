@@ -74,6 +74,7 @@ class DatasetInfo:
     licence: str = ""
     subjects: tuple[int, ...] = ()
     wnids: tuple[str, ...] = ()
+    stimulus_level: str = "class"
 
     @property
     def n_classes(self) -> int:

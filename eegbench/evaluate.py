@@ -14,7 +14,6 @@ picks up — leaving the run's own ``result.json`` untouched.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import re
 from dataclasses import replace
@@ -146,11 +145,6 @@ def resolve_protocol(protocol: EvalProtocol, *, inception_weights: Path | None =
     return replace(protocol, **changes)
 
 
-def _trial_ids_sha256(trial_ids) -> str:
-    """sha256 of the test trial ids in order: per-trial metric lists of two runs line up when equal."""
-    return hashlib.sha256("\n".join(str(t) for t in trial_ids).encode()).hexdigest()
-
-
 def score_images(
     generated: np.ndarray,
     reference: np.ndarray,
@@ -170,14 +164,21 @@ def score_images(
     classifier_weights: Path | None = None,
     progress: bool = True,
     generated_cache_dir: Path | None = None,
+    image_ids=None,
+    stimulus_level: str = "class",
+    plugins=None,
 ) -> dict[str, Any]:
-    """Every metric of the protocol for one set of generated and reference images.
+    """Every metric of the protocol (``protocol.metrics``, looked up in the metric registry) for one
+    set of generated and reference images.
 
-    Each scoring network runs once over each distinct image (:mod:`eegbench.metrics.features`):
-    TF-Inception for FID/KID, EfficientNet-Lite0 for both the IS logits and the probe's pooled
-    features (when ``image_embedder`` is that network, identified by ``weights_sha256``). Reference
-    and training-stimulus features are cached under ``cache_dir``; generated-image features under
-    ``generated_cache_dir`` when given.
+    Each metric is a :class:`eegbench.metric.Metric` registered through ``eegbench_register_metrics``
+    (the core's own in :mod:`eegbench.metrics.protocol_metrics`). A metric whose needs are not met
+    (no WNIDs, no training stimuli, class-level stimuli) is recorded with ``value`` None and the
+    ``skipped`` reason. Each scoring network runs once over each distinct image
+    (:class:`eegbench.metric.ScoringInputs`): TF-Inception for FID/KID and the Inception 2-way
+    identification, EfficientNet-Lite0 for the IS logits, the probe and the EfficientNet 2-way
+    identification. Reference and training-stimulus features are cached under ``cache_dir``;
+    generated-image features under ``generated_cache_dir`` when given.
 
     Parameters
     ----------
@@ -213,120 +214,53 @@ def score_images(
     progress : bool
     generated_cache_dir : Path, optional
         Folder for the feature files of the generated images (a run's ``features/``).
+    image_ids : sequence of str, length T, optional
+        Stimulus image id of each test trial (the 2-way identification never counts a trial that
+        shows the same image as another trial); default: each trial its own image.
+    stimulus_level : {"class", "image"}
+        ``"image"`` when each trial has its own stimulus (``DatasetInfo.stimulus_level``):
+        image-level metrics apply.
+    plugins : eegbench.plugins.PluginSet, optional
+        Where the metrics are looked up (default :func:`eegbench.plugins.get_plugin_manager`).
 
     Returns
     -------
     dict
-        Metric key → dict with ``value``, ``higher_is_better``, ``label`` and details; skipped
-        metrics have ``value`` None and a ``skipped`` reason.
+        Metric key → dict with ``value``, the metric's metadata (``label``, ``higher_is_better``,
+        ``interval``, ``decimals``, ``scale``) and details; skipped metrics have ``value`` None and
+        a ``skipped`` reason.
+
+    Raises
+    ------
+    PluginError
+        For a protocol metric that is not registered or not a :class:`~eegbench.metric.Metric`.
     """
-    from eegbench.metrics import fidelity, isc, nway
-    from eegbench.metrics.features import FeatureNetwork, image_digests, network_features
+    from eegbench.metric import ScoringInputs, get_metric
+    from eegbench.plugins import get_plugin_manager
 
-    t, s = generated.shape[:2]
-    flat = torch.from_numpy(np.ascontiguousarray(generated.reshape(t * s, *generated.shape[2:])))
-    ref = torch.from_numpy(np.ascontiguousarray(reference))
-
-    def gen_file(net):  # the run's generated images: features kept beside the samples
-        return None if generated_cache_dir is None else Path(generated_cache_dir) / f"{net.key}.safetensors"
-
-    def set_file(net, suffix=""):  # reference / training images: features in the shared cache
-        if reference_cache_name is None:
-            return None
-        return fidelity.reference_cache_file(cache_dir, reference_cache_name + suffix, net.key)
-
-    def feats(net, images, file, role):
-        return network_features(net, images, cache_file=file, role=role, progress=progress)
-
-    # FID/KID (and, with the standard Inception weights, IS from the same pass)
-    fid_weights = inception_weights if protocol.fid_feature_extractor == isc.STANDARD_IS_EXTRACTOR else None
-    one_inception = (protocol.fid_feature_extractor == isc.STANDARD_IS_EXTRACTOR
-                     and protocol.is_feature_extractor == isc.STANDARD_IS_EXTRACTOR)
-    fid_net, layer, fid_sha = fidelity.fid_network(
-        protocol.fid_feature_extractor, fid_weights, batch_size=_INCEPTION_BATCH,
-        layers=("2048", "logits_unbiased") if one_inception else None)
-    gen_fid = feats(fid_net, flat, gen_file(fid_net), "generated")
-    ref_fid = feats(fid_net, ref, set_file(fid_net), "reference")
-    fk = fidelity.fid_kid_from_features(gen_fid[layer], ref_fid[layer], seed=protocol.seed,
-                                        kid_subset_size=min(protocol.kid_subset_size, len(flat), len(ref)))
-    metrics: dict[str, Any] = {
-        "fid": {"value": fk["fid"], "higher_is_better": False, "label": "FID", "n_gen": fk["n_gen"],
-                "n_ref": fk["n_ref"], "feature_extractor": fid_net.name, "weights_sha256": fid_sha},
-        "kid": {"value": fk["kid_mean"], "std": fk["kid_std"], "std_kind": "kid_subsets", "higher_is_better": False,
-                "label": "KID", "subset_size": fk["kid_subset_size"], "n_gen": fk["n_gen"], "n_ref": fk["n_ref"],
-                "feature_extractor": fid_net.name},
-    }
-
-    # IS; EfficientNet-Lite0 also gives the probe's pooled features in the same pass
-    probe_net = None
-    if one_inception:
-        is_net, is_sha, gen_is = fid_net, fid_sha, gen_fid
-    else:
-        is_weights = inception_weights if protocol.is_feature_extractor == isc.STANDARD_IS_EXTRACTOR else None
-        effnet = protocol.is_feature_extractor == isc.EFFNET_IS_EXTRACTOR
-        is_net, is_sha = isc.is_network(protocol.is_feature_extractor, is_weights,
-                                        layers=("logits_unbiased", "1280") if effnet else None)
-        gen_is = feats(is_net, flat, gen_file(is_net), "generated")
-        if effnet and image_embedder is not None and getattr(image_embedder, "weights_sha256", None) == is_sha:
-            probe_net = is_net  # the probe's embedder is this very network
-    mean, std, used = isc.is_from_logits(gen_is["logits_unbiased"], splits=protocol.is_splits, seed=protocol.seed)
-    res = isc.is_record(protocol.is_feature_extractor, mean, std, used, len(flat), is_sha)
-    metrics[res.pop("key")] = {**res, "higher_is_better": True, "std_kind": "is_splits"}
-
-    nway_label = f"{protocol.n_way}-way top-{protocol.top_k} acc. ({protocol.classifier})"
-    if wnids:
-        if classifier is None:
-            classifier = nway.load_classifier(classifier_weights, image_embedder=image_embedder)
-        acc = nway.n_way_top_k_images(
-            classifier, generated, reference, n_way=protocol.n_way, top_k=protocol.top_k,
-            n_trials=protocol.n_way_trials, seed=protocol.seed, reference_labels=labels, wnids=wnids,
-            progress=progress,
-        )
-        metrics[NWAY_KEY] = {**acc, "trial_ids_sha256": _trial_ids_sha256(trial_ids),
-                             "higher_is_better": True, "label": nway_label,
-                             "classifier": getattr(classifier, "name", protocol.classifier),
-                             "classifier_weights_sha256": getattr(classifier, "weights_sha256",
-                                                                  protocol.classifier_weights_sha256)}
-    else:
-        metrics[NWAY_KEY] = {"value": None, "higher_is_better": True, "label": nway_label,
-                             "skipped": "dataset classes are not ImageNet classes (no WNIDs); see probe_accuracy"}
-
-    if train_images is not None and image_embedder is not None:
-        from eegbench.metrics.probe import probe_accuracy
-
-        gen_labels = np.repeat(np.asarray(labels), s)
-        train = torch.from_numpy(np.ascontiguousarray(train_images))
-        if probe_net is not None:  # the IS pass already gave the generated images' pooled features
-            f_gen, layer_p, cached = gen_is["1280"], "1280", True
-        else:  # another pass; cached when the embedder names its weights (EfficientNetLite0Features does)
-            sha = getattr(image_embedder, "weights_sha256", None)
-            probe_net = FeatureNetwork(key=f"probe-{type(image_embedder).__name__}-w{sha[:12]}" if sha else "probe",
-                                       layers=("features",), batch_size=64,
-                                       fn=lambda b: {"features": image_embedder(b).float().cpu()})
-            layer_p, cached = "features", sha is not None
-            f_gen = feats(probe_net, flat, gen_file(probe_net) if cached else None, "generated")[layer_p]
-        f_ref = feats(probe_net, ref, set_file(probe_net) if cached else None, "reference")[layer_p]
-        f_train = feats(probe_net, train, set_file(probe_net, "-train") if cached else None, "training")[layer_p]
-        probe = probe_accuracy(
-            f_train.numpy(), np.asarray(train_labels), f_gen.numpy(), gen_labels, n_classes=n_classes,
-            seed=protocol.seed, reference_features=f_ref.numpy(), reference_labels=np.asarray(labels),
-            gen_trial_ids=np.repeat(np.asarray(list(trial_ids)), s),
-        )
-        metrics["probe_accuracy"] = {
-            "value": probe["accuracy"], "std": probe.get("accuracy_std"), "std_kind": probe.get("accuracy_std_kind"),
-            "higher_is_better": True, "label": "Class acc. (probe)", "chance": probe["chance"],
-            "majority_chance": probe.get("majority_chance"), "reference_accuracy": probe.get("reference_accuracy"),
-            "probe_train_accuracy": probe.get("probe_train_accuracy"), "n": probe["n"], "classifier": protocol.probe,
-            "n_trials": probe.get("n_trials"), "per_trial_correct": probe["per_trial_correct"],
-            "per_trial_total": probe["per_trial_total"], "trial_ids_sha256": _trial_ids_sha256(trial_ids),
-            "balanced_accuracy": probe["balanced_accuracy"], "predicted_distribution": probe["predicted_distribution"],
-            # the probe is fitted on the training stimuli; where the test trials show those same images
-            # (eegnb-*), its accuracy on them is a fit, not a ceiling
-            "reference_in_probe_training": bool(set(image_digests(ref)) <= set(image_digests(train))),
-        }
-    else:
-        metrics["probe_accuracy"] = {"value": None, "higher_is_better": True, "label": "Class acc. (probe)",
-                                     "chance": 1.0 / n_classes, "skipped": "training stimuli not available"}
+    plugins = plugins or get_plugin_manager()
+    metric_objects = [get_metric(plugins, key) for key in protocol.metrics]  # unknown names fail first
+    inputs = ScoringInputs(
+        generated=generated, reference=reference, protocol=protocol, labels=np.asarray(labels),
+        trial_ids=[str(t) for t in trial_ids], n_classes=int(n_classes),
+        image_ids=[str(i) for i in image_ids] if image_ids is not None else [],
+        wnids=tuple(wnids or ()), stimulus_level=stimulus_level, train_images=train_images,
+        train_labels=train_labels, image_embedder=image_embedder,
+        cache_dir=Path(cache_dir), reference_cache_name=reference_cache_name,
+        generated_cache_dir=generated_cache_dir, inception_weights=inception_weights,
+        classifier_weights=classifier_weights, classifier=classifier, progress=progress,
+    )
+    metrics: dict[str, Any] = {}
+    for metric in metric_objects:
+        meta = {**metric.metadata(), "label": metric.title(inputs)}
+        reason = inputs.missing(metric.needs)
+        if reason is not None:
+            metrics[metric.key] = {"value": None, **meta, "skipped": reason}
+            continue
+        record = dict(metric.compute(inputs))
+        if "value" not in record:
+            raise EegbenchError(f"metric {metric.key!r}: compute() returned no 'value'")
+        metrics[metric.key] = {**meta, **record}
     return metrics
 
 
@@ -347,14 +281,35 @@ def _load_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     manifest_file = run_dir / result.get("artifacts", {}).get("manifest", "samples/manifest.csv")
     if not manifest_file.is_file():
         raise DataNotFoundError(f"{manifest_file} is missing: the run's samples cannot be re-scored")
+    return result, _read_manifest(manifest_file)
+
+
+def _read_manifest(manifest_file: Path) -> pd.DataFrame:
     try:
-        manifest = pd.read_csv(manifest_file, dtype={"trial_id": str})
+        manifest = pd.read_csv(manifest_file, dtype={"trial_id": str, "image_id": str})
     except (OSError, ValueError) as exc:
         raise DataFormatError(f"{manifest_file}: not a readable manifest ({exc})") from None
     missing = [c for c in _MANIFEST_COLUMNS if c not in manifest.columns]
     if missing or manifest.empty:
         raise DataFormatError(f"{manifest_file}: missing columns {missing} or no rows")
-    return result, manifest
+    return manifest
+
+
+def _manifest_images(run_dir: Path, manifest: pd.DataFrame, n: int, size: int):
+    """Generated (T, n, 3, H, W) and reference (T, 3, H, W) uint8 images, labels, trial and image ids."""
+    rows = manifest[manifest["sample_index"] < n].sort_values(["sample_index"], kind="stable")
+    trial_order = list(dict.fromkeys(manifest["trial_id"]))
+    per_trial = {tid: grp.sort_values("sample_index") for tid, grp in rows.groupby("trial_id", sort=False)}
+    generated, reference, labels, image_ids = [], [], [], []
+    for tid in trial_order:
+        grp = per_trial[tid]
+        if len(grp) != n:
+            raise DataFormatError(f"manifest lists {len(grp)} samples for trial {tid}, expected {n}")
+        generated.append(np.stack([_read_png(run_dir / p, size) for p in grp["path"]]))
+        reference.append(_read_png(run_dir / grp["reference_path"].iloc[0], size))
+        labels.append(int(grp["label"].iloc[0]))
+        image_ids.append(str(grp["image_id"].iloc[0]) if "image_id" in grp else str(tid))
+    return np.stack(generated), np.stack(reference), np.asarray(labels), trial_order, image_ids
 
 
 def _read_png(path: Path, size: int | None) -> np.ndarray:
@@ -485,6 +440,7 @@ def evaluate_run(
         For a bad ``n_samples`` or protocol override, or a changed split.
     """
     from eegbench.hostalloc import keep_freed_memory
+    from eegbench.metric import NEEDS
     from eegbench.results import SCHEMA_VERSION, environment_info
 
     if not torch.cuda.is_available():
@@ -510,18 +466,14 @@ def evaluate_run(
     config = result.get("config") or {}
     cache_dir = Path(cache_dir or config.get("cache_dir") or Path.home() / ".cache" / "eegbench")
     size = int(recorded.image_size)
-    rows = manifest[manifest["sample_index"] < n].sort_values(["sample_index"], kind="stable")
-    trial_order = list(dict.fromkeys(manifest["trial_id"]))
-    per_trial = {tid: grp.sort_values("sample_index") for tid, grp in rows.groupby("trial_id", sort=False)}
-    generated, reference, labels = [], [], []
-    for tid in trial_order:
-        grp = per_trial[tid]
-        if len(grp) != n:
-            raise DataFormatError(f"manifest lists {len(grp)} samples for trial {tid}, expected {n}")
-        generated.append(np.stack([_read_png(run_dir / p, size) for p in grp["path"]]))
-        reference.append(_read_png(run_dir / grp["reference_path"].iloc[0], size))
-        labels.append(int(grp["label"].iloc[0]))
-    generated, reference, labels = np.stack(generated), np.stack(reference), np.asarray(labels)
+    generated, reference, labels, trial_order, image_ids = _manifest_images(run_dir, manifest, n, size)
+    shuffled_record = (result.get("controls") or {}).get("shuffled_eeg") or {}
+    generated_shuffled = None
+    if shuffled_record.get("manifest"):
+        shuffled_file = run_dir / shuffled_record["manifest"]
+        if not shuffled_file.is_file():
+            raise DataNotFoundError(f"{shuffled_file} is missing: the run's shuffled-EEG control cannot be re-scored")
+        generated_shuffled, *_ = _manifest_images(run_dir, _read_manifest(shuffled_file), n, size)
 
     if image_embedder is None:
         from eegbench.backbones.embedders import EfficientNetLite0Features
@@ -531,18 +483,27 @@ def evaluate_run(
     wnids = tuple(result["dataset"].get("wnids") or (info.wnids if info is not None else ()))
     n_classes = len(result["dataset"]["class_names"])
     ds = result["dataset"]
-    metrics = score_images(
-        generated, reference, protocol=protocol, labels=labels, trial_ids=trial_order, n_classes=n_classes,
-        wnids=wnids, train_images=train_images, train_labels=train_labels,
-        image_embedder=image_embedder,
-        cache_dir=cache_dir / "fidelity",
-        reference_cache_name=reference_cache_name(ds["name"], ds.get("version", ""), ds.get("options"),
-                                                  result["split"]["sha256"], len(reference), size),
-        inception_weights=inception_weights, classifier=classifier, classifier_weights=classifier_weights,
-        progress=progress, generated_cache_dir=run_dir / "features",
-    )
-    if reason is not None:
-        metrics["probe_accuracy"]["skipped"] = reason
+    def score(images):
+        out = score_images(
+            images, reference, protocol=protocol, labels=labels, trial_ids=trial_order, n_classes=n_classes,
+            wnids=wnids, train_images=train_images, train_labels=train_labels,
+            image_embedder=image_embedder,
+            cache_dir=cache_dir / "fidelity",
+            reference_cache_name=reference_cache_name(ds["name"], ds.get("version", ""), ds.get("options"),
+                                                      result["split"]["sha256"], len(reference), size),
+            inception_weights=inception_weights, classifier=classifier, classifier_weights=classifier_weights,
+            progress=progress, generated_cache_dir=run_dir / "features", image_ids=image_ids,
+            stimulus_level=ds.get("stimulus_level") or getattr(info, "stimulus_level", "class"), plugins=plugins,
+        )
+        for m in out.values():  # say why the training stimuli are missing
+            if reason is not None and m.get("skipped") == NEEDS["training_stimuli"]:
+                m["skipped"] = reason
+        return out
+
+    metrics = score(generated)
+    controls = copy.deepcopy(result.get("controls") or {})
+    if generated_shuffled is not None:
+        controls["shuffled_eeg"]["metrics"] = score(generated_shuffled)
     out_dir = run_dir / "evaluations" / protocol.hash()
     new = copy.deepcopy(result)
     new.pop("_path", None)
@@ -550,6 +511,7 @@ def evaluate_run(
         "schema_version": SCHEMA_VERSION,
         "protocol": {**protocol.to_dict(), "hash": protocol.hash()},
         "metrics": metrics,
+        "controls": controls,
         "evaluation": {
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "source_result": "result.json",

@@ -63,7 +63,7 @@ def _save(fig, stem: Path, svg: bool = True) -> list[Path]:
 
 def _is_reference(frame: pd.DataFrame, method: str) -> bool:
     rows = frame[frame["entry"] == method]
-    return any((r["method"].get("kind") == "reference") for r in rows["result"])
+    return any(r["method"].get("role", r["method"].get("kind")) == "reference" for r in rows["result"])
 
 
 def score_figure(lb, stem: Path) -> list[Path]:
@@ -203,7 +203,7 @@ def _grid_source(lb) -> tuple[list[tuple[str, Path, dict]], list[str]]:
     """
     from eegbench.leaderboard import _run_dir
 
-    methods = sorted(lb.methods, key=lambda m: (_is_reference(lb.frame, m), m))
+    methods = list(lb.methods) + list(lb.references)
     on_disk: dict[Any, dict[str, tuple]] = {}
     rows = lb.frame.sort_values(["subject", "seed"], na_position="first")
     for _, row in rows.iterrows():

@@ -56,9 +56,10 @@ __all__ = [
 
 log = logging.getLogger("eegbench.leaderboard")
 
-#: (result metric key, default column title, decimals, scale). A column appears when any run has a
-#: value for it; the title is the metric's recorded ``label`` when it has one (e.g. the IS from
-#: EfficientNet-Lite0 is never titled plain "IS").
+#: Columns of results written before metric records carried their metadata: (result metric key,
+#: default column title, decimals, scale). Newer records carry ``label``, ``higher_is_better``,
+#: ``interval``, ``decimals`` and ``scale`` (:meth:`eegbench.metric.Metric.metadata`), and the
+#: leaderboard takes every column from there, in the protocol's metric order, a plugin's included.
 METRIC_COLUMNS = (
     ("fid", "FID", 2, 1.0),
     ("kid", "KID ×10³", 2, 1e3),
@@ -69,8 +70,10 @@ METRIC_COLUMNS = (
     ("probe_accuracy", "Class acc. (probe)", 3, 1.0),
 )
 _LABELLED = {"is", "is_effnet_lite0", "is_tiny_test", "nway_topk"}
-#: Metrics whose results carry per-trial counts: their intervals bootstrap over test trials.
+#: Legacy metrics whose results carry per-trial counts: their intervals bootstrap over test trials.
 _PER_TRIAL = {"nway_topk", "probe_accuracy"}
+#: Suffixes of the shuffled-EEG control's columns: its values, and real minus shuffled.
+SHUFFLED, DELTA = "@shuffled", "@delta"
 #: Setting options that name the subject: runs of every subject share one leaderboard.
 _SUBJECT_OPTIONS = ("subject",)
 COMPACT_FORMAT = "eegbench-compact-result-1"
@@ -193,6 +196,71 @@ def _value(m: dict | None, key: str = "", run_id: Any = "") -> float:
     return v
 
 
+def _shuffled_metrics(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The shuffled-EEG control's metric records of a result, or None when it has none."""
+    control = (result.get("controls") or {}).get("shuffled_eeg") or {}
+    metrics = control.get("metrics")
+    return metrics if isinstance(metrics, dict) else None
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """How the leaderboard shows one metric, read from the metadata stored in the results.
+
+    Attributes
+    ----------
+    key : str
+        Result key.
+    label : str
+        Column title without the direction arrow.
+    higher_is_better : bool or None
+    decimals : int
+    scale : float
+    interval : {"runs", "trials"}
+        ``"trials"``: per-trial values in the records, bootstrap over test trials.
+    """
+
+    key: str
+    label: str
+    higher_is_better: bool | None
+    decimals: int
+    scale: float
+    interval: str
+
+    @property
+    def title(self) -> str:
+        arrow = "" if self.higher_is_better is None else ("↑" if self.higher_is_better else "↓")
+        return f"{self.label} {arrow}".strip()
+
+
+def metric_specs(results: Iterable[dict[str, Any]]) -> list[MetricSpec]:
+    """Every metric the results record, in the order of their metric blocks (the protocol's order).
+
+    Label, direction, decimals, scale and interval come from each record's metadata; records
+    written before metrics carried it fall back to :data:`METRIC_COLUMNS`.
+    """
+    legacy = {k: (t, d, sc) for k, t, d, sc in METRIC_COLUMNS}
+    found: dict[str, dict[str, Any]] = {}
+    for r in results:
+        for key, m in (r.get("metrics") or {}).items():
+            if not isinstance(m, dict):
+                continue
+            spec = found.setdefault(key, {})
+            for field_name in ("label", "higher_is_better", "decimals", "scale", "interval"):
+                if spec.get(field_name) is None and m.get(field_name) is not None:
+                    spec[field_name] = m[field_name]
+    out = []
+    for key, spec in found.items():
+        title, dec, scale = legacy.get(key, (key, 3, 1.0))
+        label = spec.get("label") if (key in _LABELLED or key not in legacy) else title
+        out.append(MetricSpec(
+            key=key, label=label or title,
+            higher_is_better=None if spec.get("higher_is_better") is None else bool(spec["higher_is_better"]),
+            decimals=int(spec.get("decimals", dec)), scale=float(spec.get("scale", scale)),
+            interval=spec.get("interval") or ("trials" if key in _PER_TRIAL else "runs")))
+    return out
+
+
 def results_frame(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """One row per run (and evaluation) with the columns the leaderboard needs.
 
@@ -219,13 +287,18 @@ def results_frame(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
             "fit_s": r.get("durations_s", {}).get("fit", np.nan),
             "path": r.get("_path", ""),
             "chance": (r["metrics"].get("probe_accuracy") or {}).get("chance", np.nan),
+            "role": r["method"].get("role") or r["method"].get("kind") or "method",
+            "reads_test_labels": bool(r["method"].get("reads_test_labels", False)),
             "result": r,
         }
-        for key, *_ in METRIC_COLUMNS:
-            m = r["metrics"].get(key)
+        shuffled = _shuffled_metrics(r)
+        for key, m in r["metrics"].items():
+            if not isinstance(m, dict):
+                continue
             row[key] = _value(m, key, row["run_id"])
-            row[f"{key}_higher_is_better"] = m.get("higher_is_better") if m else None
-            row[f"{key}_label"] = m.get("label") if m else None
+            if shuffled is not None and key in shuffled:
+                row[key + SHUFFLED] = _value(shuffled[key], key + SHUFFLED, row["run_id"])
+                row[key + DELTA] = row[key] - row[key + SHUFFLED]
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -264,12 +337,32 @@ def _units(g: pd.DataFrame) -> list[tuple]:
     return [(None if pd.isna(s) else int(s), int(seed)) for s, seed in zip(g["subject"], g["seed"])]
 
 
-def _per_trial(result: dict, key: str) -> tuple[list[int], list[int], str] | None:
-    m = result["metrics"].get(key) or {}
+def _trial_values(m: dict | None) -> tuple[list[float], list[float], str] | None:
+    """Per-trial (numerator, denominator) of one metric record: counts, or values with weight 1."""
+    m = m or {}
     c, t = m.get("per_trial_correct"), m.get("per_trial_total")
+    if c is None and m.get("per_trial") is not None:
+        c, t = m["per_trial"], [1.0] * len(m["per_trial"])
     if c is None or t is None or len(c) != len(t) or not len(c):
         return None
     return c, t, m.get("trial_ids_sha256", "")
+
+
+def _per_trial(result: dict, key: str) -> tuple | None:
+    """Per-trial values of column ``key`` of one result (``@shuffled``: the control's; ``@delta``: both).
+
+    Returns ``(c, t, sha)`` or, for ``@delta``, ``(c, t, sha, c_shuffled, t_shuffled)``.
+    """
+    base = key.split("@")[0]
+    real = _trial_values(result["metrics"].get(base))
+    if key == base:
+        return real
+    shuffled = _trial_values((_shuffled_metrics(result) or {}).get(base))
+    if key.endswith(SHUFFLED):
+        return shuffled
+    if real is None or shuffled is None or len(real[0]) != len(shuffled[0]):
+        return None
+    return (*real, shuffled[0], shuffled[1])
 
 
 @dataclass
@@ -286,8 +379,14 @@ class Cell:
     values: list[float] = field(default_factory=list)
 
 
-def _cell(g: pd.DataFrame, key: str, subject_wise: bool, seed: int) -> Cell | None:
-    """Aggregate metric ``key`` over the runs ``g`` of one method (one subject, or all subjects)."""
+def _cell(g: pd.DataFrame, key: str, subject_wise: bool, seed: int, per_trial: bool = False) -> Cell | None:
+    """Aggregate column ``key`` over the runs ``g`` of one entry (one subject, or all subjects).
+
+    ``per_trial``: the metric records per-trial values; the interval is then a bootstrap over test
+    trials (for a ``@delta`` column, of the paired real − shuffled difference).
+    """
+    if key not in g:
+        return None
     g = g[g[key].notna()]
     if g.empty:
         return None
@@ -302,14 +401,14 @@ def _cell(g: pd.DataFrame, key: str, subject_wise: bool, seed: int) -> Cell | No
     std = float(np.std(spread, ddof=1)) if len(spread) > 1 else float("nan")
     low = high = float("nan")
     kind = "none"
-    if key in _PER_TRIAL:
+    if per_trial:
         groups, ok = [], True
         for idx in by_subject.values():
             runs = [_per_trial(g["result"].iloc[i], key) for i in idx]
             if any(r is None for r in runs) or len({(len(r[0]), r[2]) for r in runs}) != 1:
                 ok = False
                 break
-            groups.append([(r[0], r[1]) for r in runs])
+            groups.append([(r[0], r[1], *r[3:]) for r in runs])
         if ok:
             low, high = stats.bootstrap_trials(groups, seed=seed)
             kind = "bootstrap over test trials"
@@ -366,8 +465,13 @@ class Leaderboard:
     higher : dict
         Metric key → ``True`` (higher is better), ``False`` or ``None`` (unknown).
     cells : dict
-        ``cells[subject][metric][method]`` → :class:`Cell`; ``subject`` is ``"all"`` for the main
-        table.
+        ``cells[subject][column][entry]`` → :class:`Cell`; ``subject`` is ``"all"`` for the main
+        table; ``column`` is a metric key, or ``key@shuffled`` / ``key@delta`` for the
+        shuffled-EEG control and real − shuffled. Entries are methods and references.
+    controlled : list of str
+        Metric keys with shuffled-EEG values in some run.
+    specs : dict
+        Metric key → :class:`MetricSpec`.
     pairs : dict
         ``pairs[metric]`` → list of pair dicts (``a``, ``b``, ``n``, ``mean_diff``, ``d_z``, ``p``,
         ``p_holm``, ``significant``, ``better``, ``min_p``) over the units of the main table.
@@ -385,10 +489,18 @@ class Leaderboard:
     higher: dict[str, bool | None]
     cells: dict[Any, dict[str, dict[str, Cell]]]
     pairs: dict[str, list[dict[str, Any]]]
+    controlled: list[str] = field(default_factory=list)
+    specs: dict[str, MetricSpec] = field(default_factory=dict)
 
     @property
     def methods(self) -> list[str]:
-        return sorted(self.frame["entry"].unique())
+        """Ranked entries (methods), sorted; references are in :attr:`references`."""
+        return sorted(self.frame.loc[self.frame["role"] != "reference", "entry"].unique())
+
+    @property
+    def references(self) -> list[str]:
+        """Reference entries (``class-prior``, ``oracle-class``), never ranked with methods."""
+        return sorted(self.frame.loc[self.frame["role"] == "reference", "entry"].unique())
 
     @property
     def subjects(self) -> list[int]:
@@ -398,33 +510,35 @@ class Leaderboard:
 def build_leaderboard(group: pd.DataFrame, by_hash: dict, *, seed: int = 0) -> Leaderboard:
     """Aggregate one (dataset, setting) group into a :class:`Leaderboard` (see :func:`compare`)."""
     group = group.sort_values(["method", "profile", "subject", "seed"], na_position="first", kind="stable").copy()
+    if "role" not in group:
+        group["role"] = "method"
+    group["role"] = group["role"].fillna("method")
     # one entry per (method, profile): a method run at two profiles gets two entries, never one pooled cell
     several = group.groupby("method")["profile"].transform("nunique") > 1
     group["entry"] = [f"{m} ({p})" if s else m for m, p, s in zip(group["method"], group["profile"], several)]
     dataset, setting = group["dataset"].iloc[0], group["setting"].iloc[0]
     subject_wise = group["subject"].notna().any()
-    shown = [(k, t, d, s) for k, t, d, s in METRIC_COLUMNS if group[k].notna().any()]
-    metrics, higher = [], {}
-    for key, title, dec, scale in shown:
-        labels = group[f"{key}_label"].dropna()
-        base = labels.iloc[0] if key in _LABELLED and len(labels) else title
-        hib = group[f"{key}_higher_is_better"].dropna()
-        higher[key] = bool(hib.iloc[0]) if len(hib) else None
-        arrow = "" if higher[key] is None else ("↑" if higher[key] else "↓")
-        metrics.append((key, f"{base} {arrow}".strip(), dec, scale))
+    specs = {sp.key: sp for sp in metric_specs(group["result"]) if sp.key in group and group[sp.key].notna().any()}
+    metrics = [(k, sp.title, sp.decimals, sp.scale) for k, sp in specs.items()]
+    higher = {k: sp.higher_is_better for k, sp in specs.items()}
+    controlled = [k for k in specs if k + SHUFFLED in group and group[k + SHUFFLED].notna().any()]
+    columns = list(specs) + [k + suffix for k in controlled for suffix in (SHUFFLED, DELTA)]
     scopes: list[Any] = ["all"] + (sorted(int(s) for s in group["subject"].dropna().unique()) if subject_wise else [])
     cells: dict[Any, dict[str, dict[str, Cell]]] = {}
     for scope in scopes:
         sub = group if scope == "all" else group[group["subject"] == scope]
         cells[scope] = {}
-        for key, *_ in metrics:
-            per_method = {}
-            for method, g in sub.groupby("entry", sort=True):
-                c = _cell(g, key, subject_wise, seed)
+        for column in columns:
+            per_entry = {}
+            trials = specs[column.split("@")[0]].interval == "trials"
+            for entry, g in sub.groupby("entry", sort=True):
+                c = _cell(g, column, subject_wise, seed, per_trial=trials)
                 if c is not None:
-                    per_method[method] = c
-            cells[scope][key] = per_method
-    pairs = {key: _pairs(cells["all"][key], higher[key], seed) for key, *_ in metrics}
+                    per_entry[entry] = c
+            cells[scope][column] = per_entry
+    ranked = set(group.loc[group["role"] != "reference", "entry"])
+    pairs = {key: _pairs({e: c for e, c in cells["all"][key].items() if e in ranked}, higher[key], seed)
+             for key, *_ in metrics}
     first = group.iloc[0]
     ref = by_hash[(first["protocol_hash"], first["split_hash"])]
     splits = {}
@@ -432,7 +546,7 @@ def build_leaderboard(group: pd.DataFrame, by_hash: dict, *, seed: int = 0) -> L
         r = by_hash[(g["protocol_hash"].iloc[0], g["split_hash"].iloc[0])]
         splits[None if subj == -1 else int(subj)] = r["split"]
     return Leaderboard(dataset, setting, _slug(f"{dataset}-{setting}"), bool(subject_wise), group,
-                       ref["protocol"], ref["split"], splits, metrics, higher, cells, pairs)
+                       ref["protocol"], ref["split"], splits, metrics, higher, cells, pairs, controlled, specs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -465,11 +579,9 @@ def _millions(n: float) -> str:
 def metrics_summary(metrics: dict[str, Any]) -> str:
     """One line with every metric of a result, each with its honest label (for the CLI)."""
     parts = []
-    for key, title, dec, scale in METRIC_COLUMNS:
+    for spec in metric_specs([{"metrics": metrics}]):
+        key, label, dec, scale = spec.key, spec.label, spec.decimals, spec.scale
         m = metrics.get(key)
-        if not m:
-            continue
-        label = (m.get("label") or title) if key in _LABELLED else title
         if m.get("value") is None:
             parts.append(f"{label}: skipped ({m.get('skipped', 'n/a')})")
             continue
@@ -480,14 +592,18 @@ def metrics_summary(metrics: dict[str, Any]) -> str:
     return " | ".join(parts)
 
 
-def summary_table(lb: Leaderboard, scope: Any = "all") -> pd.DataFrame:
-    """The displayed table of one scope (``"all"`` or a subject id) as strings, one row per method."""
+def summary_table(lb: Leaderboard, scope: Any = "all", *, references: bool = False) -> pd.DataFrame:
+    """The displayed table of one scope (``"all"`` or a subject id) as strings, one row per method
+    (``references=True``: one row per reference instead, with what it reads)."""
     sub = lb.frame if scope == "all" else lb.frame[lb.frame["subject"] == scope]
+    sub = sub[(sub["role"] == "reference") == references]
     n_title = ("Subjects × seeds (n)" if scope == "all" else "Seeds (n)") if lb.subject_wise else "Seeds (n)"
     rows = []
     for (method, profile), g in sub.groupby(["method", "profile"], sort=True):
         entry = g["entry"].iloc[0]
-        row = {"Method": method, "Profile": profile, n_title: str(len(g))}
+        row = {"Reference" if references else "Method": method, "Profile": profile, n_title: str(len(g))}
+        if references:
+            row["Reads"] = "test labels (by design)" if g["reads_test_labels"].any() else "training labels only"
         for key, title, dec, scale in lb.metrics:
             row[title] = _fmt_cell(lb.cells[scope][key].get(entry), dec, scale)
         if "probe_accuracy" in lb.higher:
@@ -504,6 +620,119 @@ def summary_table(lb: Leaderboard, scope: Any = "all") -> pd.DataFrame:
 
 def _md(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False, tablefmt="github", disable_numparse=True)
+
+
+def _excludes_zero(c: Cell | None) -> bool:
+    return c is not None and not (math.isnan(c.low) or math.isnan(c.high)) and (c.low > 0 or c.high < 0)
+
+
+def eeg_use_table(lb: Leaderboard, scope: Any = "all") -> pd.DataFrame:
+    """Real vs shuffled-EEG control per method and metric, with Δ = real − shuffled (bold when its
+    95 % interval excludes 0)."""
+    rows = []
+    for entry in lb.methods:
+        for key in lb.controlled:
+            sp = lb.specs[key]
+            real = lb.cells[scope][key].get(entry)
+            shuffled = lb.cells[scope][key + SHUFFLED].get(entry)
+            delta = lb.cells[scope][key + DELTA].get(entry)
+            if shuffled is None and delta is None:
+                continue
+            d = _fmt_cell(delta, sp.decimals, sp.scale)
+            rows.append({"Method": entry, "Metric": sp.title, "Real EEG": _fmt_cell(real, sp.decimals, sp.scale),
+                         "Shuffled EEG": _fmt_cell(shuffled, sp.decimals, sp.scale),
+                         "Δ real − shuffled": f"**{d}**" if _excludes_zero(delta) else d,
+                         "n": str(delta.n if delta is not None else 0)})
+    return pd.DataFrame(rows)
+
+
+def _run_mean(g: pd.DataFrame, read) -> list[float]:
+    vals = []
+    for r in g["result"]:
+        try:
+            v = read(r)
+        except (KeyError, TypeError, IndexError):
+            v = None
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            vals.append(v)
+    return vals
+
+
+def _mean_text(vals: list[float], dec: int = 3) -> str:
+    if not vals:
+        return "–"
+    arr = np.asarray(vals, dtype=float)
+    if len(arr) == 1:
+        return f"{arr[0]:.{dec}f}"
+    lo, hi = stats.t_interval(arr)
+    return f"{arr.mean():.{dec}f} [{lo:.{dec}f}, {hi:.{dec}f}]"
+
+
+def class_table(lb: Leaderboard) -> pd.DataFrame:
+    """Class accuracy that shows collapse, per method then reference: probe accuracy, balanced
+    accuracy, majority-class chance, predicted-class distribution, the method's own EEG classifier."""
+    rows = []
+    class_names = (lb.frame["result"].iloc[0].get("dataset") or {}).get("class_names") or []
+    for entry in lb.methods + lb.references:
+        g = lb.frame[lb.frame["entry"] == entry]
+        probe = lambda r: r["metrics"]["probe_accuracy"]  # noqa: E731
+        dists = _run_mean(g, lambda r: probe(r).get("predicted_distribution"))
+        dist = np.mean(np.asarray(dists, dtype=float), axis=0) if dists else None
+        names = class_names if dist is not None and len(class_names) == len(dist) else [str(i) for i in
+                                                                                       range(len(dist or []))]
+        shown = "" if dist is None else " / ".join(f"{n} {v:.2f}" for n, v in
+                                                   sorted(zip(names, dist), key=lambda x: -x[1])[:3])
+        bal_shuffled = _run_mean(g, lambda r: _shuffled_metrics(r)["probe_accuracy"]["balanced_accuracy"])
+        rows.append({
+            "Entry": entry + (" (reference)" if entry in lb.references else ""),
+            "Class acc. (probe)": _fmt_cell(lb.cells["all"].get("probe_accuracy", {}).get(entry), 3, 1.0),
+            "Balanced acc.": _mean_text(_run_mean(g, lambda r: probe(r).get("balanced_accuracy"))),
+            "Balanced acc., shuffled EEG": _mean_text(bal_shuffled),
+            "Majority chance": _mean_text(_run_mean(g, lambda r: probe(r).get("majority_chance"))),
+            "Predicted classes (mean share)": shown or "–",
+            "Own EEG classifier (balanced acc.)": _mean_text(
+                _run_mean(g, lambda r: (r.get("method_eeg_classifier") or {}).get("balanced_accuracy"))),
+        })
+    return pd.DataFrame(rows)
+
+
+def _ceiling_text(result: dict[str, Any]) -> str | None:
+    """One line of the EEG decoding ceiling recorded in a result, or None when it has none."""
+    from eegbench.decoding import CLASSIFIER, XDAWN_CLASSIFIER
+
+    dec = result.get("eeg_decoding") or {}
+    names = {CLASSIFIER: "shrinkage LDA on binned epochs", XDAWN_CLASSIFIER: "xDAWN covariances + tangent space"}
+    parts = []
+    for key in ("lda", "xdawn_ts"):
+        d = dec.get(key) or {}
+        name = names.get(d.get("classifier"), d.get("classifier", key))
+        if "balanced_accuracy" in d:
+            parts.append(f"{name} {d['balanced_accuracy']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]")
+        elif d.get("skipped"):
+            parts.append(f"{name}: not run ({d['skipped']})")
+    if not parts:
+        return None
+    d = dec.get("lda") or {}
+    chance = f"; chance {d['chance']:.3f}, majority class {d['majority_chance']:.3f}" if "chance" in d else ""
+    n = f", {d['n_train']} train / {d['n_test']} test trials" if "n_train" in d else ""
+    return "balanced accuracy " + "; ".join(parts) + chance + n
+
+
+def ceiling_lines(lb: Leaderboard) -> list[str]:
+    """Markdown lines of the EEG decoding ceiling of each split of the leaderboard."""
+    lines = []
+    for subj, split in sorted(lb.splits.items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
+        rows = lb.frame[lb.frame["split_hash"] == split.get("sha256")]
+        text = next((t for t in (_ceiling_text(r) for r in rows["result"]) if t), None)
+        if text is None:
+            continue
+        who = f"subject {subj}: " if subj is not None else ""
+        lines.append(f"- {who}{text}")
+    if not lines:
+        return []
+    return ["**EEG decoding ceiling** — how much class information the test EEG holds: standard EEG classifiers "
+            "fitted on the training split and scored on the test split, no images involved (95 % bootstrap "
+            "intervals over test trials):", "", *lines, ""]
 
 
 def significance_tables(lb: Leaderboard) -> list[str]:
@@ -551,15 +780,16 @@ def _interval_note(lb: Leaderboard) -> str:
             ("subjects × seeds; the mean is over subjects of the per-subject mean over seeds" if lb.subject_wise
              else "seeds") + ").")
     if "bootstrap over test trials" in kinds:
-        text += (" Accuracy-type intervals are percentile bootstraps over test trials (2,000 replicates; the same "
-                 "trials for every seed of a subject; a run's samples of a trial stay together).")
+        text += (" Accuracy-type and per-trial intervals are percentile bootstraps over test trials (2,000 "
+                 "replicates; the same trials for every seed of a subject; a run's samples of a trial stay "
+                 "together).")
     if any(k.startswith("t over") for k in kinds):
         text += " Other intervals are Student-t intervals over " + (
             "subjects" if any(k == "t over subjects" for k in kinds) else "seeds") + "."
     if any(c.n == 1 and c.interval == "none" for per in lb.cells["all"].values() for c in per.values()):
         text += " FID, KID and IS of a single run have no interval."
     exceptions = [f"{m} {title.split(' ↑')[0].split(' ↓')[0]} ({c.interval})"
-                  for key, title, *_ in lb.metrics if key in _PER_TRIAL
+                  for key, title, *_ in lb.metrics if lb.specs[key].interval == "trials"
                   for m, c in sorted(lb.cells["all"][key].items()) if c.interval.startswith("t over")]
     if exceptions:
         text += (" Without per-trial counts in every run, these accuracy intervals are over runs instead: "
@@ -574,6 +804,39 @@ def _interval_note(lb: Leaderboard) -> str:
     return text
 
 
+def _references_note(lb: Leaderboard) -> str:
+    return ("References sample the shared pretrained denoiser with a class prompt and no EEG. "
+            "`class-prior` draws each trial's class from the training class frequencies: a method at its level "
+            "passes on no class information from the EEG. `oracle-class` is prompted with each test trial's "
+            "**true class** (it reads the test labels by design): the ceiling of class metrics with this denoiser. "
+            "Neither is ranked or tested against the methods.")
+
+
+def _control_note(lb: Leaderboard) -> str:
+    return ("Shuffled EEG: after generating from the test EEG, each run generates again from the same test "
+            "trials with their EEG permuted across trials (within subject, one seeded random cycle, so no trial "
+            "keeps its own EEG), through the same trained model and the same image seeds, and scores those images "
+            "against the same ground truth. Δ = real − shuffled per run; a method that uses the EEG scores better "
+            "on real than on shuffled EEG. **Bold**: the 95 % interval of Δ excludes 0 (bootstrap over test "
+            "trials for per-trial metrics, paired per trial; Student-t over seeds otherwise).")
+
+
+def _published_checks(lb: Leaderboard) -> list[str]:
+    """Protocol-block lines: the decoding ceiling, the controls and what each reference reads."""
+    protocol = lb.protocol
+    out = []
+    if any(r.get("eeg_decoding") for r in lb.frame["result"]):
+        out.append("- EEG decoding ceiling: shrinkage LDA (Ledoit-Wolf, scikit-learn) on 10 time bins per channel, "
+                   "and xDAWN covariances + tangent space + logistic regression (pyriemann), fitted on train, "
+                   "balanced accuracy on test")
+    if "shuffled-eeg" in (protocol.get("controls") or []):
+        out.append("- controls: `shuffled-eeg` (EEG permuted within subject across test trials; same model and "
+                   "image seeds) for every method that reads the EEG")
+    out.append("- references: `class-prior` reads the training labels only; `oracle-class` reads the test labels "
+               "(by design; flagged `reads_test_labels` in its results)")
+    return out
+
+
 def leaderboard_markdown(lb: Leaderboard, *, figures: dict[str, str] | None = None,
                          grid_note: str | None = None) -> str:
     """Markdown for one leaderboard (``figures``: name → path relative to the markdown file)."""
@@ -585,7 +848,7 @@ def leaderboard_markdown(lb: Leaderboard, *, figures: dict[str, str] | None = No
         f"(`{protocol.get('fid_feature_extractor', 'inception-v3-tf-fidhelper')}`), generated images vs one "
         "ground-truth image per test trial.",
     ]
-    if "is_effnet_lite0" in lb.higher:
+    if "is_effnet_lite0" in lb.higher or "EfficientNet" in str(lb.specs.get("is").label if "is" in lb.specs else ""):
         notes.append("The IS column is computed from EfficientNet-Lite0 ImageNet logits because the standard "
                      "Inception weights were not supplied (`--inception-weights`): it is **not** comparable to "
                      "a published Inception Score.")
@@ -612,9 +875,28 @@ def leaderboard_markdown(lb: Leaderboard, *, figures: dict[str, str] | None = No
         "do not edit by hand._",
         "",
     ]
+    lines += ceiling_lines(lb)
     if lb.subject_wise:
         lines += ["## Mean over subjects", ""]
-    lines += [_md(summary_table(lb)), "", " ".join(notes), ""]
+    if lb.methods:
+        lines += [_md(summary_table(lb)), "", " ".join(notes), ""]
+    else:
+        lines += ["No method results yet (references only).", "", " ".join(notes), ""]
+    if lb.references:
+        lines += ["### References (not ranked)", "", _md(summary_table(lb, references=True)), "",
+                  _references_note(lb), ""]
+    if lb.controlled:
+        table = eeg_use_table(lb)
+        if not table.empty:
+            lines += ["## Does the method use the EEG?", "", _md(table), "", _control_note(lb), ""]
+    if "probe_accuracy" in lb.specs:
+        lines += ["## Class accuracy and collapse", "", _md(class_table(lb)), "",
+                  "Balanced accuracy is the mean over classes of the share of a class's generated images the probe "
+                  "assigns to it: images that all look like one class score chance there even when the test "
+                  "classes are unbalanced. *Majority chance* is the accuracy of always answering the most frequent "
+                  "test class. *Own EEG classifier*: the test accuracy of the EEG classifier inside the method "
+                  "(GWIT's k-NN, BrainVis's fusion head), where it has one — compare it with the decoding "
+                  "ceiling above.", ""]
     if "scores" in figures:
         lines += [f"![Scores per method]({figures['scores']})", "",
                   f"Per-run points and 95 % intervals: [{Path(figures['scores']).name}]({figures['scores']}) "
@@ -650,6 +932,7 @@ def leaderboard_markdown(lb: Leaderboard, *, figures: dict[str, str] | None = No
             f"{split.get('sizes')}"
         ),
     ]
+    lines += _published_checks(lb)
     lines += [f"- {k}: `{v}`" for k, v in protocol.items() if k not in ("hash", "seed")]
     lines += ["", published_markdown()]
     return "\n".join(lines) + "\n"
@@ -669,13 +952,17 @@ def export_rows(lb: Leaderboard) -> pd.DataFrame:
     """Numbers behind the tables: one row per (scope, method, metric), unscaled."""
     rows = []
     scopes = ["all"] + lb.subjects
+    titles = {key: title for key, title, *_ in lb.metrics}
+    titles.update({k + suffix: f"{titles[k]} ({what})" for k in lb.controlled
+                   for suffix, what in ((SHUFFLED, "shuffled EEG"), (DELTA, "real − shuffled"))})
     for scope in scopes:
-        for key, title, *_ in lb.metrics:
-            for method, c in sorted(lb.cells[scope][key].items()):
+        for key, title in titles.items():
+            for method, c in sorted(lb.cells[scope].get(key, {}).items()):
                 rows.append({"dataset": lb.dataset, "setting": lb.setting,
                              "subject": "mean" if scope == "all" and lb.subject_wise else (
                                  "" if scope == "all" else scope),
-                             "method": method, "metric": key, "label": title, "mean": c.mean, "ci_low": c.low,
+                             "method": method, "role": "reference" if method in lb.references else "method",
+                             "metric": key, "label": title, "mean": c.mean, "ci_low": c.low,
                              "ci_high": c.high, "interval": c.interval, "std": c.std, "n": c.n})
     return pd.DataFrame(rows)
 
@@ -700,6 +987,10 @@ def export_json(lb: Leaderboard, figures: dict[str, str]) -> dict[str, Any]:
         "dataset": lb.dataset, "setting": lb.setting, "protocol": lb.protocol,
         "splits": {("all" if k is None else str(k)): v for k, v in lb.splits.items()},
         "metrics": [{"key": k, "label": t, "higher_is_better": lb.higher[k]} for k, t, *_ in lb.metrics],
+        "references": lb.references,
+        "eeg_decoding": {("all" if k is None else str(k)): next(
+            (r["eeg_decoding"] for r in lb.frame.loc[lb.frame["split_hash"] == v.get("sha256"), "result"]
+             if r.get("eeg_decoding")), None) for k, v in lb.splits.items()},
         "cells": clean(export_rows(lb).to_dict("records")),
         "pairs": clean(export_pairs(lb).to_dict("records")),
         "runs": clean(runs.to_dict("records")),

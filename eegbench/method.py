@@ -205,6 +205,15 @@ class Method(abc.ABC):
         a method without an image role gets none (:mod:`eegbench.backbones.sd`).
     paper_image_size : int
         Published training / generation resolution in pixels; 0: the base's native resolution.
+    role : {"method", "reference"}
+        ``"reference"`` for the harness's reference points (``class-prior``, ``oracle-class``):
+        the leaderboard shows them in a separate block, never ranked with methods.
+    reads_eeg : bool
+        False for a method that ignores the EEG: its shuffled-EEG control is not run (it would
+        repeat its real generations).
+    reads_test_labels : bool
+        True only for a reference that reads each test trial's label by design (``oracle-class``):
+        :meth:`generate` then gets ``labels=``; the result and the leaderboard say so.
 
     Parameters
     ----------
@@ -229,6 +238,9 @@ class Method(abc.ABC):
     paper_backbone: ClassVar[str] = ""
     paper_roles: ClassVar[dict[str, str]] = {}
     paper_image_size: ClassVar[int] = 0
+    role: ClassVar[str] = "method"
+    reads_eeg: ClassVar[bool] = True
+    reads_test_labels: ClassVar[bool] = False
 
     def __init__(self, config: Any, *, info: DatasetInfo, backbones: Backbones, device: torch.device) -> None:
         self.config = config
@@ -309,6 +321,24 @@ class Method(abc.ABC):
         -------
         torch.Tensor, shape (batch, n_samples, 3, H, W), uint8
         """
+
+    def predict_classes(self, eeg: torch.Tensor) -> torch.Tensor | None:
+        """The method's own EEG classifier's class per trial, if it has one (GWIT, BrainVis).
+
+        The harness scores it on the test split (``result["method_eeg_classifier"]``), beside the
+        EEG decoding ceiling, so a reader sees how much class information the method decodes
+        before any image is made.
+
+        Parameters
+        ----------
+        eeg : torch.Tensor, shape (batch, n_chans, n_times), float32, in ``info.unit``
+
+        Returns
+        -------
+        torch.Tensor, shape (batch,), int64, or None
+            None (the default): the method has no EEG classifier.
+        """
+        return None
 
     # ---------------------------------------------------------------- input checks
     def check_eeg(self, eeg: Any, what: str) -> None:

@@ -17,7 +17,13 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["EvalProtocol", "image_seed", "protocol_differences"]
+__all__ = ["CONTROLS", "DEFAULT_METRICS", "EvalProtocol", "image_seed", "protocol_differences"]
+
+#: The protocol's metrics (registry keys, scored in this order; :mod:`eegbench.metrics.protocol_metrics`).
+DEFAULT_METRICS = ("fid", "kid", "is", "nway_topk", "probe_accuracy", "two_way_inception", "two_way_effnet",
+                   "ssim", "pixcorr")
+#: Controls a run can score besides its real generations.
+CONTROLS = ("shuffled-eeg",)
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,15 @@ class EvalProtocol:
         of the training stimuli.
     max_test_trials : int, optional
         Score only the first N test trials (quick checks); None scores the whole test split.
+    metrics : tuple of str
+        Registry keys of the metrics scored (:data:`DEFAULT_METRICS`; ``--metric NAME`` adds a
+        plugin's metric). A metric that does not apply to a dataset is recorded as skipped with
+        the reason.
+    controls : tuple of str
+        Controls scored with every run whose method reads the EEG: ``"shuffled-eeg"`` generates
+        from the same test trials with their EEG permuted across trials (seeded, within subject)
+        through the same trained model and image seeds, and scores those images like the real
+        ones (:func:`eegbench.runner.control_permutation`).
     seed : int
         Seed of sampling noise (per image: derived from seed, trial id and sample index) and metric
         RNGs (KID subsets, IS shuffling, n-way distractor draws). Not part of the hash, so seeds of
@@ -97,11 +112,27 @@ class EvalProtocol:
     top_k: int = 1
     probe: str = "logreg-efficientnet-lite0"
     max_test_trials: int | None = None
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    controls: tuple[str, ...] = CONTROLS
     seed: int = 0
 
+    def __post_init__(self) -> None:  # lists from JSON → tuples (hashable, comparable)
+        for name in ("metrics", "controls"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = (value,)
+            object.__setattr__(self, name, tuple(value))
+        unknown = sorted(set(self.controls) - set(CONTROLS))
+        if unknown:
+            from eegbench.errors import ConfigError
+
+            raise ConfigError(f"protocol controls {unknown}: unknown; known: {', '.join(CONTROLS)}")
+
     def to_dict(self) -> dict:
-        """JSON-ready dict of every field."""
-        return asdict(self)
+        """JSON-ready dict of every field (tuples as lists)."""
+        d = asdict(self)
+        d["metrics"], d["controls"] = list(self.metrics), list(self.controls)
+        return d
 
     def hashed_fields(self) -> dict[str, Any]:
         """The fields that enter :meth:`hash`: every set (non-None) field except ``seed``."""

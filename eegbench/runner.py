@@ -22,7 +22,7 @@ import resource
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -107,6 +107,9 @@ class RunConfig:
         needs CUDA. None: the launcher's (``accelerate launch --mixed_precision``), else "no".
     generate_batch_size : int
         Test trials per ``Method.generate`` call.
+    metrics : tuple of str
+        Metrics scored besides the protocol's own (``--metric NAME``, registry keys, e.g. a
+        plugin's); recorded in the protocol, so such runs get their own leaderboard.
     """
 
     method: str = "synapse"
@@ -136,6 +139,7 @@ class RunConfig:
     max_steps: int | None = None
     mixed_precision: str | None = None
     generate_batch_size: int = 16
+    metrics: tuple[str, ...] = ()
 
 
 def _safe(name: str) -> str:
@@ -257,7 +261,7 @@ def _grid(reference: np.ndarray, generated: np.ndarray, labels: np.ndarray, clas
 IDENTITY_FIELDS = (
     "method", "dataset", "setting", "subject", "dataset_options", "profile", "seed", "overrides",
     "backbone_overrides", "n_samples_per_trial", "num_inference_steps", "max_test_trials", "sampler",
-    "guidance_scale", "inception_weights", "classifier_weights", "max_steps", "mixed_precision",
+    "guidance_scale", "inception_weights", "classifier_weights", "max_steps", "mixed_precision", "metrics",
 )
 
 #: The run's steps, in order (methods of ``_Run``; ``durations_s`` times load_data,
@@ -372,12 +376,13 @@ def resume_config(run_id: str, runs_dir: Path | str = Path("runs"), given: Mappi
     for key in ("data_root", "weights_root", "cache_dir", "inception_weights", "classifier_weights"):
         if values.get(key) is not None:
             values[key] = Path(values[key])
+    values["metrics"] = tuple(values.get("metrics") or ())
     diffs = []  # whole values: a different --set list is one difference, not one per key
     for key, value in (given or {}).items():
         if key not in IDENTITY_FIELDS:
             continue
         mine = stored.get(key, names[key].default)  # a run from before the field existed had the default
-        theirs = str(value) if isinstance(value, Path) else value
+        theirs = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
         if theirs != mine:
             diffs.append(f"{key} (run: {mine!r}, given: {theirs!r})")
     if diffs:
@@ -479,6 +484,7 @@ class _Run:
                 sampler=cfg.sampler,
                 guidance_scale=None if cfg.guidance_scale is None else float(cfg.guidance_scale),
                 max_test_trials=None if cfg.max_test_trials is None else int(cfg.max_test_trials),
+                metrics=protocol_metrics(cfg.metrics, plugins),
                 seed=cfg.seed,
             ),
             inception_weights=self.inception_weights, classifier_weights=cfg.classifier_weights,
@@ -554,6 +560,10 @@ class _Run:
                                                                             self.split.test))
         if self.protocol.max_test_trials:
             self.test = self.test.subset(list(self.test.trials["trial_id"][: self.protocol.max_test_trials]))
+        self.permutation = None
+        self.control_reason = control_skip_reason(self.method_cls, self.protocol, len(self.test))
+        if self.control_reason is None:
+            self.permutation = control_permutation(self.test.subjects, cfg.seed)
 
     # ------------------------------------------------------------------ steps
     def backbones(self) -> None:
@@ -611,61 +621,92 @@ class _Run:
 
 
     def generate(self) -> None:
-        """``n_samples_per_trial`` PNGs per test trial (sharded over processes), manifest, references, grid."""
+        """Samples of every test trial (sharded over processes), manifest, references, grid; then the
+        shuffled-EEG control's samples (same model, trials and image seeds; EEG permuted within subject)."""
         from PIL import Image
 
         work, protocol, test, info = self.work, self.protocol, self.test, self.dataset.info
-        manifest_file = work / "samples" / "manifest.csv"
         with self.timer("generate"):
-            manifest = None  # a resumed run reuses samples that were all written before
-            if self.cfg.resume and manifest_file.is_file():
-                manifest = pd.read_csv(manifest_file, dtype={"trial_id": str})
-                if all((work / p).is_file() for p in manifest["path"]):
-                    log.info("samples generated before; reusing %s", manifest_file)
-                else:
-                    manifest = None
-            if manifest is None:
-                gen_paths = _generate(self.method, test, protocol, work, self.accelerator, self.progress,
-                                      batch_size=self.cfg.generate_batch_size)
-            self.accelerator.wait_for_everyone()
+            manifest = self._samples("samples", None)
+        if self.control_reason is None:
+            with self.timer("generate_shuffled"):
+                self.shuffled_manifest = self._samples(SHUFFLED_SAMPLES, self.permutation)
         if not self.main:
             return
         test_ids = list(test.trials["trial_id"])
         self.ref_images = test.images(protocol.image_size)
-        ref_paths = []
         for tid, img in zip(test_ids, self.ref_images):
-            p = work / "reference" / f"{_safe(tid)}.png"
-            Image.fromarray(img.transpose(1, 2, 0)).save(p)
-            ref_paths.append(p)
-        if manifest is None:
-            manifest = pd.DataFrame(
-                [
-                    {"trial_id": tid, "sample_index": k, "label": int(lab), "class_name": info.class_names[lab],
-                     "subject": int(sub), "image_id": iid, "path": str(gen_paths[tid][k].relative_to(work)),
-                     "reference_path": str(ref_paths[i].relative_to(work))}
-                    for i, (tid, lab, sub, iid) in enumerate(
-                        test.trials[["trial_id", "label", "subject", "image_id"]].itertuples(index=False))
-                    for k in range(protocol.n_samples_per_trial)
-                ]
-            )
-            tmp = manifest_file.with_name(".manifest.csv.tmp")
-            manifest.to_csv(tmp, index=False)
-            os.replace(tmp, manifest_file)
-        self.generated = np.stack([
-            np.stack([np.asarray(Image.open(work / p).convert("RGB")).transpose(2, 0, 1) for p in grp["path"]])
-            for _, grp in manifest.groupby("trial_id", sort=False)
-        ])  # (n_test, n_samples, 3, H, W)
+            Image.fromarray(img.transpose(1, 2, 0)).save(work / "reference" / f"{_safe(tid)}.png")
+        self.generated = _read_samples(work, manifest)  # (n_test, n_samples, 3, H, W)
         _grid(self.ref_images, self.generated, test.labels, info.class_names, work / "grid.png")
+        if self.control_reason is None:
+            self.generated_shuffled = _read_samples(work, self.shuffled_manifest)
+
+    def _samples(self, folder: str, permutation: np.ndarray | None) -> pd.DataFrame | None:
+        """Generate (or, on resume, reuse) one sample folder; the main process writes its manifest.
+
+        ``permutation`` None: each trial's own EEG; else trial ``i`` is generated from the EEG of
+        trial ``permutation[i]`` (the shuffled-EEG control), with trial ``i``'s image seeds.
+        """
+        work, protocol, test, info = self.work, self.protocol, self.test, self.dataset.info
+        manifest_file = work / folder / "manifest.csv"
+        if self.cfg.resume and manifest_file.is_file():  # a resumed run reuses samples that were all written
+            manifest = pd.read_csv(manifest_file, dtype={"trial_id": str})
+            if all((work / p).is_file() for p in manifest["path"]):
+                log.info("samples generated before; reusing %s", manifest_file)
+                return manifest
+        if self.main:
+            (work / folder).mkdir(exist_ok=True)
+        self.accelerator.wait_for_everyone()
+        gen_paths = _generate(self.method, test, protocol, work, self.accelerator, self.progress,
+                              batch_size=self.cfg.generate_batch_size, folder=folder, eeg_rows=permutation)
+        self.accelerator.wait_for_everyone()
+        if not self.main:
+            return None
+        ids = list(test.trials["trial_id"])
+        rows = []
+        for i, (tid, lab, sub, iid) in enumerate(
+                test.trials[["trial_id", "label", "subject", "image_id"]].itertuples(index=False)):
+            for k in range(protocol.n_samples_per_trial):
+                row = {"trial_id": tid, "sample_index": k, "label": int(lab), "class_name": info.class_names[lab],
+                       "subject": int(sub), "image_id": iid, "path": str(gen_paths[tid][k].relative_to(work)),
+                       "reference_path": f"reference/{_safe(tid)}.png"}
+                if permutation is not None:
+                    row["eeg_from_trial"] = ids[int(permutation[i])]
+                rows.append(row)
+        manifest = pd.DataFrame(rows)
+        tmp = manifest_file.with_name(".manifest.csv.tmp")
+        manifest.to_csv(tmp, index=False)
+        os.replace(tmp, manifest_file)
+        return manifest
 
     def score(self) -> None:
-        """Every protocol metric of the generated images (core-owned; identical for every method)."""
+        """Every protocol metric of the generated images (core-owned; identical for every method), the
+        same for the shuffled-EEG control, the EEG decoding ceiling and the method's own EEG classifier."""
+        kwargs = dict(inception_weights=self.inception_weights, classifier_weights=self.cfg.classifier_weights,
+                      dataset_options=self.dataset_options, features_dir=self.work / "features",
+                      plugins=self.plugins)
         with self.timer("metrics"):
             self.metrics = _score(self.generated, self.ref_images, self.test, self.train_images,
                                   self.train_image_labels, self.dataset, self.split, self.protocol,
-                                  self._scoring_embedder(),
-                                  self.cache_dir, self.progress, inception_weights=self.inception_weights,
-                                  classifier_weights=self.cfg.classifier_weights,
-                                  dataset_options=self.dataset_options, features_dir=self.work / "features")
+                                  self._scoring_embedder(), self.cache_dir, self.progress, **kwargs)
+        self.controls: dict[str, Any] = {}
+        if "shuffled-eeg" in self.protocol.controls:
+            if self.control_reason is not None:
+                self.controls["shuffled_eeg"] = {"skipped": self.control_reason}
+            else:
+                with self.timer("metrics_shuffled"):
+                    shuffled = _score(self.generated_shuffled, self.ref_images, self.test, self.train_images,
+                                      self.train_image_labels, self.dataset, self.split, self.protocol,
+                                      self._scoring_embedder(), self.cache_dir, self.progress, **kwargs)
+                self.controls["shuffled_eeg"] = {
+                    **permutation_record(self.permutation, self.test, self.cfg.seed),
+                    "samples": SHUFFLED_SAMPLES, "manifest": f"{SHUFFLED_SAMPLES}/manifest.csv", "metrics": shuffled,
+                }
+        with self.timer("eeg_decoding"):
+            self.eeg_decoding = _decoding_record(self.train, self.test, self.dataset.info.n_classes)
+            self.own_classifier = _own_classifier_record(self.method, self.test, self.accelerator.device,
+                                                         self.cfg.generate_batch_size)
 
     def _scoring_embedder(self):
         """The protocol's image features (EfficientNet-Lite0) for the probe, whatever the profile."""
@@ -689,17 +730,24 @@ class _Run:
             "run_id": self.run_id,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "method": {"name": method_cls.name, "version": method_cls.version, "paper": method_cls.paper,
-                       "profile": cfg.profile, "config": asdict(self.method_config)},
+                       "profile": cfg.profile, "config": asdict(self.method_config),
+                       "role": getattr(method_cls, "role", "method"),
+                       "reads_eeg": bool(getattr(method_cls, "reads_eeg", True)),
+                       "reads_test_labels": bool(getattr(method_cls, "reads_test_labels", False))},
             "dataset": {"name": dataset.info.name, "version": dataset.info.version,
                         "n_chans": dataset.info.n_chans, "n_times": dataset.info.n_times,
                         "sfreq": dataset.info.sfreq, "unit": dataset.info.unit,
                         "class_names": list(dataset.info.class_names), "n_trials": len(dataset),
                         "wnids": list(getattr(dataset.info, "wnids", ()) or ()),
+                        "stimulus_level": getattr(dataset.info, "stimulus_level", "class"),
                         "options": self.dataset_options},
             "split": self.split.to_dict(),
             "protocol": {**self.protocol.to_dict(), "hash": self.protocol.hash()},
             "seed": cfg.seed,
             "metrics": self.metrics,
+            "controls": self.controls,
+            "eeg_decoding": self.eeg_decoding,
+            "method_eeg_classifier": self.own_classifier,
             "parameters": parameters,
             "durations_s": self.timer.durations,
             "stage_resources": self.timer.resources,
@@ -720,6 +768,9 @@ class _Run:
             "environment": env,
             "config": self.config_record,
             "artifacts": {"samples": "samples", "manifest": "samples/manifest.csv", "reference": "reference",
+                          **({"samples_shuffled": SHUFFLED_SAMPLES,
+                              "manifest_shuffled": f"{SHUFFLED_SAMPLES}/manifest.csv"}
+                             if self.control_reason is None else {}),
                           "grid": "grid.png", "features": "features", "checkpoint": "checkpoint", "log": "log.txt",
                           "train_log": "train_log.jsonl"},
         }
@@ -809,26 +860,36 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
 
 
 def _generate(method, test, protocol: EvalProtocol, work: Path, accelerator, progress: bool,
-              batch_size: int = 16) -> dict[str, list[Path]]:
-    """Generate ``n_samples_per_trial`` PNGs per test trial; returns trial id → sample paths."""
+              batch_size: int = 16, *, folder: str = "samples",
+              eeg_rows: np.ndarray | None = None) -> dict[str, list[Path]]:
+    """Generate ``n_samples_per_trial`` PNGs per test trial into ``work/folder``; returns trial id → paths.
+
+    Trial ``i`` is generated from the EEG (and subject) of trial ``eeg_rows[i]`` when given (the
+    shuffled-EEG control), always with trial ``i``'s image seeds; a method that reads the test
+    labels by design (``reads_test_labels``, the ``oracle-class`` reference) gets trial ``i``'s label.
+    """
     from PIL import Image
 
     n = protocol.n_samples_per_trial
     ids = list(test.trials["trial_id"])
-    paths = {tid: [work / "samples" / f"{_safe(tid)}_{k}.png" for k in range(n)] for tid in ids}
+    paths = {tid: [work / folder / f"{_safe(tid)}_{k}.png" for k in range(n)] for tid in ids}
+    source = np.arange(len(ids)) if eeg_rows is None else np.asarray(eeg_rows)
+    label_kwarg = bool(getattr(method, "reads_test_labels", False))
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = np.arange(len(ids))[rank::world]
     device = accelerator.device
-    bar = tqdm(total=len(mine) * n, desc="generate", unit="img", disable=not progress)
+    bar = tqdm(total=len(mine) * n, desc="generate" if eeg_rows is None else "generate (shuffled EEG)", unit="img",
+               disable=not progress)
     for start in range(0, len(mine), batch_size):
         rows = mine[start : start + batch_size]
-        eeg = torch.from_numpy(test.eeg[rows]).to(device)
-        subject = torch.from_numpy(test.subjects[rows]).to(device)
+        eeg = torch.from_numpy(test.eeg[source[rows]]).to(device)
+        subject = torch.from_numpy(test.subjects[source[rows]]).to(device)
+        extra = {"labels": torch.from_numpy(test.labels[rows]).to(device)} if label_kwarg else {}
         gens = [torch.Generator(device=device).manual_seed(image_seed(protocol.seed, ids[r], k))
                 for r in rows for k in range(n)]
         with torch.no_grad(), accelerator.autocast():  # --mixed-precision: frozen fp16/bf16 parts + fp32 copies
             images = method.generate(eeg, generators=gens, n_samples=n,
-                                     num_inference_steps=protocol.num_inference_steps, subject=subject)
+                                     num_inference_steps=protocol.num_inference_steps, subject=subject, **extra)
         expected = (len(rows), n, 3, protocol.image_size, protocol.image_size)
         if tuple(images.shape) != expected or images.dtype != torch.uint8:
             raise EegbenchError(
@@ -892,7 +953,7 @@ def apply_protocol_to_config(config: Any, method_name: str, *, sampler: str | No
 def _score(generated, ref_images, test, train_images, train_labels, dataset, split, protocol, image_embedder,
            cache_dir: Path, progress: bool, *, inception_weights: Path | None = None,
            classifier_weights: Path | None = None, dataset_options: dict[str, str] | None = None,
-           features_dir: Path | None = None) -> dict[str, Any]:
+           features_dir: Path | None = None, plugins=None) -> dict[str, Any]:
     """Every protocol metric (:func:`eegbench.evaluate.score_images`) of one run's images."""
     return score_images(
         generated, ref_images, protocol=protocol, labels=test.labels,
@@ -902,5 +963,129 @@ def _score(generated, ref_images, test, train_images, train_labels, dataset, spl
         reference_cache_name=reference_cache_name(dataset.info.name, dataset.info.version, dataset_options,
                                                   split.sha256, len(ref_images), protocol.image_size),
         inception_weights=inception_weights, classifier_weights=classifier_weights, progress=progress,
-        generated_cache_dir=features_dir,
+        generated_cache_dir=features_dir, image_ids=list(test.trials["image_id"]),
+        stimulus_level=getattr(dataset.info, "stimulus_level", "class"), plugins=plugins,
     )
+
+
+#: Folder of the shuffled-EEG control's samples in a run folder.
+SHUFFLED_SAMPLES = "samples_shuffled"
+
+
+def protocol_metrics(extra: Sequence[str] = (), plugins=None) -> tuple[str, ...]:
+    """The protocol's metric list (:data:`eegbench.protocol.DEFAULT_METRICS`) plus ``extra`` (``--metric``).
+
+    Raises
+    ------
+    PluginError
+        For a metric name that is not registered (with close matches).
+    """
+    from eegbench.metric import get_metric
+    from eegbench.protocol import DEFAULT_METRICS
+
+    keys = list(DEFAULT_METRICS)
+    for key in extra:
+        if key not in keys:
+            keys.append(str(key))
+    if plugins is not None:
+        for key in keys:
+            get_metric(plugins, key)  # unknown names fail before anything is loaded
+    return tuple(keys)
+
+
+def control_skip_reason(method_cls, protocol: EvalProtocol, n_test: int) -> str | None:
+    """Why a run scores no shuffled-EEG control, or None when it does.
+
+    A method that does not read the EEG (``reads_eeg = False``: the ``class-prior`` and
+    ``oracle-class`` references) would generate the very same images from shuffled EEG.
+    """
+    if "shuffled-eeg" not in protocol.controls:
+        return "not in the protocol's controls"
+    if not getattr(method_cls, "reads_eeg", True):
+        return (f"method {method_cls.name!r} does not read the EEG: its images from shuffled EEG are its images "
+                "from the real EEG")
+    if n_test < 2:
+        return "fewer than 2 test trials"
+    return None
+
+
+def control_permutation(subjects: np.ndarray, seed: int) -> np.ndarray:
+    """Donor trial of each test trial for the shuffled-EEG control, permuted within subject.
+
+    Within each subject the trials are put in a seeded random order and each trial takes the EEG
+    of the next one in that order (the last takes the first's): a uniformly random single cycle,
+    so no trial keeps its own EEG when its subject has two or more test trials, and every trial's
+    EEG is used exactly once. Subject-specific layers therefore see their own subject's EEG.
+
+    Parameters
+    ----------
+    subjects : numpy.ndarray, shape (T,), int
+        Subject of each test trial.
+    seed : int
+        Run seed (``numpy.random.default_rng([seed, 7919])``: a stream of its own).
+
+    Returns
+    -------
+    numpy.ndarray, shape (T,), int64
+        ``perm[i]`` = index of the trial whose EEG trial ``i`` is generated from.
+    """
+    subjects = np.asarray(subjects)
+    rng = np.random.default_rng([int(seed), 7919])
+    perm = np.arange(len(subjects), dtype=np.int64)
+    for subject in sorted(set(subjects.tolist())):
+        idx = np.flatnonzero(subjects == subject)
+        order = idx[rng.permutation(len(idx))]
+        perm[order] = np.roll(order, -1)
+    return perm
+
+
+def permutation_record(perm: np.ndarray, test, seed: int) -> dict[str, Any]:
+    """What ``result.json`` says about the shuffled-EEG permutation."""
+    labels = np.asarray(test.labels)
+    return {"permutation": "within subject, one seeded random cycle per subject", "seed": int(seed),
+            "permutation_sha256": hashlib.sha256(np.asarray(perm, dtype=np.int64).tobytes()).hexdigest(),
+            "n_trials": int(len(perm)), "n_own_eeg": int(np.sum(perm == np.arange(len(perm)))),
+            "same_class_fraction": float(np.mean(labels[perm] == labels)) if len(perm) else None}
+
+
+def _read_samples(work: Path, manifest: pd.DataFrame) -> np.ndarray:
+    """The PNGs of a manifest as uint8 (n_trials, n_samples, 3, H, W), in manifest trial order."""
+    from PIL import Image
+
+    return np.stack([
+        np.stack([np.asarray(Image.open(work / p).convert("RGB")).transpose(2, 0, 1) for p in grp["path"]])
+        for _, grp in manifest.groupby("trial_id", sort=False)
+    ])
+
+
+def _decoding_record(train, test, n_classes: int) -> dict[str, Any]:
+    """The split's EEG decoding ceiling (:func:`eegbench.decoding.eeg_decoding`), or why there is none."""
+    from eegbench.decoding import eeg_decoding
+
+    try:
+        return eeg_decoding(train.eeg, train.labels, test.eeg, test.labels, n_classes=n_classes)
+    except EegbenchError as exc:
+        return {"skipped": str(exc)}
+
+
+def _own_classifier_record(method, test, device, batch_size: int) -> dict[str, Any] | None:
+    """Test accuracy of the method's own EEG classifier (``Method.predict_classes``), if it has one."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    preds = []
+    for start in range(0, len(test), max(1, batch_size)):
+        eeg = torch.from_numpy(test.eeg[start:start + batch_size]).to(device)
+        with torch.no_grad():
+            out = method.predict_classes(eeg)
+        if out is None:
+            return None
+        preds.append(torch.as_tensor(out).reshape(-1).cpu().numpy())
+    pred = np.concatenate(preds).astype(np.int64)
+    labels = np.asarray(test.labels).astype(np.int64)
+    if pred.shape != labels.shape:
+        raise EegbenchError(f"method {method.name!r}: predict_classes returned {pred.shape[0]} classes for "
+                            f"{labels.shape[0]} trials")
+    return {"what": getattr(method, "classifier_description", "") or f"{method.name}'s own EEG classifier",
+            "accuracy": float(np.mean(pred == labels)),
+            "balanced_accuracy": float(balanced_accuracy_score(labels, pred)), "n_trials": int(len(labels)),
+            "predicted_distribution": (np.bincount(pred, minlength=method.info.n_classes) / len(pred)).tolist()}

@@ -161,9 +161,12 @@ def bootstrap_trials(
 
     Parameters
     ----------
-    groups : sequence of sequence of (correct, total)
-        One entry per group; per run, two equal-length int sequences over the group's test trials:
-        correct outcomes and outcomes per trial (e.g. samples, or samples × n-way draws).
+    groups : sequence of sequence of (correct, total) or (correct, total, correct_b, total_b)
+        One entry per group; per run, two equal-length sequences over the group's test trials:
+        correct outcomes and outcomes per trial (e.g. samples, or samples × n-way draws; per-trial
+        values with total 1 for a mean of per-trial scores). With four sequences the statistic is
+        the difference ``sum(correct) / sum(total) - sum(correct_b) / sum(total_b)`` of two
+        scorings of the same trials (a run and its control), resampled with the same draw.
     level : float
         Confidence level.
     n_boot : int
@@ -192,17 +195,23 @@ def bootstrap_trials(
             raise DataFormatError(
                 f"bootstrap over trials: the runs of one group must score the same trials, got lengths "
                 f"{[len(r[0]) for r in runs]}")
-        c = np.asarray([r[0] for r in runs], dtype=np.float64)
-        t = np.asarray([r[1] for r in runs], dtype=np.float64)
-        if c.ndim != 2 or c.shape != t.shape:
+        paired = {len(r) for r in runs}
+        if paired not in ({2}, {4}) or (paired == {4} and {len(r[2]) for r in runs} | {len(r[3]) for r in runs}
+                                        != lengths):
+            raise DataFormatError("bootstrap over trials: every run of a group needs (correct, total) or "
+                                  "(correct, total, correct_b, total_b) over the same trials")
+        parts = [np.asarray([r[j] for r in runs], dtype=np.float64) for j in range(len(runs[0]))]
+        if parts[0].ndim != 2 or any(p.shape != parts[0].shape for p in parts):
             raise DataFormatError(
                 f"bootstrap over trials: the runs of one group must score the same trials, got shapes "
                 f"{[len(r[0]) for r in runs]}")
-        if (t <= 0).any():
+        if any((p <= 0).any() for p in parts[1::2]):
             raise DataFormatError("bootstrap over trials: a trial has no outcomes (total 0)")
-        n = c.shape[1]
+        n = parts[0].shape[1]
         idx = rng.integers(0, n, size=(n_boot, n))
-        acc = c[:, idx].sum(axis=2) / t[:, idx].sum(axis=2)  # (runs, n_boot)
+        acc = parts[0][:, idx].sum(axis=2) / parts[1][:, idx].sum(axis=2)  # (runs, n_boot)
+        if len(parts) == 4:
+            acc = acc - parts[2][:, idx].sum(axis=2) / parts[3][:, idx].sum(axis=2)
         stat += acc.mean(axis=0)
     stat /= len(groups)
     alpha = (1.0 - level) / 2.0

@@ -107,7 +107,7 @@ def test_evaluate_round_trip_writes_a_new_result_and_keeps_the_original(tmp_path
     n_test = original["split"]["sizes"]["test"]
     assert m["fid"]["n_gen"] == n_test and m["fid"]["n_ref"] == n_test
     assert abs(m["fid"]["value"]) < 1e-6  # sample 0 of every trial is its ground truth
-    assert m["is_tiny_test"]["splits"] == 10 and m["is_tiny_test"]["value"] >= 1.0
+    assert m["is"]["splits"] == 10 and m["is"]["value"] >= 1.0 and m["is"]["variant"] == "is_tiny_test"
     assert m["nway_topk"]["value"] == 1.0 and m["nway_topk"]["n"] == n_test  # sample 0 is the GT itself
     assert m["nway_topk"]["classifier"] == "fake-red"
     assert 0.0 <= m["probe_accuracy"]["value"] <= 1.0 and m["probe_accuracy"]["chance"] == 0.5

@@ -291,6 +291,137 @@ def test_training_prompts_come_from_the_classifier(data, backbones, accelerator,
     assert torch.allclose(seen[0], m.prompt_tokens()[0].expand_as(seen[0]))
 
 
+def test_training_prompts_are_out_of_fold(data, backbones, accelerator, tmp_path, monkeypatch):
+    """Each training trial's prompt class comes from a classifier that never trained on it (stage 1)."""
+    _, train, val = data
+    # 3 training recordings, both classes in each: 3 recording-disjoint folds
+    m = make_method(data, backbones, classifier_steps=6, classifier_eval_every=3, controlnet_steps=1,
+                    prompt_folds=3)
+    built, predicted = [], []
+    real_stage, real_predict = m._classifier_stage, m._fold_predictions
+
+    def stage_spy(part, val_, seed):
+        built.append((list(part.trials["trial_id"]), m.eeg_classifier.fc.weight.detach().clone()))
+        return real_stage(part, val_, seed)
+
+    def predict_spy(fit_part, held_part):
+        out = real_predict(fit_part, held_part)
+        predicted.append((list(fit_part.trials["trial_id"]), list(held_part.trials["trial_id"]), out.copy()))
+        return out
+
+    monkeypatch.setattr(m, "_classifier_stage", stage_spy)
+    monkeypatch.setattr(m, "_fold_predictions", predict_spy)
+    ctx = RunContext(accelerator=accelerator, seed=0, work_dir=tmp_path, progress=False)
+    m.fit(train, val, ctx)
+
+    ids = list(train.trials["trial_id"])
+    position = {t: i for i, t in enumerate(ids)}
+    recording = dict(zip(ids, train.trials["recording"]))
+    assert len(built) == 4 and len(predicted) == 3  # 3 fold stages, then the main classifier stage
+    assert built[-1][0] == ids  # the test-time classifier trains on every training trial
+    assert all(torch.equal(w, built[0][1]) for _, w in built)  # every training starts from the same weights
+    held_all = [t for _, held, _ in predicted for t in held]
+    assert sorted(held_all) == sorted(ids)  # every training trial is predicted exactly once
+    classes = m.train_prompts.classes()
+    for (trained, _), (fit_ids, held, pred) in zip(built[:3], predicted):
+        assert trained == fit_ids  # the fold's classifier trained on these trials (and validated on val)
+        assert not set(trained) & set(held)  # ... never on the trials it predicts
+        assert not {recording[t] for t in trained} & {recording[t] for t in held}  # nor on their recordings
+        assert classes[[position[t] for t in held]].tolist() == pred.tolist()
+    assert (m._training_prompt_classes(train) == classes).all()
+    row = next(r for r in ctx.history if "train_prompt_accuracy" in r)
+    assert row["train_prompt_accuracy"] == pytest.approx(float((classes == train.labels).mean()))
+    assert row["prompt_folds"] == 3 and row["prompt_folds_by_recording"] == 1
+    stages = {r["stage"] for r in ctx.history}
+    assert {"classifier-fold0", "classifier-fold1", "classifier-fold2", "classifier", "controlnet"} <= stages
+    # validation selects every fold's checkpoint as in the main stage
+    assert all(any(r["stage"] == f"classifier-fold{i}" and "val_knn_accuracy" in r for r in ctx.history)
+               for i in range(3))
+
+
+def test_caption_from_labels_runs_no_fold(data, backbones, accelerator, tmp_path):
+    _, train, val = data
+    m = make_method(data, backbones, classifier_steps=2, controlnet_steps=1, caption_from_classifier=False)
+    ctx = RunContext(accelerator=accelerator, seed=0, work_dir=tmp_path, progress=False)
+    m.fit(train, val, ctx)
+    assert not any(r["stage"].startswith("classifier-fold") for r in ctx.history)
+    assert (m._training_prompt_classes(train) == train.labels).all()
+    row = next(r for r in ctx.history if "train_prompt_accuracy" in r)
+    assert row["train_prompt_accuracy"] == 1.0 and row["prompt_folds"] == 0
+
+
+def test_cross_fitting_folds_shrink_on_tiny_data(data, backbones, accelerator, tmp_path):
+    ds, train, val = data
+    m = make_method(data, backbones, prompt_folds=5)
+    folds, grouped = m.cross_fitting_folds(train, 0)  # 3 recordings < 5 folds: trial-level, stratified
+    assert len(folds) == 5 and not grouped
+    assert sorted(np.concatenate(folds).tolist()) == list(range(len(train)))
+    for held in folds:
+        assert sorted(np.bincount(train.labels[held]).tolist()) in ([4, 5], [5, 5], [4, 4], [5, 4])
+    assert [f.tolist() for f in m.cross_fitting_folds(train, 0)[0]] == [f.tolist() for f in folds]  # seeded
+    assert [f.tolist() for f in m.cross_fitting_folds(train, 1)[0]] != [f.tolist() for f in folds]
+    lab = train.labels
+    ones = list(train.trials["trial_id"][lab == 1])
+    zeros = list(train.trials["trial_id"][lab == 0])
+    few = train.subset(zeros[:6] + ones[:2])  # the smallest class has 2 trials: 2 folds
+    assert len(m.cross_fitting_folds(few, 0)[0]) == 2
+    single = train.subset(zeros[:5] + ones[:1])  # a 1-trial class: still 2 folds, no error
+    assert len(m.cross_fitting_folds(single, 0)[0]) == 2
+    pair = train.subset(zeros[:1] + ones[:1])  # every class a single trial: unstratified
+    assert sorted(len(f) for f in m.cross_fitting_folds(pair, 0)[0]) == [1, 1]
+    # a fit on 3 training trials cross-fits without error; on 1 trial the prompts are the labels
+    m = make_method(data, backbones, classifier_steps=2, controlnet_steps=1, controlnet_batch_size=2)
+    tiny = train.subset(zeros[:2] + ones[:1])
+    m.fit(tiny, val, RunContext(accelerator=accelerator, seed=0, work_dir=tmp_path, progress=False))
+    assert (m.train_prompts.classes() >= 0).all() and m.train_prompts.classes().shape == (3,)
+    m = make_method(data, backbones, classifier_steps=1, controlnet_steps=1)
+    one = train.subset(zeros[:1])
+    (tmp_path / "one").mkdir()
+    m.fit(one, val, RunContext(accelerator=accelerator, seed=0, work_dir=tmp_path / "one", progress=False))
+    assert (m._training_prompt_classes(one) == one.labels).all()
+
+
+def test_resume_after_a_finished_fold_gives_the_same_prompts(data, backbones, accelerator, tmp_path):
+    """A run restarted after fold 0 finished restores it and reaches the uninterrupted prompts and weights."""
+    import shutil
+
+    _, train, val = data
+    kw = dict(classifier_steps=6, classifier_eval_every=3, controlnet_steps=2, prompt_folds=2)
+
+    def run(work):
+        work.mkdir(exist_ok=True)
+        m = make_method(data, backbones, **kw)
+        built = []
+        real = m._classifier_stage
+        m._classifier_stage = lambda part, v, seed: built.append(len(part)) or real(part, v, seed)
+        ctx = RunContext(accelerator=accelerator, seed=0, work_dir=work, progress=False,
+                         checkpoint_dir=tmp_path / "ckpt", checkpoint_every=0)
+        m.fit(train, val, ctx)
+        return m, built
+
+    first, built = run(tmp_path / "a")
+    # 3 recordings in 2 recording-disjoint folds: fold trainings on 1 and 2 recordings, then all
+    assert sorted(built[:2]) == [16, 32] and built[2:] == [48]
+    fold1 = built[1]
+    finals = sorted(p.name for p in (tmp_path / "ckpt").glob("*.final"))
+    assert finals == ["classifier-fold0.final", "classifier-fold1.final", "classifier.final", "controlnet.final"]
+    state = torch.load(tmp_path / "ckpt" / "classifier-fold1.final" / "state.pt", weights_only=True)
+    saved = state["modules"]["train_prompts"]["train_prompt_classes"]
+    held0 = first.cross_fitting_folds(train, 0)[0][0]
+    assert (saved[held0] == first.train_prompts.train_prompt_classes[held0]).all()  # fold 0's guesses
+    assert (saved >= 0).sum() == len(held0)  # fold 1's are made after its stage ends
+    for name in finals[1:]:  # as if killed right after fold 0
+        shutil.rmtree(tmp_path / "ckpt" / name)
+    again, built = run(tmp_path / "b")
+    assert built == [fold1, 48]  # fold 0 restored, not retrained
+    assert torch.equal(again.train_prompts.train_prompt_classes, first.train_prompts.train_prompt_classes)
+    for a, b in zip(first.eeg_classifier.state_dict().values(), again.eeg_classifier.state_dict().values()):
+        assert torch.equal(a, b)
+    full, built = run(tmp_path / "c")  # everything restored
+    assert built == []
+    assert torch.equal(full.train_prompts.train_prompt_classes, first.train_prompts.train_prompt_classes)
+
+
 def test_text_dropout_uses_the_empty_context(data, backbones, accelerator, tmp_path, monkeypatch):
     _, train, val = data
     m = make_method(data, backbones, classifier_steps=0, controlnet_steps=1, proportion_empty_prompts=1.0)
@@ -376,12 +507,16 @@ def test_save_load_round_trip(fitted, data, backbones, tmp_path):
     method, _ = fitted
     method.save(tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").glob("*.safetensors")) == [
-        "controlnet.safetensors", "eeg_classifier.safetensors"]
+        "controlnet.safetensors", "eeg_classifier.safetensors", "train_prompts.safetensors"]
     fresh = make_method(data, backbones, seed=123)
+    assert fresh.train_prompts.train_prompt_classes.shape == (0,)
     fresh.load(tmp_path / "ckpt")
     for a, b in zip(method.controlnet.state_dict().values(), fresh.controlnet.state_dict().values()):
         assert torch.equal(a, b)
     assert torch.equal(fresh.eeg_classifier.bank_labels, method.eeg_classifier.bank_labels)
+    # the out-of-fold training prompts travel with the weights (size taken from the file)
+    assert method.train_prompts.train_prompt_classes.shape == (48,)
+    assert torch.equal(fresh.train_prompts.train_prompt_classes, method.train_prompts.train_prompt_classes)
     eeg = torch.from_numpy(data[2].eeg[:2])
     subj = torch.from_numpy(data[2].subjects[:2])
     a = method.generate(eeg, generators=gens(2), n_samples=1, num_inference_steps=2, subject=subj)

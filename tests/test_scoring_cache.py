@@ -101,7 +101,7 @@ def test_one_efficientnet_pass_gives_the_is_logits_and_the_probe_features(tmp_pa
     assert sum(seen) == 12 + 3 + 4  # generated once (IS and probe), each distinct reference image once, train
     for name in ("gen", "ref", "train"):
         torch.testing.assert_close(torch.from_numpy(features[name]), direct[name].float(), rtol=1e-4, atol=1e-5)
-    assert metrics["is_effnet_lite0"]["value"] >= 1.0 and metrics["probe_accuracy"]["n"] == 12
+    assert metrics["is"]["value"] >= 1.0 and metrics["probe_accuracy"]["n"] == 12
 
 
 def test_second_scoring_runs_no_network_and_gives_the_same_numbers(tmp_path, monkeypatch):
@@ -130,5 +130,5 @@ def test_second_scoring_runs_no_network_and_gives_the_same_numbers(tmp_path, mon
         monkeypatch.setattr(cls, "forward", lambda self, x, original=original: seen.append(len(x)) or original(self, x))
     second = _score(gen, ref, train, tmp_path / "cache", tmp_path / "run" / "features", protocol, embedder)
     assert seen == [] and embed.seen == 8 + 4 + 4
-    for key in ("fid", "kid", "is_tiny_test", "probe_accuracy"):
+    for key in ("fid", "kid", "is", "probe_accuracy"):
         assert second[key]["value"] == first[key]["value"], key

@@ -79,6 +79,41 @@ def _recordings(ds, ids):
     return set(t.loc[list(ids), "recording"])
 
 
+def _subjects(ds, ids):
+    t = ds.trials.set_index("trial_id")
+    return set(int(s) for s in t.loc[list(ids), "subject"])
+
+
+def _joint_test_ids(ds, rows):
+    """Test ids of the joint recording assignment used before validation became per subject."""
+    trials = ds.trials[rows]
+    counts = trials.groupby("recording").size().to_dict()
+    fractions = splits.SPLIT_FRACTIONS if len(counts) >= 5 else {"train": 0.8, "test": 0.2}
+    test_recs = splits.assign_recordings(counts, fractions, 0)["test"]
+    return set(trials.loc[trials["recording"].isin(test_recs), "trial_id"])
+
+
+def _check_val_rule(ds, sp):
+    """Every training subject has val trials, made from its non-test recordings by the documented rule."""
+    t = ds.trials.set_index("trial_id")
+    test_recs = _recordings(ds, sp.test)
+    train, val = set(sp.train), set(sp.val)
+    assert not train & val and not _recordings(ds, sp.val) & test_recs
+    assert _subjects(ds, sp.train) == _subjects(ds, sp.val), sp.sizes()
+    for s in _subjects(ds, sp.train):
+        mine = t[(t["subject"] == s) & ~t["recording"].isin(test_recs)]
+        by_rec = {r: list(g.index) for r, g in mine.groupby("recording", sort=False)}
+        order = splits._stable_order(list(by_rec), 0)
+        m = int(len(order) * 0.125)  # floor
+        if 1 <= m < len(order):  # whole recordings
+            assert {i for r in order[:m] for i in by_rec[r]} == val & set(mine.index), s
+            assert {i for r in order[m:] for i in by_rec[r]} == train & set(mine.index), s
+        else:  # the tail of every recording
+            for r, ids in by_rec.items():
+                k = min(max(int(len(ids) * 0.125 + 0.5), 1), len(ids) - 1) if len(ids) >= 2 else 0
+                assert set(ids[len(ids) - k:]) == val & set(ids) and set(ids[:len(ids) - k]) <= train, (s, r)
+
+
 def test_no_recording_shared_between_parts(dataset):
     ds = dataset
     position = {t: i for i, t in enumerate(ds.trials["trial_id"])}
@@ -88,14 +123,18 @@ def test_no_recording_shared_between_parts(dataset):
         assert not train & test and not val & test, (setting, subject)
         shared = train & val
         if shared:
-            # only the documented tail hold-out: val is the last trials of training recordings
-            assert val <= train, (setting, subject)
+            # only the documented tail hold-out: val is the last trials of those training recordings
+            # (val is made per subject, so whole val recordings of one subject may sit beside the
+            # tails of another's: ``val <= train`` no longer holds as a whole)
             t = ds.trials.set_index("trial_id")
             for rec in shared:
                 tr = [position[i] for i in sp.train if t.at[i, "recording"] == rec]
                 va = [position[i] for i in sp.val if t.at[i, "recording"] == rec]
                 assert max(tr) < min(va), (setting, subject, rec)
-                assert len(va) == round(0.1 * (len(tr) + len(va)))
+                # 12.5 % of the recording, rounded half up, at least 1 and leaving 1 for train
+                # (the tail hold-out was 10 % with round() when val was assigned jointly)
+                n = len(tr) + len(va)
+                assert len(va) == min(max(int(n * 0.125 + 0.5), 1), n - 1), (setting, subject, rec)
 
 
 def test_parts_are_disjoint_and_cover_the_intended_trials(dataset):
@@ -115,6 +154,92 @@ def test_parts_are_disjoint_and_cover_the_intended_trials(dataset):
             assert test == set(ds.trials.loc[ds.trials["subject"] == subject, "trial_id"])
             subjects = ds.trials.set_index("trial_id").loc[list(train | val), "subject"]
             assert subject not in set(subjects)
+
+
+def test_every_training_subject_has_validation_trials(dataset):
+    ds = dataset
+    for setting, subject in _valid_cases(ds):
+        sp = _make(ds, setting, subject)
+        _check_val_rule(ds, sp)
+        assert sp == _make(ds, setting, subject), (setting, subject)  # deterministic
+    # multi-subject: every subject with a non-test recording trains and validates
+    sp = splits.multi_subject(ds)
+    assert _subjects(ds, sp.val) == set(int(s) for s in ds.subjects) - (
+        _subjects(ds, sp.test) - _subjects(ds, sp.train))
+
+
+def test_test_recordings_are_those_of_the_joint_assignment(dataset):
+    """Per-subject validation leaves the test part (and the hash of its ids) as it was."""
+    ds = dataset
+    for setting, subject in _valid_cases(ds):
+        sp = _make(ds, setting, subject)
+        if setting == "multi-subject":
+            expected = _joint_test_ids(ds, np.ones(len(ds), dtype=bool))
+        elif setting == "single-subject":
+            expected = _joint_test_ids(ds, ds.subjects == subject)
+        else:
+            expected = set(ds.trials.loc[ds.trials["subject"] == subject, "trial_id"])
+        assert set(sp.test) == expected, (setting, subject)
+
+
+def test_whole_recording_and_tail_validation_on_unequal_subjects(tmp_path):
+    """Subjects with many, few and a single recording: whole recordings vs. the tail hold-out."""
+    full = SyntheticEEG(cache_dir=tmp_path, n_recordings=8, n_trials=8).load()
+    t = full.trials
+    keep = ((t["subject"] == 1) | ((t["subject"] == 2) & t["recording"].isin([f"subject2/rec{r}" for r in (1, 2, 3)]))
+            | (t["recording"] == "subject3/rec1"))
+    ds = full.subset(list(t.loc[keep, "trial_id"]))
+    cases = [("multi-subject", None), ("single-subject", 1), ("single-subject", 2),
+             *[("cross-subject", s) for s in (1, 2, 3)]]
+    for setting, subject in cases:
+        sp = _make(ds, setting, subject)
+        _check_val_rule(ds, sp)
+        mine = ds.trials["subject"] == subject if setting == "single-subject" else np.ones(len(ds), dtype=bool)
+        assert set(sp.train) | set(sp.val) | set(sp.test) == set(ds.trials.loc[mine, "trial_id"]), (setting, subject)
+    # cross-subject 3: subject 1's 8 recordings give 1 whole val recording, subject 2's 3 a tail each
+    sp = splits.cross_subject(ds, subject=3)
+    t = ds.trials.set_index("trial_id")
+    val1 = t.loc[[i for i in sp.val if t.at[i, "subject"] == 1], "recording"]
+    assert val1.nunique() == 1 and len(val1) == 8 and not set(val1) & _recordings(ds, sp.train)
+    val2 = t.loc[[i for i in sp.val if t.at[i, "subject"] == 2], "recording"]
+    assert val2.value_counts().to_dict() == {f"subject2/rec{r}": 1 for r in (1, 2, 3)}
+
+
+def test_tail_hold_out_edge_cases():
+    import pandas as pd
+
+    def split(sizes):  # one subject, recordings "r0", "r1", ... with the given trial counts
+        rows = [(f"r{r}-t{i}", 1, f"r{r}") for r, n in enumerate(sizes) for i in range(n)]
+        return splits._train_val_per_subject(pd.DataFrame(rows, columns=["trial_id", "subject", "recording"]), 0)
+
+    assert split([1]) == {"train": ["r0-t0"], "val": []}  # a single trial: nothing to hold out
+    assert split([2]) == {"train": ["r0-t0"], "val": ["r0-t1"]}  # at least one val trial
+    assert len(split([4])["val"]) == 1 and len(split([12])["val"]) == 2  # 0.5 and 1.5 round up
+    assert len(split([28])["val"]) == 4 and len(split([192])["val"]) == 24
+    ids = split([1, 1, 1])  # only 1-trial recordings: one of them whole to val
+    assert len(ids["val"]) == 1 and len(ids["train"]) == 2
+    ids = split([5, 5, 5, 5])  # 4 recordings: floor(4 * 0.125) = 0 whole recordings, the tail of each
+    assert len(ids["val"]) == 4 and len({i.split("-")[0] for i in ids["val"]}) == 4
+    ids = split([5] * 8)  # 8 recordings: floor(8 * 0.125) = 1 whole recording
+    assert len(ids["val"]) == 5 and len({i.split("-")[0] for i in ids["val"]}) == 1
+    assert splits.VAL_FRACTION_OF_NON_TEST == splits.SPLIT_FRACTIONS["val"] / 0.8
+
+
+@pytest.mark.skipif(not N170_DIR.is_dir(), reason=f"eeg-notebooks N170 data absent under {DATA_ROOT}")
+def test_n170_validation_covers_every_training_subject(n170_cache):
+    from eegbench.datasets.info import make_loader
+    from eegbench.plugins import get_plugin_manager
+
+    ds = make_loader("eegnb-n170", DATA_ROOT, n170_cache, {}, plugins=get_plugin_manager()).load()
+    sp = splits.multi_subject(ds)
+    # joint assignment (before): val = subjects 2 and 3 only, train = 1, 2, 3, 10, 11
+    assert _subjects(ds, sp.train) == _subjects(ds, sp.val) == {1, 2, 3, 10, 11}
+    assert set(sp.test) == _joint_test_ids(ds, np.ones(len(ds), dtype=bool))
+    assert not _recordings(ds, sp.val) & _recordings(ds, sp.test) and not set(sp.train) & set(sp.val)
+    _check_val_rule(ds, sp)
+    for s in (1, 2, 3, 10, 11):
+        sp = splits.cross_subject(ds, subject=s)
+        assert _subjects(ds, sp.train) == _subjects(ds, sp.val) == {1, 2, 3, 10, 11} - {s}
 
 
 def test_multi_subject_fractions_and_classes(dataset):

@@ -543,6 +543,7 @@ class CVPR40:
             ch_names=self.ch_names, unit="a.u.", class_names=class_names, tmin=self.time_low / self.sfreq,
             image_size=self.image_size, citation=self.citation, licence=self.licence,
             subjects=tuple(sorted(int(s) for s in table["subject"].unique())), wnids=tuple(labels),
+            stimulus_level="image",
         )
         parts = {p: set(table.loc[table["split"] == p, "image_id"]) for p in ("train", "val", "test")}
         shared = (parts["train"] | parts["val"]) & parts["test"]

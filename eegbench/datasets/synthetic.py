@@ -69,7 +69,7 @@ class SyntheticOptions:
     base_freq, freq_step : float
         Carrier of class ``k`` is ``base_freq + k * freq_step`` Hz; must stay below 0.4 × sfreq.
     signal_uv, noise_uv : float
-        Carrier amplitude and white-noise standard deviation, µV.
+        Carrier amplitude (0: pure-noise EEG, no class signal) and white-noise standard deviation, µV.
     seed : int
         Seed of everything random (signals, trial order, images, image assignment).
     """
@@ -122,9 +122,11 @@ class SyntheticOptions:
         for key, low in minimum.items():
             if getattr(self, key) < low:
                 raise ConfigError(f"synthetic: option {key}={getattr(self, key)} must be >= {low}")
-        for key in ("sfreq", "base_freq", "signal_uv"):
+        for key in ("sfreq", "base_freq"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"synthetic: option {key}={getattr(self, key)} must be > 0")
+        if not self.signal_uv >= 0:  # 0: pure-noise EEG, the null case of the controls
+            raise ConfigError(f"synthetic: option signal_uv={self.signal_uv} must be >= 0")
         if self.freq_step <= 0 or self.noise_uv < 0:
             raise ConfigError("synthetic: freq_step must be > 0 and noise_uv >= 0")
         top = self.base_freq + (self.n_classes - 1) * self.freq_step

@@ -739,6 +739,20 @@ class BrainVis(Method):
             return model.features(eeg.to(self.device, torch.float32))[1]
 
     @torch.no_grad()
+    def predict_classes(self, eeg: torch.Tensor) -> torch.Tensor:
+        """BrainVis's predicted class per trial: the argmax of :meth:`classify`.
+
+        Parameters
+        ----------
+        eeg : torch.Tensor, shape (batch, n_chans, n_times), float, in ``info.unit``
+
+        Returns
+        -------
+        torch.Tensor, shape (batch,), int64
+        """
+        return self.classify(eeg).argmax(dim=1)
+
+    @torch.no_grad()
     def align_inputs(self, eeg: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """AlignNet input of each trial: concat(time features, frequency features, fusion logits).
 

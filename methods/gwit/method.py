@@ -22,18 +22,39 @@ the shallowest block to 1 at the mid block).
 
 Stages of this implementation:
 
-1. ``classifier`` — the LSTM feature net trained with a batch-all triplet margin loss on the
-   **training split only**, with a scikit-learn k-NN over the training features as the classifier
-   head; the checkpoint with the best k-NN accuracy on the validation split is kept. (Upstream
-   ships an externally pretrained classifier and a KNN pickle whose fitting split is unknown,
-   §6.1/§9; here nothing sees the test split.) The training trials' prompts come from the k-NN
-   *leave-one-out* (each trial's neighbours exclude itself), so the ControlNet sees prompts with
-   the classifier's real error rate rather than memorised labels.
-2. ``controlnet`` — the v-prediction MSE of the frozen shared UNet with the ControlNet residuals;
-   the checkpoint with the lowest validation loss (fixed noise and timesteps) is kept.
+1. ``classifier-fold0`` … ``classifier-fold{k-1}`` — **cross-fitted training prompts**
+   (``prompt_folds`` = k, 5 by default). The training trials are split into k folds, by recording
+   where possible (scikit-learn ``StratifiedGroupKFold(k, shuffle=True, random_state=seed)`` with
+   the recordings as groups, when at least k recordings hold trials of ≥ 2 classes; otherwise
+   ``StratifiedKFold`` over trials; k is lowered to the smallest class's size, at least 2, and a
+   split where every class has a single trial uses an unstratified ``KFold``). For fold i the
+   classifier is reset to its initial weights, trained on the other folds exactly like stage 2
+   (same steps, recipe and validation-based selection on ``val``), and each held-out trial gets
+   the k-NN class over the in-fold trials' features. These out-of-fold classes are the training
+   prompts (buffer ``train_prompt_classes`` of the ``train_prompts`` state component, filled
+   fold by fold, so stage checkpoints and ``--resume`` carry them; a restored fold stage's
+   guesses are recomputed from its restored weights, the earlier folds' are in the restored
+   buffer). With fewer than 2 training trials, or ``caption_from_classifier=False``, no fold
+   runs and the prompts are the labels.
+2. ``classifier`` — the LSTM feature net, reset to the same initial weights, trained with a
+   batch-all triplet margin loss on **all training trials** (the training split only), with a
+   scikit-learn k-NN over the training features as the classifier head; the checkpoint with the
+   best k-NN accuracy on the validation split is kept. (Upstream ships an externally pretrained
+   classifier and a KNN pickle whose fitting split is unknown, §6.1/§9; here nothing sees the
+   test split.) This classifier and its k-NN bank of all training trials guess the test (and
+   validation) prompts.
+3. ``controlnet`` — the v-prediction MSE of the frozen shared UNet with the ControlNet residuals,
+   prompted by the out-of-fold classes of stage 1; the checkpoint with the lowest validation loss
+   (fixed noise and timesteps) is kept.
 
 Differences from upstream and why:
 
+* Training prompts are **out-of-fold** guesses (stage 1). Upstream guesses the training trials
+  with a classifier whose training data are unknown; guessing them with a classifier trained on
+  those same trials and labels (even leave-one-out in its k-NN) makes training prompts far more
+  accurate than test prompts, so the ControlNet learns to trust the prompt over the EEG.
+  Cross-fitting gives training prompts the error rate of unseen trials (``train_prompt_accuracy``
+  ≈ the validation k-NN accuracy) at the cost of k more classifier trainings.
 * The small profile's shared denoiser is **v-prediction** (targets from ``get_velocity``); GWIT's
   SD2.1-base (the paper profile) is ε-prediction. The loss follows the denoiser's
   ``prediction_type``.
@@ -58,7 +79,12 @@ shorter run, and the classifier's LSTM is 64 wide with 2 layers (paper 128 × 4)
 Cost (measured 2026-11-21 on the shared 2-core CPU, load average 6–8, one torch thread): a
 ControlNet step at batch 16 takes 0.33 s (1.46× a SYNAPSE-style stage-2 step of the same UNet,
 0.23 s), a classifier step at batch 64 0.93 s; a guess-mode sampling step for 16 images 0.21 s
-(1.53× plain guided UNet sampling).
+(1.53× plain guided UNet sampling). The cross-fitted prompts train the classifier
+``prompt_folds + 1`` times instead of once: on eegnb-n170 multi-subject (1,529 training trials) the
+six 150-step classifier trainings of the small profile took 66 s together (2026-12-02, same CPU,
+load average ~1, one torch thread), their out-of-fold training-prompt accuracy 0.496 against a
+validation k-NN accuracy of 0.525 (the former leave-one-out prompts: 0.506; N170's class signal is
+weak, so the leak was small there).
 
 Parameter counts (paper profile, SD2.1-base config, meta device; ``research/methods.md`` §6.4):
 standard ControlNet 364,228,240 (image hint encoder 1,086,480); EEG hint encoder 19,598,208 (subject
@@ -70,6 +96,8 @@ SYNAPSE README's "368 M" for GWIT is not reproduced by either convention (§7).
 
 from __future__ import annotations
 
+import copy
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -98,6 +126,7 @@ from .modeling import (
     EEGConditioningEmbedding,
     EEGFeatNet,
     GWITControlNet,
+    OutOfFoldPrompts,
     knn_vote,
     triplet_margin_loss,
 )
@@ -148,6 +177,10 @@ class GWITConfig:
         Neighbours of the k-NN head (scikit-learn's default 5; upstream's pickle setting unknown).
     classifier_eval_every : int
         Validation interval (steps) of the classifier; the best validation k-NN accuracy is kept.
+    prompt_folds : int
+        Folds k (≥ 2) of the cross-fitted training prompts: k extra classifier trainings, each on
+        (k − 1)/k of the training trials, guess the held-out trials (module docstring, stage 1);
+        lowered to the smallest class's trial count (at least 2) [not in upstream; 5].
     controlnet_steps : int
         Optimiser steps of the ControlNet stage [20,000: the released multi-subject checkpoint].
     controlnet_batch_size : int
@@ -195,6 +228,7 @@ class GWITConfig:
     triplet_margin: float = at_least(0.0, 0.2)
     knn_k: int = at_least(1, 5)
     classifier_eval_every: int = at_least(1, 50)
+    prompt_folds: int = at_least(2, 5)
     controlnet_steps: int = at_least(0, 1000)
     controlnet_batch_size: int = at_least(1, 16)
     controlnet_lr: float = greater_than(0.0, 1e-4)
@@ -287,11 +321,14 @@ class GWIT(Method):
         source = unet if unet.dtype == torch.float32 else den.new_unet()
         self.controlnet = GWITControlNet(source, embedding)
         del source
+        self.train_prompts = OutOfFoldPrompts()
         if config.gradient_checkpointing:
             self.controlnet.net.enable_gradient_checkpointing()
         if build.type != "meta":
             self.controlnet.to(self.device)
             self.eeg_classifier.to(self.device)
+            self.train_prompts.to(self.device)
+        self._prompt_fold_info: dict[str, float] = {}  # what fit logs about the folds (with train_prompt_accuracy)
         self._prompt_cache: torch.Tensor | None = None
         self.configure_stage("inference")
 
@@ -317,11 +354,11 @@ class GWIT(Method):
 
     @classmethod
     def test_config(cls) -> GWITConfig:
-        """Toy-size configuration for conformance tests (32-sample EEG, 10 + 10 steps)."""
+        """Toy-size configuration for conformance tests (32-sample EEG, 10 + 10 steps, 2 prompt folds)."""
         return GWITConfig(eeg_pad_to=32, eeg_embed_channels=1, eeg_embed_stages=4, classifier_hidden=16,
                           classifier_layers=2, classifier_dim=16, classifier_batch_size=16, classifier_eval_every=5,
                           controlnet_batch_size=8, controlnet_eval_every=5, log_every=5, classifier_steps=10,
-                          controlnet_steps=10)
+                          controlnet_steps=10, prompt_folds=2)
 
     def components(self) -> dict[str, nn.Module]:
         """Every module: ControlNet (incl. EEG hint encoder), frozen shared UNet, VAE, EEG classifier."""
@@ -333,8 +370,14 @@ class GWIT(Method):
         }
 
     def state_components(self) -> dict[str, nn.Module]:
-        """What :meth:`save` stores: the ControlNet and the classifier (not the shared UNet / VAE)."""
-        return {"controlnet": self.controlnet, "eeg_classifier": self.eeg_classifier}
+        """What :meth:`save` stores: the ControlNet, the classifier and the out-of-fold training prompts.
+
+        Not the shared UNet / VAE. ``train_prompts`` (:class:`~.modeling.OutOfFoldPrompts`, no
+        parameters) is saved and checkpointed so that a resumed fit keeps the cross-fitted
+        prompts; it is not a component (nothing of it runs at inference).
+        """
+        return {"controlnet": self.controlnet, "eeg_classifier": self.eeg_classifier,
+                "train_prompts": self.train_prompts}
 
     def configure_stage(self, stage: str) -> None:
         """Set ``requires_grad`` for ``stage``.
@@ -414,9 +457,12 @@ class GWIT(Method):
 
     # ------------------------------------------------------------------ training
     def fit(self, train: EEGDataset, val: EEGDataset, ctx: RunContext) -> None:
-        """Train the classifier, then the ControlNet, on ``train``; ``val`` selects both checkpoints.
+        """Cross-fit the training prompts, train the classifier, then the ControlNet, on ``train``.
 
-        Both stages run through the harness's :class:`~eegbench.training.StageTrainer`.
+        ``val`` selects every classifier checkpoint and the ControlNet's. Every stage
+        (``classifier-fold{i}``, ``classifier``, ``controlnet``; module docstring) runs through the
+        harness's :class:`~eegbench.training.StageTrainer`; each classifier training starts from
+        the same initial weights.
 
         Parameters
         ----------
@@ -435,6 +481,11 @@ class GWIT(Method):
         self.eeg_classifier.standardize.set_statistics(mean, std)
         self.controlnet.embedding.subject_layers.mark_seen(sorted({int(s) for s in train.subjects}))
         trainer = ctx.trainer(self)
+        initial = copy.deepcopy(self.eeg_classifier.state_dict())  # every classifier training starts here
+        self._prompt_fold_info = {"prompt_folds": 0.0}  # no fold: the prompts are the labels
+        if self.config.caption_from_classifier and len(train) >= 2:
+            self._cross_fit_prompts(train, val, trainer, ctx.seed, initial)
+        self.eeg_classifier.load_state_dict(initial)
         trainer.run_stage("classifier", self.config.classifier_steps,
                           lambda: self._classifier_stage(train, val, ctx.seed))
         self.configure_stage("inference")
@@ -463,6 +514,84 @@ class GWIT(Method):
             keep=(self.eeg_classifier,),
         )
 
+    def cross_fitting_folds(self, train: EEGDataset, seed: int) -> tuple[list[np.ndarray], bool]:
+        """Held-out trials of each cross-fitting fold (module docstring, stage 1).
+
+        ``k = max(2, min(prompt_folds, smallest class count))``. Folds group the trials by
+        recording (``StratifiedGroupKFold``) when at least k recordings hold trials of ≥ 2
+        classes and every fold then holds out and keeps trials; otherwise ``StratifiedKFold``
+        over trials, or ``KFold`` when no class has k trials (every class a single trial).
+
+        Parameters
+        ----------
+        train : EEGDataset
+            Training split, at least 2 trials.
+        seed : int
+            ``random_state`` of the fold shuffling (the run seed).
+
+        Returns
+        -------
+        folds : list of numpy.ndarray, each shape (M_i,), int64
+            Positions (into ``train``) of each fold's held-out trials, sorted; together every
+            position exactly once.
+        grouped : bool
+            Whether the folds are recording-disjoint.
+        """
+        from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold
+
+        labels = np.asarray(train.labels, dtype=np.int64)
+        counts = np.bincount(labels)
+        counts = counts[counts > 0]
+        k = max(2, min(int(self.config.prompt_folds), int(counts.min())))
+        rows = np.zeros((len(labels), 1))
+        recordings = train.trials["recording"].astype(str).to_numpy()
+        classes_per_recording = train.trials.groupby("recording")["label"].nunique()
+        with warnings.catch_warnings():  # a class with fewer than k trials only warns
+            warnings.filterwarnings("ignore", message=".*least populated class.*", category=UserWarning)
+            if int((classes_per_recording >= 2).sum()) >= k:
+                folds = [np.sort(held) for _, held in StratifiedGroupKFold(
+                    n_splits=k, shuffle=True, random_state=seed).split(rows, labels, recordings)]
+                if all(0 < len(held) < len(labels) for held in folds):
+                    return folds, True
+            splitter = (StratifiedKFold(n_splits=k, shuffle=True, random_state=seed) if counts.max() >= k
+                        else KFold(n_splits=k, shuffle=True, random_state=seed))
+            return [np.sort(held) for _, held in splitter.split(rows, labels)], False
+
+    def _cross_fit_prompts(self, train: EEGDataset, val: EEGDataset, trainer, seed: int,
+                           initial: dict[str, torch.Tensor]) -> None:
+        """Stage 1: guess every training trial with a classifier trained without its fold.
+
+        Fills ``self.train_prompts`` fold by fold. A fold stage restored on resume brings back the
+        buffer as of its end (the earlier folds' guesses); its own guesses are recomputed from its
+        restored weights, which are the weights that made them.
+
+        Parameters
+        ----------
+        train, val : EEGDataset
+        trainer : eegbench.training.StageTrainer
+        seed : int
+            Run seed (fold shuffling and each fold's batch order).
+        initial : dict of str to torch.Tensor
+            ``eeg_classifier.state_dict()`` before any training; every fold starts from it.
+        """
+        folds, grouped = self.cross_fitting_folds(train, seed)
+        self._prompt_fold_info = {"prompt_folds": float(len(folds)), "prompt_folds_by_recording": float(grouped)}
+        self.train_prompts.reset(len(train))
+        ids = train.trials["trial_id"].to_numpy()
+        for i, held in enumerate(folds):
+            keep = np.setdiff1d(np.arange(len(train)), held)
+            fit_part, held_part = train.subset(list(ids[keep])), train.subset(list(ids[held]))
+            self.eeg_classifier.load_state_dict(initial)
+            trainer.run_stage(f"classifier-fold{i}", self.config.classifier_steps,
+                              lambda part=fit_part: self._classifier_stage(part, val, seed))
+            self.configure_stage("inference")
+            self.train_prompts.fill(held, self._fold_predictions(fit_part, held_part))
+
+    def _fold_predictions(self, fit_part: EEGDataset, held_part: EEGDataset) -> np.ndarray:
+        """k-NN class, int64 (len(held_part),), of the held-out trials over the in-fold trials' features."""
+        ftr, fte = self._features(fit_part.eeg).numpy(), self._features(held_part.eeg).numpy()
+        return knn_vote(ftr, fit_part.labels, self.config.knn_k, query=fte)
+
     def _knn_accuracy(self, train: EEGDataset, val: EEGDataset) -> float:
         """k-NN accuracy on ``val`` with the current features of ``train`` as the reference set."""
         ftr, fva = self._features(train.eeg).numpy(), self._features(val.eeg).numpy()
@@ -474,11 +603,24 @@ class GWIT(Method):
         return stimulus_latents(dataset, self.backbones.denoiser, self.device)
 
     def _training_prompt_classes(self, train: EEGDataset) -> np.ndarray:
-        """Class whose prompt each training trial gets: the classifier's leave-one-out guess, or the label."""
+        """Class whose prompt each training trial gets: its out-of-fold guess (stage 1), or the label.
+
+        Returns
+        -------
+        numpy.ndarray, shape (len(train),), int64
+
+        Raises
+        ------
+        RuntimeError
+            If the stored out-of-fold classes do not cover ``train`` (a checkpoint of another split).
+        """
         if not self.config.caption_from_classifier or len(train) < 2:
-            return train.labels
-        feats = self.eeg_classifier.bank_features.cpu().numpy()
-        return knn_vote(feats, self.eeg_classifier.bank_labels.cpu().numpy(), self.config.knn_k)
+            return train.labels.copy()
+        classes = self.train_prompts.classes()
+        if classes.shape != (len(train),) or (classes < 0).any():
+            raise RuntimeError(f"gwit: out-of-fold training prompts cover {int((classes >= 0).sum())} of "
+                               f"{len(train)} training trials; the cross-fitting stages did not run for this split")
+        return classes
 
     def _diffusion_loss(self, model: nn.Module, scheduler, latents, context, eeg, subject, noise, timesteps):
         noisy = scheduler.add_noise(latents, noise, timesteps)
@@ -496,7 +638,7 @@ class GWIT(Method):
         empty = self.empty_tokens(1).cpu()[0]
         classes = torch.from_numpy(self._training_prompt_classes(train))
         guess_acc = float((classes.numpy() == train.labels).mean())
-        ctx.log_metrics({"train_prompt_accuracy": guess_acc}, stage="controlnet", step=0)
+        ctx.log_metrics({"train_prompt_accuracy": guess_acc, **self._prompt_fold_info}, stage="controlnet", step=0)
         eeg = torch.from_numpy(np.ascontiguousarray(train.eeg)).float()
         subj = torch.from_numpy(train.subjects.copy())
         latents = self._latents(train)

@@ -24,6 +24,7 @@ __all__ = [
     "EEGFeatNet",
     "EEGStandardize",
     "GWITControlNet",
+    "OutOfFoldPrompts",
     "SubjectLayers",
     "embedding_lengths",
     "knn_vote",
@@ -398,6 +399,60 @@ class EEGFeatNet(nn.Module):
         knn.fit(bank, labels)
         pred = knn.predict(feats.float().cpu().numpy())
         return torch.from_numpy(np.asarray(pred, dtype=np.int64)).clamp(0, n_classes - 1).to(eeg.device)
+
+
+class OutOfFoldPrompts(nn.Module):
+    """The cross-fitted (out-of-fold) prompt class of every training trial, as a saved buffer.
+
+    GWIT trains its ControlNet on the prompt of the class its EEG classifier guesses. Guessing a
+    training trial with a classifier trained on that very trial gives prompts far more accurate
+    than at test time; the method therefore guesses each training trial with a classifier that
+    was trained on the other folds only, and keeps the guesses here, so that they travel with the
+    stage checkpoints (``--resume``) and with :meth:`~eegbench.method.Method.save`.
+
+    Attributes
+    ----------
+    train_prompt_classes : torch.Tensor, shape (n_train,), int64
+        Guessed class per training trial in training-split order; ``-1`` = not predicted yet
+        (its fold has not run). Empty before the first fit (or with fewer than 2 trials).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("train_prompt_classes", torch.zeros(0, dtype=torch.long))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the number of training trials depends on the split: take the stored size
+        key = prefix + "train_prompt_classes"
+        if key in state_dict:
+            current = self.train_prompt_classes
+            self.train_prompt_classes = torch.empty_like(current, device=current.device).resize_(state_dict[key].shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.no_grad()
+    def reset(self, n_train: int) -> None:
+        """Start a fit of ``n_train`` trials: every class ``-1`` (not predicted)."""
+        self.train_prompt_classes = torch.full((int(n_train),), -1, dtype=torch.long,
+                                               device=self.train_prompt_classes.device)
+
+    @torch.no_grad()
+    def fill(self, rows: np.ndarray, classes: np.ndarray) -> None:
+        """Store the predictions of one held-out fold.
+
+        Parameters
+        ----------
+        rows : numpy.ndarray, shape (M,), int
+            Positions of the held-out trials in the training split.
+        classes : numpy.ndarray, shape (M,), int
+            Their predicted classes.
+        """
+        index = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=self.train_prompt_classes.device)
+        values = torch.as_tensor(np.asarray(classes, dtype=np.int64), device=self.train_prompt_classes.device)
+        self.train_prompt_classes[index] = values
+
+    def classes(self) -> np.ndarray:
+        """The stored classes, int64 numpy array (n_train,) (``-1`` where not predicted)."""
+        return self.train_prompt_classes.cpu().numpy().astype(np.int64)
 
 
 def knn_vote(features: np.ndarray, labels: np.ndarray, k: int, query: np.ndarray | None = None) -> np.ndarray:
