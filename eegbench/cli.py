@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["info", "verify", "ceiling"],
                    help="info: trials per subject/class/split, channels, sfreq, units, licence, citation; "
                         "verify: files present, checksums, shapes (exit 0 if OK, 2 otherwise); "
-                        "ceiling: balanced test accuracy of shrinkage LDA on binned EEG epochs fitted on the "
+                        "ceiling: balanced test accuracy of shrinkage LDA on binned EEG epochs and of xDAWN covariances + "
+                        "tangent space (pyriemann), fitted on the "
                         "training split (how much class information the test EEG holds), as JSON")
     p.add_argument("name", help="registered dataset name, e.g. eegnb-n170, eegnb-p300, cvpr40")
     p.add_argument("--data-root", type=Path, default=None,
@@ -249,11 +250,14 @@ def _cmd_run(args, argv: list[str]) -> int:
                             generate_batch_size=args.generate_batch_size)
     result = run(cfg)
     if result:
-        from eegbench.leaderboard import metrics_summary
+        from eegbench.leaderboard import run_summary
 
         print(f"run folder: {result['run_dir']}")
-        print(f"{metrics_summary(result['metrics'])} | trainable params {result['parameters']['trainable_total']:,} | "
+        first, *rest = run_summary(result)
+        print(f"{first} | trainable params {result['parameters']['trainable_total']:,} | "
               f"total {result['durations_s']['total']:.0f} s")
+        for line in rest:
+            print(line)
     return 0
 
 
@@ -333,15 +337,15 @@ def _cmd_data(args) -> int:
         print(describe(loader.load(), setting=args.setting))
         return 0
     if args.action == "ceiling":
-        from eegbench.decoding import decoding_ceiling
+        from eegbench.decoding import eeg_decoding
         from eegbench.plugins import get_plugin_manager
 
         dataset = loader.load()
         kwargs = {} if args.subject is None else {"subject": args.subject}
         split = get_plugin_manager().settings.get(args.setting)(dataset, **kwargs)
         train, test = dataset.subset(split.train), dataset.subset(split.test)
-        out = decoding_ceiling(train.eeg, train.trials["label"].to_numpy(), test.eeg, test.trials["label"].to_numpy(),
-                               n_classes=len(dataset.info.class_names), n_bins=args.n_bins)
+        out = eeg_decoding(train.eeg, train.trials["label"].to_numpy(), test.eeg, test.trials["label"].to_numpy(),
+                           n_classes=len(dataset.info.class_names), n_bins=args.n_bins)
         print(json.dumps({"dataset": args.name, "split": split.to_dict(), **out}, indent=1))
         return 0
     for line in verify(loader):

@@ -155,6 +155,8 @@ def training_figure(lb, stem: Path) -> list[Path] | None:
     """Training (and validation) loss per method and stage, one line per run; None without logs."""
     per_method: dict[str, list[tuple[str, list[dict]]]] = {}
     for _, row in lb.frame.sort_values(["method", "subject", "seed"], na_position="first").iterrows():
+        if row["entry"] not in lb.methods:  # references train nothing
+            continue
         records = _training_log(row["result"])
         if records:
             unit = f"seed {row['seed']}" + ("" if pd.isna(row["subject"]) else f", subject {int(row['subject'])}")

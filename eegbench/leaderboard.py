@@ -576,20 +576,43 @@ def _millions(n: float) -> str:
     return "–" if n is None or (isinstance(n, float) and np.isnan(n)) else f"{n / 1e6:.2f} M"
 
 
-def metrics_summary(metrics: dict[str, Any]) -> str:
-    """One line with every metric of a result, each with its honest label (for the CLI)."""
-    parts = []
+def metrics_summary(metrics: dict[str, Any], *, skipped: bool = True) -> str:
+    """One line with every metric of a result, each with its honest label (for the CLI).
+
+    Skipped metrics are listed once per reason at the end (``skipped=False`` leaves them out).
+    """
+    parts, reasons = [], {}
     for spec in metric_specs([{"metrics": metrics}]):
         key, label, dec, scale = spec.key, spec.label, spec.decimals, spec.scale
         m = metrics.get(key)
         if m.get("value") is None:
-            parts.append(f"{label}: skipped ({m.get('skipped', 'n/a')})")
+            reasons.setdefault(m.get("skipped", "n/a"), []).append(label)
             continue
         text = f"{label} {m['value'] * scale:.{dec}f}"
-        if key in ("probe_accuracy", "nway_topk") and m.get("chance") is not None:
+        if m.get("chance") is not None:
             text += f" (chance {m['chance']:.3f})"
         parts.append(text)
+    if skipped:
+        parts += [f"{', '.join(labels)}: skipped ({reason})" for reason, labels in reasons.items()]
     return " | ".join(parts)
+
+
+def run_summary(result: dict[str, Any]) -> list[str]:
+    """The CLI's lines about a finished run: metrics, shuffled-EEG control, decoding ceiling."""
+    lines = [metrics_summary(result["metrics"])]
+    control = (result.get("controls") or {}).get("shuffled_eeg") or {}
+    if control.get("metrics"):
+        lines.append("shuffled EEG: " + metrics_summary(control["metrics"], skipped=False))
+    elif control.get("skipped"):
+        lines.append(f"shuffled EEG: not run ({control['skipped']})")
+    ceiling = _ceiling_text(result)
+    if ceiling:
+        lines.append(f"EEG decoding ceiling: {ceiling}")
+    own = result.get("method_eeg_classifier")
+    if own:
+        lines.append(f"{own['what']}: balanced accuracy {own['balanced_accuracy']:.3f} on {own['n_trials']} test "
+                     "trials")
+    return lines
 
 
 def summary_table(lb: Leaderboard, scope: Any = "all", *, references: bool = False) -> pd.DataFrame:
@@ -707,7 +730,7 @@ def _ceiling_text(result: dict[str, Any]) -> str | None:
         d = dec.get(key) or {}
         name = names.get(d.get("classifier"), d.get("classifier", key))
         if "balanced_accuracy" in d:
-            parts.append(f"{name} {d['balanced_accuracy']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]")
+            parts.append(f"{name}: {d['balanced_accuracy']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]")
         elif d.get("skipped"):
             parts.append(f"{name}: not run ({d['skipped']})")
     if not parts:
@@ -715,7 +738,7 @@ def _ceiling_text(result: dict[str, Any]) -> str | None:
     d = dec.get("lda") or {}
     chance = f"; chance {d['chance']:.3f}, majority class {d['majority_chance']:.3f}" if "chance" in d else ""
     n = f", {d['n_train']} train / {d['n_test']} test trials" if "n_train" in d else ""
-    return "balanced accuracy " + "; ".join(parts) + chance + n
+    return "balanced accuracy of " + "; ".join(parts) + chance + n
 
 
 def ceiling_lines(lb: Leaderboard) -> list[str]:

@@ -131,6 +131,8 @@ class _SharedDenoiserReference(Method):
         """
         counts = torch.bincount(torch.tensor(np.asarray(train.labels), dtype=torch.long), minlength=self.info.n_classes)
         self.class_counts.counts.copy_(counts.float().to(self.class_counts.counts.device))
+        ctx.log_metrics({"n_train_trials": float(counts.sum()),
+                         "majority_class_share": float(counts.max() / counts.sum().clamp_min(1))}, stage="fit", step=0)
 
     def trial_classes(self, batch: int, generators: Sequence[torch.Generator], n_samples: int,
                       labels: torch.Tensor | None) -> torch.Tensor:

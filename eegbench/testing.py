@@ -146,7 +146,8 @@ def check_declaration(method_cls: type[Method]) -> None:
         assert isinstance(getattr(method_cls, attr, None), str) and getattr(method_cls, attr), \
             f"{name}.{attr} must be a non-empty str"
     assert dataclasses.is_dataclass(method_cls.Config), f"{name}.Config must be a dataclass"
-    assert method_cls.stages, f"{name}.stages is empty"
+    assert method_cls.stages or getattr(method_cls, "role", "method") == "reference", \
+        f"{name}.stages is empty (only a harness reference may train nothing)"
     assert method_cls.inference_components, f"{name}.inference_components is empty"
     small = method_cls.default_config("small")
     assert isinstance(small, method_cls.Config), f"{name}.default_config('small') is not a {name}.Config"
@@ -196,7 +197,8 @@ def check_construction(method: Method) -> dict[str, Any]:
     counts = count_parameters(method)
     for stage in method.stages:
         assert counts["per_stage"][stage]["total"] > 0, f"{name}: stage {stage!r} trains no parameter"
-    assert 0 < counts["trainable_total"] <= counts["total"], f"{name}: implausible parameter counts {counts}"
+    low = 0 if not method.stages else 1  # a reference (no stage) trains nothing
+    assert low <= counts["trainable_total"] <= counts["total"], f"{name}: implausible parameter counts {counts}"
     assert 0 < counts["inference_total"] <= counts["total"], f"{name}: implausible inference count {counts}"
     try:
         method.configure_stage("no-such-stage")
@@ -242,31 +244,40 @@ def check_generate(method: Method, kit: ConformanceKit, *, n_samples: int = 2, s
     name = method.name
     eeg = torch.from_numpy(kit.test.eeg[:3])
     subject = torch.tensor(kit.test.trials["subject"].to_numpy()[:3], dtype=torch.int64)
+    kw = _label_kwargs(method, kit.test.labels[:3])
     size = kit.backbones.image_size
     a = method.generate(eeg, generators=_generators(3 * n_samples), n_samples=n_samples,
-                        num_inference_steps=steps, subject=subject)
+                        num_inference_steps=steps, subject=subject, **kw)
     assert isinstance(a, torch.Tensor) and a.dtype == torch.uint8, f"{name}.generate must return a uint8 tensor"
     assert tuple(a.shape) == (3, n_samples, 3, size, size), \
         f"{name}.generate returned shape {tuple(a.shape)}, expected {(3, n_samples, 3, size, size)}"
     b = method.generate(eeg, generators=_generators(3 * n_samples), n_samples=n_samples,
-                        num_inference_steps=steps, subject=subject)
+                        num_inference_steps=steps, subject=subject, **kw)
     assert torch.equal(a, b), f"{name}.generate is not reproducible from its generators"
     c = method.generate(eeg, generators=_generators(3 * n_samples, offset=500), n_samples=n_samples,
-                        num_inference_steps=steps, subject=subject)
+                        num_inference_steps=steps, subject=subject, **kw)
     assert not torch.equal(a, c), f"{name}.generate ignores its generators"
     single = method.generate(eeg[1:2], generators=_generators(n_samples, offset=n_samples), n_samples=n_samples,
-                             num_inference_steps=steps, subject=subject[1:2])
+                             num_inference_steps=steps, subject=subject[1:2],
+                             **_label_kwargs(method, kit.test.labels[1:2]))
     assert torch.equal(single[0], a[1]), \
         f"{name}.generate: an image depends on the other trials of its batch (use generators[b * n_samples + i])"
     bad = torch.zeros(2, eeg.shape[1] + 1, eeg.shape[2])
     try:
         method.generate(bad, generators=_generators(2), n_samples=1, num_inference_steps=steps,
-                        subject=subject[:2])
+                        subject=subject[:2], **_label_kwargs(method, kit.test.labels[:2]))
     except DataFormatError:
         pass
     else:
         raise AssertionError(f"{name}.generate accepted EEG of shape {tuple(bad.shape)} (expected DataFormatError)")
     return a
+
+
+def _label_kwargs(method: Method, labels) -> dict[str, Any]:
+    """``labels=`` for a method that reads the test labels by design (the ``oracle-class`` reference)."""
+    if not getattr(method, "reads_test_labels", False):
+        return {}
+    return {"labels": torch.tensor(np.array(labels), dtype=torch.int64)}
 
 
 def check_save_load(method_cls: type[Method], method: Method, kit: ConformanceKit, *, steps: int = 3) -> None:
@@ -282,8 +293,11 @@ def check_save_load(method_cls: type[Method], method: Method, kit: ConformanceKi
     other.load(directory)
     eeg = torch.from_numpy(kit.test.eeg[:2])
     subject = torch.tensor(kit.test.trials["subject"].to_numpy()[:2], dtype=torch.int64)
-    ours = method.generate(eeg, generators=_generators(2), n_samples=1, num_inference_steps=steps, subject=subject)
-    theirs = other.generate(eeg, generators=_generators(2), n_samples=1, num_inference_steps=steps, subject=subject)
+    kw = _label_kwargs(method, kit.test.labels[:2])
+    ours = method.generate(eeg, generators=_generators(2), n_samples=1, num_inference_steps=steps, subject=subject,
+                           **kw)
+    theirs = other.generate(eeg, generators=_generators(2), n_samples=1, num_inference_steps=steps, subject=subject,
+                            **kw)
     assert torch.equal(ours, theirs), f"{method.name}: a saved and reloaded model generates different images"
 
 

@@ -310,3 +310,70 @@ def test_reference_accuracy_is_not_called_a_ceiling_when_the_probe_saw_the_test_
     assert "is a fit, not a ceiling" in md.read_text()
     (md,) = compare([result()], tmp_path / "b", figures=False)
     assert "not a ceiling" not in md.read_text()
+
+
+def _with_control(r, shuffled_acc, seed):
+    """Add a shuffled-EEG control (per-trial probe counts at ``shuffled_acc``) and a decoding ceiling."""
+    rng = np.random.default_rng(seed + 100)
+    correct = rng.binomial(2, shuffled_acc, N_TRIALS).tolist()
+    r["controls"] = {"shuffled_eeg": {"n_own_eeg": 0, "metrics": {
+        "fid": {"value": r["metrics"]["fid"]["value"] + 5.0, "higher_is_better": False, "label": "FID"},
+        "probe_accuracy": {"value": sum(correct) / (2 * N_TRIALS), "higher_is_better": True, "chance": 0.5,
+                           "label": "Class acc. (probe)", "per_trial_correct": correct,
+                           "per_trial_total": [2] * N_TRIALS, "trial_ids_sha256": "t" * 64}}}}
+    r["eeg_decoding"] = {"lda": {"classifier": "shrinkage-lda-binned", "balanced_accuracy": 0.61, "ci_low": 0.55,
+                                 "ci_high": 0.67, "chance": 0.5, "majority_chance": 0.5, "n_train": 100,
+                                 "n_test": N_TRIALS},
+                         "xdawn_ts": {"classifier": "xdawn-covariances-tangent-space-logreg", "skipped": "test"}}
+    return r
+
+
+def test_controls_references_and_ceiling_reach_the_leaderboard(tmp_path):
+    from eegbench.stats import bootstrap_trials
+
+    runs = tmp_path / "runs"
+    results = []
+    for s in range(3):
+        results.append(_with_control(result("alpha", s, acc=0.9), 0.5, s))
+        results.append(_with_control(result("beta", s, acc=0.5), 0.5, s))
+        oracle = result("oracle-class", s, acc=1.0)
+        oracle["method"].update(role="reference", reads_eeg=False, reads_test_labels=True)
+        oracle["controls"] = {"shuffled_eeg": {"skipped": "reads no EEG"}}
+        results.append(oracle)
+    for r in results:
+        write_run(runs, r, images=False)
+    compare(load_results([runs]), tmp_path / "reports", formats=("markdown", "json"), figures=False)
+    md = (tmp_path / "reports" / "leaderboard-eegnb-n170-multi-subject.md").read_text()
+    board = json.loads((tmp_path / "reports" / "leaderboard-eegnb-n170-multi-subject.json").read_text())
+    cells = {(c["method"], c["metric"]): c for c in board["cells"]}
+    # Δ of a per-trial metric: bootstrap of the paired real − shuffled difference over the same trials
+    alpha = [r for r in results if r["method"]["name"] == "alpha"]
+    groups = [[(r["metrics"]["probe_accuracy"]["per_trial_correct"], r["metrics"]["probe_accuracy"]["per_trial_total"],
+                r["controls"]["shuffled_eeg"]["metrics"]["probe_accuracy"]["per_trial_correct"],
+                r["controls"]["shuffled_eeg"]["metrics"]["probe_accuracy"]["per_trial_total"]) for r in alpha]]
+    lo, hi = bootstrap_trials(groups, seed=0)
+    d = cells[("alpha", "probe_accuracy@delta")]
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((lo, hi)) and d["ci_low"] > 0
+    assert d["interval"] == "bootstrap over test trials"
+    beta = cells[("beta", "probe_accuracy@delta")]
+    assert beta["ci_low"] <= 0 <= beta["ci_high"]
+    # FID Δ per run (real − shuffled = −5 each seed), t over seeds
+    assert cells[("alpha", "fid@delta")]["mean"] == pytest.approx(-5.0)
+    # the EEG-use table: alpha's class Δ is bold (interval excludes 0), beta's is not
+    use = md.split("## Does the method use the EEG?")[1].split("##")[0]
+    alpha_row = next(line for line in use.splitlines() if line.startswith("| alpha") and "Class acc." in line)
+    beta_row = next(line for line in use.splitlines() if line.startswith("| beta") and "Class acc." in line)
+    assert "**" in alpha_row and "**" not in beta_row
+    # the reference has its own block, is never in the main table or a pair, and says what it reads
+    main_table = md.split("### References (not ranked)")[0]
+    assert "| oracle-class" not in main_table and "| alpha" in main_table
+    refs = md.split("### References (not ranked)")[1].split("##")[0]
+    assert "| oracle-class" in refs and "test labels (by design)" in refs
+    assert board["references"] == ["oracle-class"]
+    assert all("oracle-class" not in (p["a"], p["b"]) for p in board["pairs"])
+    # the decoding ceiling above the tables and in the protocol block
+    assert md.index("**EEG decoding ceiling**") < md.index("| Method")
+    assert "shrinkage LDA on binned epochs: 0.610 [0.550, 0.670]" in md and "not run (test)" in md
+    assert board["eeg_decoding"]["all"]["lda"]["balanced_accuracy"] == 0.61
+    assert "- controls: `shuffled-eeg`" not in md  # this made-up protocol lists no controls
+    assert "- references: `class-prior` reads the training labels only" in md

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eegbench.decoding import binned_features, decoding_ceiling
+from eegbench.decoding import XDAWN_MAX_DIM, binned_features, decoding_ceiling, eeg_decoding, xdawn_tangent_space
 from eegbench.errors import ConfigError, DataFormatError
 
 
@@ -58,6 +58,25 @@ def test_cli_prints_the_ceiling_of_a_split(tmp_path, capsys):
 
     assert main(["data", "ceiling", "synthetic", "--cache-dir", str(tmp_path)]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["split"]["setting"] == "multi-subject" and out["classifier"] == "shrinkage-lda-binned"
-    assert out["balanced_accuracy"] > out["chance"]  # the synthetic EEG carries its class
+    assert out["split"]["setting"] == "multi-subject" and out["lda"]["classifier"] == "shrinkage-lda-binned"
+    assert out["lda"]["balanced_accuracy"] > out["lda"]["chance"]  # the synthetic EEG carries its class
+    assert out["xdawn_ts"]["balanced_accuracy"] > out["xdawn_ts"]["chance"] and out["best"] in ("lda", "xdawn_ts")
     assert main(["data", "ceiling", "synthetic", "--cache-dir", str(tmp_path), "--n-bins", "0"]) == 2
+
+
+def test_xdawn_tangent_space_decodes_a_strong_signal_and_stays_at_chance_on_noise():
+    (xtr, ytr), (xte, yte) = epochs(200, 1.0, 0), epochs(200, 1.0, 1)
+    out = xdawn_tangent_space(xtr, ytr, xte, yte, n_classes=2)
+    assert out["classifier"] == "xdawn-covariances-tangent-space-logreg" and out["balanced_accuracy"] > 0.9
+    (ntr, nytr), (nte, nyte) = epochs(300, 0.0, 2), epochs(300, 0.0, 3)
+    noise = xdawn_tangent_space(ntr, nytr, nte, nyte, n_classes=2)
+    assert noise["ci_low"] < 0.5 < noise["ci_high"]
+    both = eeg_decoding(xtr, ytr, xte, yte, n_classes=2)
+    assert both["lda"] == decoding_ceiling(xtr, ytr, xte, yte, n_classes=2) and both["xdawn_ts"] == out
+
+
+def test_xdawn_is_skipped_with_the_reason_when_the_covariances_are_too_large():
+    (xtr, ytr), (xte, yte) = epochs(20, 1.0, 0), epochs(20, 1.0, 1)
+    out = xdawn_tangent_space(xtr, ytr, xte, yte, n_classes=XDAWN_MAX_DIM)
+    assert "balanced_accuracy" not in out and "exceed" in out["skipped"]
+    assert eeg_decoding(xtr, ytr, xte, yte, n_classes=2)["best"] in ("lda", "xdawn_ts")

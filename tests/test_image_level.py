@@ -288,3 +288,79 @@ def test_real_photos_noise_images_score_near_chance(photos):
         assert 0.3 < two_way_identification(n[:, None], f)["value"] < 0.7, name  # observed 0.50, 0.49
     assert abs(ssim(noise[:, None], ref)["value"]) < 0.1  # observed 0.014
     assert abs(pixcorr(noise[:, None], ref)["value"]) < 0.05  # observed -0.003
+
+
+# ---------------------------------------------------------------------------- through the protocol
+IMAGE_LEVEL = ("two_way_inception", "two_way_effnet", "ssim", "pixcorr")
+
+
+@pytest.fixture(scope="module")
+def cvpr40_test_split(tmp_path_factory):
+    """cvpr40-format files (perceivelab layout), 2 subjects × 40 classes × 2 images, the real ImageNet
+    photo of each class as its images; the official split's test part, loaded by the cvpr40 loader."""
+    import shutil
+
+    from eegbench.datasets.cvpr40 import write_synthetic_files
+    from eegbench.datasets.info import make_loader
+    from eegbench.plugins import get_plugin_manager
+
+    root = tmp_path_factory.mktemp("cvpr40-photos")
+    write_synthetic_files(root, n_subjects=2, n_classes=40, images_per_class=2, n_out_of_filter=0,
+                          fractions=(0.5, 0.0), image_px=PHOTO_PX, lengths=(460, 470))
+    for folder in (root / "eeg-imagenet" / "images").iterdir():
+        photo = next((PHOTOS / folder.name).glob("*.JPEG"))
+        for image in folder.glob("*.JPEG"):
+            shutil.copyfile(photo, image)
+    plugins = get_plugin_manager()
+    ds = make_loader("cvpr40", root, tmp_path_factory.mktemp("cache"), {}, plugins=plugins).load()
+    split = plugins.settings.get("multi-subject")(ds)
+    test, train = ds.subset(split.test), ds.subset(split.train)
+    train_ids = sorted(set(train.trials["image_id"]))
+    return {"info": ds.info, "reference": test.images(PHOTO_PX), "labels": test.labels,
+            "trial_ids": list(test.trials["trial_id"]), "image_ids": list(test.trials["image_id"]),
+            "train_images": ds.stimuli.load_many(train_ids, PHOTO_PX),
+            "train_labels": np.array([ds.stimuli.labels[i] for i in train_ids])}
+
+
+def _score(split, generated, tmp_path, stimulus_level=None):
+    from eegbench.backbones.embedders import EfficientNetLite0Features
+    from eegbench.evaluate import resolve_protocol, score_images
+    from eegbench.protocol import EvalProtocol
+
+    protocol = resolve_protocol(EvalProtocol(image_size=PHOTO_PX, metrics=IMAGE_LEVEL))
+    return score_images(
+        generated, split["reference"], protocol=protocol, labels=split["labels"], trial_ids=split["trial_ids"],
+        n_classes=split["info"].n_classes, wnids=split["info"].wnids, train_images=split["train_images"],
+        train_labels=split["train_labels"], image_embedder=EfficientNetLite0Features.from_package().eval(),
+        cache_dir=tmp_path / "cache", reference_cache_name=None, progress=False, image_ids=split["image_ids"],
+        stimulus_level=stimulus_level or split["info"].stimulus_level)
+
+
+@needs_photos
+def test_cvpr40_two_way_identification_is_one_for_the_ground_truth_and_about_half_for_random_images(
+        cvpr40_test_split, tmp_path):
+    split = cvpr40_test_split
+    assert split["info"].stimulus_level == "image" and len(set(split["image_ids"])) == 40
+    ref = split["reference"]
+    own = _score(split, ref[:, None], tmp_path)
+    for key in IMAGE_LEVEL:
+        assert own[key]["value"] == pytest.approx(1.0, abs=1e-9), key
+        assert own[key]["interval"] == "trials" and len(own[key]["per_trial"]) == len(ref)
+    # every trial shows another class's photo (a derangement over the 40 stimuli, the same for both subjects)
+    images = sorted(set(split["image_ids"]))
+    shift = {img: images[(i + 17) % len(images)] for i, img in enumerate(images)}
+    first = {img: ref[split["image_ids"].index(img)] for img in images}
+    other = np.stack([first[shift[i]] for i in split["image_ids"]])[:, None]
+    rnd = _score(split, other, tmp_path)
+    for key in ("two_way_inception", "two_way_effnet"):
+        assert 0.3 <= rnd[key]["value"] <= 0.7, (key, rnd[key]["value"])
+    assert rnd["ssim"]["value"] < 0.5 and abs(rnd["pixcorr"]["value"]) < 0.3
+
+
+@needs_photos
+def test_image_level_metrics_are_skipped_with_the_reason_for_class_level_datasets(cvpr40_test_split, tmp_path):
+    split = cvpr40_test_split
+    out = _score(split, split["reference"][:, None], tmp_path, stimulus_level="class")
+    for key in IMAGE_LEVEL:
+        assert out[key]["value"] is None and "class-level" in out[key]["skipped"], key
+        assert out[key]["label"] and out[key]["higher_is_better"] is True  # metadata even when skipped

@@ -10,8 +10,13 @@
   (:func:`n_way_top_k_accuracy`, :func:`n_way_top_k_images`), ViT-H/14 or EfficientNet-Lite0.
 - :mod:`eegbench.metrics.probe` — linear-probe class accuracy of generated images for datasets
   outside ImageNet's classes (:func:`probe_accuracy`, :func:`probe_accuracy_images`).
+- :mod:`eegbench.metrics.image_level` — image-level reconstruction metrics for datasets with one
+  stimulus per trial: 2-way identification on network features (:func:`two_way_identification`),
+  SSIM (:func:`ssim`) and PixCorr (:func:`pixcorr`).
 - :mod:`eegbench.metrics.features` — each scoring network once per distinct image, with per-image
   feature caches keyed by network and pixel digest (:func:`network_features`, :class:`FeatureNetwork`).
+- :mod:`eegbench.metrics.protocol_metrics` — all of the above as :class:`eegbench.metric.Metric`
+  plugins, registered by the core through ``eegbench_register_metrics``.
 
 Names are resolved lazily, so ``import eegbench.metrics`` does not import torch-fidelity.
 """
@@ -37,6 +42,9 @@ _EXPORTS = {
     "probe_accuracy": "eegbench.metrics.probe",
     "probe_accuracy_images": "eegbench.metrics.probe",
     "extract_features": "eegbench.metrics.probe",
+    "two_way_identification": "eegbench.metrics.image_level",
+    "ssim": "eegbench.metrics.image_level",
+    "pixcorr": "eegbench.metrics.image_level",
 }
 
 __all__ = sorted(_EXPORTS)
