@@ -126,7 +126,24 @@ def decoding_ceiling(
     y_tr = np.asarray(train_labels).astype(np.int64)
     y_te = np.asarray(test_labels).astype(np.int64)
     x_tr, x_te = binned_features(train_eeg, n_bins), binned_features(test_eeg, n_bins)
-    if x_tr.shape[0] != y_tr.shape[0] or x_te.shape[0] != y_te.shape[0] or x_tr.shape[1] != x_te.shape[1]:
+    _check_split(x_tr, y_tr, x_te, y_te, n_classes)
+    mean, std = x_tr.mean(axis=0), x_tr.std(axis=0)
+    std[std == 0] = 1.0
+    lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
+    lda.fit((x_tr - mean) / std, y_tr)
+    pred = lda.predict((x_te - mean) / std).astype(np.int64)
+    return {"classifier": CLASSIFIER, **_scores(pred, y_te, n_classes, n_boot=n_boot, level=level, seed=seed),
+            "n_train": int(y_tr.size), "n_bins": int(n_bins), "n_features": int(x_tr.shape[1])}
+
+
+def _check_split(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray, n_classes: int) -> None:
+    """Raise :class:`DataFormatError` unless train/test epochs and labels form a usable split.
+
+    ``x_tr``/``x_te`` have one row per trial (any trailing shape, equal between the two); the labels
+    are int64 arrays of the matching lengths with values in ``[0, n_classes)``, and the training
+    labels hold at least two classes.
+    """
+    if x_tr.shape[0] != y_tr.shape[0] or x_te.shape[0] != y_te.shape[0] or x_tr.shape[1:] != x_te.shape[1:]:
         raise DataFormatError(f"decoding: EEG {x_tr.shape}/{x_te.shape} and labels {y_tr.shape}/{y_te.shape} "
                               "do not match")
     if not (np.isfinite(x_tr).all() and np.isfinite(x_te).all()):
@@ -136,13 +153,6 @@ def decoding_ceiling(
             raise DataFormatError(f"decoding: {name} labels must be non-empty and lie in [0, {n_classes})")
     if np.unique(y_tr).size < 2:
         raise DataFormatError("decoding: the training split holds a single class")
-    mean, std = x_tr.mean(axis=0), x_tr.std(axis=0)
-    std[std == 0] = 1.0
-    lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
-    lda.fit((x_tr - mean) / std, y_tr)
-    pred = lda.predict((x_te - mean) / std).astype(np.int64)
-    return {"classifier": CLASSIFIER, **_scores(pred, y_te, n_classes, n_boot=n_boot, level=level, seed=seed),
-            "n_train": int(y_tr.size), "n_bins": int(n_bins), "n_features": int(x_tr.shape[1])}
 
 
 def _scores(pred: np.ndarray, y_te: np.ndarray, n_classes: int, *, n_boot: int, level: float,
@@ -208,7 +218,11 @@ def xdawn_tangent_space(
     """
     y_tr = np.asarray(train_labels).astype(np.int64)
     y_te = np.asarray(test_labels).astype(np.int64)
-    n_chans = int(np.asarray(train_eeg).shape[1])
+    x_tr = np.asarray(train_eeg, dtype=np.float64)
+    x_te = np.asarray(test_eeg, dtype=np.float64)
+    if x_tr.ndim != 3 or x_te.ndim != 3:
+        raise DataFormatError(f"EEG epochs must have shape (n_trials, n_chans, n_times), got {x_tr.shape}/{x_te.shape}")
+    n_chans = int(x_tr.shape[1])
     dim = int(n_classes) * XDAWN_FILTERS + n_chans
     if dim > XDAWN_MAX_DIM:
         return {"classifier": XDAWN_CLASSIFIER,
@@ -222,16 +236,7 @@ def xdawn_tangent_space(
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    x_tr = np.asarray(train_eeg, dtype=np.float64)
-    x_te = np.asarray(test_eeg, dtype=np.float64)
-    if x_tr.ndim != 3 or x_te.ndim != 3 or x_tr.shape[1:] != x_te.shape[1:] or len(x_tr) != len(y_tr) \
-            or len(x_te) != len(y_te):
-        raise DataFormatError(f"decoding: EEG {x_tr.shape}/{x_te.shape} and labels {y_tr.shape}/{y_te.shape} "
-                              "do not match")
-    if not (np.isfinite(x_tr).all() and np.isfinite(x_te).all()):
-        raise DataFormatError("decoding: EEG contains NaN or infinite values")
-    if np.unique(y_tr).size < 2:
-        raise DataFormatError("decoding: the training split holds a single class")
+    _check_split(x_tr, y_tr, x_te, y_te, n_classes)
     scale = float(x_tr.std()) or 1.0  # volts → unit scale: well-conditioned covariances
     pipe = make_pipeline(XdawnCovariances(nfilter=XDAWN_FILTERS, estimator="oas"), TangentSpace(metric="riemann"),
                          LogisticRegression(max_iter=1000))

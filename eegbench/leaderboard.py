@@ -554,7 +554,10 @@ def build_leaderboard(group: pd.DataFrame, by_hash: dict, *, seed: int = 0) -> L
 
 
 def _num(v: float, dec: int, scale: float) -> str:
-    return "–" if v is None or math.isnan(v) else f"{v * scale:.{dec}f}"
+    if v is None or math.isnan(v):
+        return "–"
+    text = f"{v * scale:.{dec}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.00"
 
 
 def _fmt_cell(c: Cell | None, dec: int, scale: float) -> str:
@@ -661,12 +664,24 @@ def eeg_use_table(lb: Leaderboard, scope: Any = "all") -> pd.DataFrame:
             delta = lb.cells[scope][key + DELTA].get(entry)
             if shuffled is None and delta is None:
                 continue
-            d = _fmt_cell(delta, sp.decimals, sp.scale)
+            d = _fmt_cell(delta, _delta_decimals(delta, sp.decimals, sp.scale), sp.scale)
             rows.append({"Method": entry, "Metric": sp.title, "Real EEG": _fmt_cell(real, sp.decimals, sp.scale),
                          "Shuffled EEG": _fmt_cell(shuffled, sp.decimals, sp.scale),
                          "Δ real − shuffled": f"**{d}**" if _excludes_zero(delta) else d,
                          "n": str(delta.n if delta is not None else 0)})
     return pd.DataFrame(rows)
+
+
+def _delta_decimals(delta: Cell | None, dec: int, scale: float, extra: int = 4) -> int:
+    """Decimals for a Δ cell: the metric's own, or up to ``extra`` more when the interval excludes 0
+    but both of its bounds would round to 0 (a small, consistent difference must not read 0.00 [0.00, 0.00])."""
+    if delta is None or not _excludes_zero(delta):
+        return dec
+    nearest = min(abs(delta.low), abs(delta.high)) * scale
+    for d in range(dec, dec + extra + 1):
+        if round(nearest, d) != 0:
+            return d
+    return dec + extra
 
 
 def _run_mean(g: pd.DataFrame, read) -> list[float]:
@@ -685,7 +700,7 @@ def _mean_text(vals: list[float], dec: int = 3) -> str:
     if not vals:
         return "–"
     arr = np.asarray(vals, dtype=float)
-    if len(arr) == 1:
+    if len(arr) == 1 or np.ptp(arr) == 0:  # one run, or the same value in every run (e.g. majority chance)
         return f"{arr[0]:.{dec}f}"
     lo, hi = stats.t_interval(arr)
     return f"{arr.mean():.{dec}f} [{lo:.{dec}f}, {hi:.{dec}f}]"
@@ -919,7 +934,8 @@ def leaderboard_markdown(lb: Leaderboard, *, figures: dict[str, str] | None = No
                   "classes are unbalanced. *Majority chance* is the accuracy of always answering the most frequent "
                   "test class. *Own EEG classifier*: the test accuracy of the EEG classifier inside the method "
                   "(GWIT's k-NN, BrainVis's fusion head), where it has one — compare it with the decoding "
-                  "ceiling above.", ""]
+                  "ceiling above. Class acc. (probe) has the bootstrap interval over test trials of the table "
+                  "above; the other cells are mean [Student-t 95 % interval over runs].", ""]
     if "scores" in figures:
         lines += [f"![Scores per method]({figures['scores']})", "",
                   f"Per-run points and 95 % intervals: [{Path(figures['scores']).name}]({figures['scores']}) "

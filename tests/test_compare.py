@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,8 @@ N_TRIALS = 40
 
 def result(method="synapse", seed=0, fid=50.0, acc=0.7, subject=None, split="s" * 64, n_trials=N_TRIALS):
     """A made-up result with per-trial probe counts whose accuracy is ``acc`` (two samples per trial)."""
-    rng = np.random.default_rng(abs(hash((method, seed, subject))) % 2**32)
+    # a stable seed: hash() of a str tuple changes between processes (PYTHONHASHSEED)
+    rng = np.random.default_rng(zlib.crc32(f"{method}/{seed}/{subject}".encode()))
     correct = rng.binomial(2, acc, n_trials).tolist()
     return {
         "schema_version": 1,
@@ -377,3 +379,45 @@ def test_controls_references_and_ceiling_reach_the_leaderboard(tmp_path):
     assert board["eeg_decoding"]["all"]["lda"]["balanced_accuracy"] == 0.61
     assert "- controls: `shuffled-eeg`" not in md  # this made-up protocol lists no controls
     assert "- references: `class-prior` reads the training labels only" in md
+
+
+def test_a_small_consistent_delta_is_shown_with_enough_decimals_to_read_nonzero(tmp_path):
+    from eegbench.leaderboard import Cell, _delta_decimals
+
+    tiny = Cell(mean=0.0031, low=0.0012, high=0.0050, n=3, std=0.001, interval="t over seeds")
+    assert _delta_decimals(tiny, 2, 1.0) == 3  # 0.00 [0.00, 0.01] would hide the sign of the bound
+    spans_zero = Cell(mean=0.0031, low=-0.001, high=0.007, n=3, std=0.004, interval="t over seeds")
+    assert _delta_decimals(spans_zero, 2, 1.0) == 2  # not bold: the metric's own decimals
+    # end to end: shuffled FID a steady 0.003 worse than real in every seed
+    results = []
+    for s in range(3):
+        r = _with_control(result("alpha", s, fid=50.0 + s), 0.5, s)
+        r["controls"]["shuffled_eeg"]["metrics"]["fid"]["value"] = 50.0 + s + 0.003 + 0.0002 * s
+        results.append(r)
+    (md,) = compare(results, tmp_path / "reports", figures=False)
+    use = md.read_text().split("## Does the method use the EEG?")[1].split("##")[0]
+    row = next(line for line in use.splitlines() if line.startswith("| alpha") and "FID" in line)
+    delta = row.split("|")[-3].strip()
+    assert delta.startswith("**-0.003") and "0.00 [0.00" not in delta, row
+
+
+def test_collapse_table_shows_a_value_shared_by_every_run_without_an_interval(tmp_path):
+    results = []
+    for s in range(3):
+        r = result("alpha", s)
+        r["metrics"]["probe_accuracy"].update(balanced_accuracy=0.5 + 0.01 * s, majority_chance=0.5)
+        results.append(r)
+    (md,) = compare(results, tmp_path / "reports", figures=False)
+    table = md.read_text().split("## Class accuracy and collapse")[1].split("##")[0]
+    row = next(line for line in table.splitlines() if line.startswith("| alpha"))
+    cells = [c.strip() for c in row.split("|")]
+    assert "0.510 [" in cells[3]  # balanced accuracy varies over seeds: mean [t interval]
+    assert cells[4] == "–" and cells[5] == "0.500"  # no shuffled control; majority chance is the same in every run
+    assert "Student-t 95 % interval over runs" in table
+
+
+def test_a_mean_that_rounds_to_zero_has_no_minus_sign():
+    from eegbench.leaderboard import Cell, _fmt_cell
+
+    c = Cell(mean=-0.0004, low=-0.02, high=0.019, n=3, std=0.01, interval="t over seeds")
+    assert _fmt_cell(c, 2, 1.0) == "0.00 [-0.02, 0.02]"

@@ -220,34 +220,36 @@ class TwoWayEfficientNet(_TwoWay):
     network = "probe"
 
 
-class SSIM(Metric):
+class _PixelMetric(Metric):
+    """A per-trial comparison of each generated image with its trial's ground truth at the protocol
+    size; subclasses name the function of :mod:`eegbench.metrics.image_level` that computes it."""
+
+    higher_is_better = True
+    needs = ("generated", "reference", "image_level_stimuli")
+    interval = "trials"
+    #: Name of the function in :mod:`eegbench.metrics.image_level`: ``(generated, reference) -> dict``.
+    function = ""
+
+    def compute(self, inputs: ScoringInputs) -> dict[str, Any]:
+        from eegbench.metrics import image_level
+
+        score = getattr(image_level, self.function)(inputs.generated, inputs.reference)
+        return {**score, "trial_ids_sha256": trial_ids_sha256(inputs.trial_ids)}
+
+
+class SSIM(_PixelMetric):
     """Structural similarity (Wang et al. 2004) of each generated image with its ground truth, on
     grayscale images at the protocol size (scikit-image, Gaussian weights σ = 1.5, as MindEye)."""
 
     key = "ssim"
     label = "SSIM"
-    higher_is_better = True
-    needs = ("generated", "reference", "image_level_stimuli")
-    interval = "trials"
-
-    def compute(self, inputs: ScoringInputs) -> dict[str, Any]:
-        from eegbench.metrics.image_level import ssim
-
-        return {**ssim(inputs.generated, inputs.reference), "trial_ids_sha256": trial_ids_sha256(inputs.trial_ids)}
+    function = "ssim"
 
 
-class PixCorr(Metric):
+class PixCorr(_PixelMetric):
     """Pixel correlation: Pearson correlation of the flattened RGB pixels of each generated image
     and its ground truth at the protocol size (MindEye's PixCorr)."""
 
     key = "pixcorr"
     label = "PixCorr"
-    higher_is_better = True
-    needs = ("generated", "reference", "image_level_stimuli")
-    interval = "trials"
-
-    def compute(self, inputs: ScoringInputs) -> dict[str, Any]:
-        from eegbench.metrics.image_level import pixcorr
-
-        return {**pixcorr(inputs.generated, inputs.reference),
-                "trial_ids_sha256": trial_ids_sha256(inputs.trial_ids)}
+    function = "pixcorr"
