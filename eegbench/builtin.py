@@ -20,6 +20,9 @@ def eegbench_register_datasets(registry):
                  summary="Muse 4-channel P300 oddball cats (target) vs dogs, 5 subjects, 256 Hz (eeg-notebooks)")
     registry.add("cvpr40", "eegbench.datasets.cvpr40:CVPR40",
                  summary="EEG-ImageNet 40 classes, 128 ch, 1 kHz, perceivelab .pth, official image-disjoint split 0")
+    registry.add("eegnb-groundtruth", "eegbench.datasets.groundtruth:GroundTruthEEG",
+                 summary="real N170 background EEG + simulated image-determined ERP at --dataset-option snr_db=… "
+                         "(positive control; variant=drift: block-design confound)")
     registry.add("synthetic", "eegbench.datasets.synthetic:SyntheticEEG",
                  summary="class-dependent synthetic EEG + procedural images, for tests and plugin authors")
 

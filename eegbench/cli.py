@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from eegbench import __version__
-from eegbench.errors import EegbenchError
+from eegbench.errors import ConfigError, EegbenchError
 
 EPILOG = """\
 examples:
@@ -166,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--setting", default="multi-subject", help="setting whose split info counts (default: multi-subject)")
     p.add_argument("--subject", type=int, default=None, help="subject of a single-/cross-subject setting (ceiling)")
     p.add_argument("--n-bins", type=int, default=10, help="time windows per channel for the ceiling (default: 10)")
+    p.add_argument("--sweep", type=_kv, default=None, metavar="KEY=V1,V2,...",
+                   help="ceiling: one ceiling per value of a loader option, as a markdown table, e.g. "
+                        "--sweep snr_db=-inf,-30,-20,-10,0 for eegnb-groundtruth")
+    p.add_argument("--out", type=Path, default=None, metavar="FILE",
+                   help="ceiling --sweep: also write the markdown table to FILE (and FILE's .csv beside it)")
 
     p = sub.add_parser("params", help="parameter counts of a method at a profile, built on the meta device")
     g = p.add_mutually_exclusive_group(required=True)
@@ -332,6 +337,25 @@ def _cmd_ls(args, plugins) -> int:
 def _cmd_data(args) -> int:
     from eegbench.datasets.info import describe, make_loader, verify
 
+    if args.sweep is not None:
+        if args.action != "ceiling":
+            raise ConfigError("--sweep applies to `eegbench data ceiling` only")
+        from eegbench.decoding import ceiling_curve, ceiling_curve_markdown
+
+        key, values = args.sweep[0], [v.strip() for v in args.sweep[1].split(",") if v.strip()]
+        if not key or not values:
+            raise ConfigError(f"--sweep {args.sweep[0]}={args.sweep[1]}: expected KEY=V1,V2,...")
+        frame = ceiling_curve(args.name, key, values, options=dict(args.options), setting=args.setting,
+                              subject=args.subject, n_bins=args.n_bins, data_root=args.data_root,
+                              cache_dir=args.cache_dir)
+        text = ceiling_curve_markdown(frame, args.name, key, args.setting)
+        print(text, end="")
+        if args.out is not None:
+            from eegbench.results import write_bytes_if_changed
+
+            write_bytes_if_changed(Path(args.out), text.encode())
+            write_bytes_if_changed(Path(args.out).with_suffix(".csv"), frame.to_csv(index=False).encode())
+        return 0
     loader = make_loader(args.name, args.data_root, args.cache_dir, dict(args.options))
     if args.action == "info":
         print(describe(loader.load(), setting=args.setting))

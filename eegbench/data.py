@@ -58,6 +58,12 @@ class DatasetInfo:
     wnids : tuple of str
         ImageNet WordNet ids of the classes (``wnids[label]``) for datasets whose classes are
         ImageNet classes (``cvpr40``); empty otherwise. Enables ImageNet-classifier metrics.
+    stimulus_level : {"class", "image"}
+        ``"image"`` when each trial's ``image_id`` is the photo that was on screen (image-level
+        metrics apply); ``"class"`` when it is only a photo of the trial's class.
+    description : str
+        Data card: what the data are and, for simulated data, exactly what was simulated (shown by
+        ``eegbench data info``); empty for datasets described by their citation alone.
     """
 
     name: str
@@ -75,6 +81,7 @@ class DatasetInfo:
     subjects: tuple[int, ...] = ()
     wnids: tuple[str, ...] = ()
     stimulus_level: str = "class"
+    description: str = ""
 
     @property
     def n_classes(self) -> int:

@@ -467,13 +467,14 @@ def evaluate_run(
     cache_dir = Path(cache_dir or config.get("cache_dir") or Path.home() / ".cache" / "eegbench")
     size = int(recorded.image_size)
     generated, reference, labels, trial_order, image_ids = _manifest_images(run_dir, manifest, n, size)
-    shuffled_record = (result.get("controls") or {}).get("shuffled_eeg") or {}
-    generated_shuffled = None
-    if shuffled_record.get("manifest"):
-        shuffled_file = run_dir / shuffled_record["manifest"]
-        if not shuffled_file.is_file():
-            raise DataNotFoundError(f"{shuffled_file} is missing: the run's shuffled-EEG control cannot be re-scored")
-        generated_shuffled, *_ = _manifest_images(run_dir, _read_manifest(shuffled_file), n, size)
+    control_images = {}  # every control with saved samples (shuffled EEG; within-block shuffled EEG)
+    for name, record in (result.get("controls") or {}).items():
+        if not isinstance(record, dict) or not record.get("manifest"):
+            continue
+        control_file = run_dir / record["manifest"]
+        if not control_file.is_file():
+            raise DataNotFoundError(f"{control_file} is missing: the run's {name} control cannot be re-scored")
+        control_images[name], *_ = _manifest_images(run_dir, _read_manifest(control_file), n, size)
 
     if image_embedder is None:
         from eegbench.backbones.embedders import EfficientNetLite0Features
@@ -502,8 +503,8 @@ def evaluate_run(
 
     metrics = score(generated)
     controls = copy.deepcopy(result.get("controls") or {})
-    if generated_shuffled is not None:
-        controls["shuffled_eeg"]["metrics"] = score(generated_shuffled)
+    for name, images in control_images.items():
+        controls[name]["metrics"] = score(images)
     out_dir = run_dir / "evaluations" / protocol.hash()
     new = copy.deepcopy(result)
     new.pop("_path", None)

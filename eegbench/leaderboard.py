@@ -74,6 +74,12 @@ _LABELLED = {"is", "is_effnet_lite0", "is_tiny_test", "nway_topk"}
 _PER_TRIAL = {"nway_topk", "probe_accuracy"}
 #: Suffixes of the shuffled-EEG control's columns: its values, and real minus shuffled.
 SHUFFLED, DELTA = "@shuffled", "@delta"
+#: Suffixes of the within-block shuffled-EEG control (datasets with recording blocks): its values,
+#: and real minus within-block shuffled.
+BLOCK, BLOCK_DELTA = "@blockshuffled", "@blockdelta"
+#: ``result["controls"]`` key of each suffix.
+_CONTROL_OF = {SHUFFLED: "shuffled_eeg", DELTA: "shuffled_eeg", BLOCK: "block_shuffled_eeg",
+               BLOCK_DELTA: "block_shuffled_eeg"}
 #: Setting options that name the subject: runs of every subject share one leaderboard.
 _SUBJECT_OPTIONS = ("subject",)
 COMPACT_FORMAT = "eegbench-compact-result-1"
@@ -196,9 +202,10 @@ def _value(m: dict | None, key: str = "", run_id: Any = "") -> float:
     return v
 
 
-def _shuffled_metrics(result: dict[str, Any]) -> dict[str, Any] | None:
-    """The shuffled-EEG control's metric records of a result, or None when it has none."""
-    control = (result.get("controls") or {}).get("shuffled_eeg") or {}
+def _shuffled_metrics(result: dict[str, Any], control_key: str = "shuffled_eeg") -> dict[str, Any] | None:
+    """A control's metric records of a result (default the shuffled-EEG control; ``block_shuffled_eeg``:
+    the within-block one), or None when it has none."""
+    control = (result.get("controls") or {}).get(control_key) or {}
     metrics = control.get("metrics")
     return metrics if isinstance(metrics, dict) else None
 
@@ -292,13 +299,15 @@ def results_frame(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
             "result": r,
         }
         shuffled = _shuffled_metrics(r)
+        within = _shuffled_metrics(r, "block_shuffled_eeg")
         for key, m in r["metrics"].items():
             if not isinstance(m, dict):
                 continue
             row[key] = _value(m, key, row["run_id"])
-            if shuffled is not None and key in shuffled:
-                row[key + SHUFFLED] = _value(shuffled[key], key + SHUFFLED, row["run_id"])
-                row[key + DELTA] = row[key] - row[key + SHUFFLED]
+            for control, values, delta in ((shuffled, SHUFFLED, DELTA), (within, BLOCK, BLOCK_DELTA)):
+                if control is not None and key in control:
+                    row[key + values] = _value(control[key], key + values, row["run_id"])
+                    row[key + delta] = row[key] - row[key + values]
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -349,16 +358,18 @@ def _trial_values(m: dict | None) -> tuple[list[float], list[float], str] | None
 
 
 def _per_trial(result: dict, key: str) -> tuple | None:
-    """Per-trial values of column ``key`` of one result (``@shuffled``: the control's; ``@delta``: both).
+    """Per-trial values of column ``key`` of one result (``@shuffled`` / ``@blockshuffled``: the control's;
+    ``@delta`` / ``@blockdelta``: both).
 
-    Returns ``(c, t, sha)`` or, for ``@delta``, ``(c, t, sha, c_shuffled, t_shuffled)``.
+    Returns ``(c, t, sha)`` or, for a Δ column, ``(c, t, sha, c_control, t_control)``.
     """
     base = key.split("@")[0]
     real = _trial_values(result["metrics"].get(base))
     if key == base:
         return real
-    shuffled = _trial_values((_shuffled_metrics(result) or {}).get(base))
-    if key.endswith(SHUFFLED):
+    suffix = key[len(base):]
+    shuffled = _trial_values((_shuffled_metrics(result, _CONTROL_OF[suffix]) or {}).get(base))
+    if suffix in (SHUFFLED, BLOCK):
         return shuffled
     if real is None or shuffled is None or len(real[0]) != len(shuffled[0]):
         return None
@@ -491,6 +502,7 @@ class Leaderboard:
     pairs: dict[str, list[dict[str, Any]]]
     controlled: list[str] = field(default_factory=list)
     specs: dict[str, MetricSpec] = field(default_factory=dict)
+    block_controlled: list[str] = field(default_factory=list)
 
     @property
     def methods(self) -> list[str]:
@@ -522,7 +534,9 @@ def build_leaderboard(group: pd.DataFrame, by_hash: dict, *, seed: int = 0) -> L
     metrics = [(k, sp.title, sp.decimals, sp.scale) for k, sp in specs.items()]
     higher = {k: sp.higher_is_better for k, sp in specs.items()}
     controlled = [k for k in specs if k + SHUFFLED in group and group[k + SHUFFLED].notna().any()]
-    columns = list(specs) + [k + suffix for k in controlled for suffix in (SHUFFLED, DELTA)]
+    block_controlled = [k for k in specs if k + BLOCK in group and group[k + BLOCK].notna().any()]
+    columns = (list(specs) + [k + suffix for k in controlled for suffix in (SHUFFLED, DELTA)]
+               + [k + suffix for k in block_controlled for suffix in (BLOCK, BLOCK_DELTA)])
     scopes: list[Any] = ["all"] + (sorted(int(s) for s in group["subject"].dropna().unique()) if subject_wise else [])
     cells: dict[Any, dict[str, dict[str, Cell]]] = {}
     for scope in scopes:
@@ -546,7 +560,8 @@ def build_leaderboard(group: pd.DataFrame, by_hash: dict, *, seed: int = 0) -> L
         r = by_hash[(g["protocol_hash"].iloc[0], g["split_hash"].iloc[0])]
         splits[None if subj == -1 else int(subj)] = r["split"]
     return Leaderboard(dataset, setting, _slug(f"{dataset}-{setting}"), bool(subject_wise), group,
-                       ref["protocol"], ref["split"], splits, metrics, higher, cells, pairs, controlled, specs)
+                       ref["protocol"], ref["split"], splits, metrics, higher, cells, pairs, controlled, specs,
+                       block_controlled)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -608,6 +623,9 @@ def run_summary(result: dict[str, Any]) -> list[str]:
         lines.append("shuffled EEG: " + metrics_summary(control["metrics"], skipped=False))
     elif control.get("skipped"):
         lines.append(f"shuffled EEG: not run ({control['skipped']})")
+    within = (result.get("controls") or {}).get("block_shuffled_eeg") or {}
+    if within.get("metrics"):
+        lines.append("within-block shuffled EEG: " + metrics_summary(within["metrics"], skipped=False))
     ceiling = _ceiling_text(result)
     if ceiling:
         lines.append(f"EEG decoding ceiling: {ceiling}")
@@ -635,6 +653,8 @@ def summary_table(lb: Leaderboard, scope: Any = "all", *, references: bool = Fal
         if "probe_accuracy" in lb.higher:
             chance = g["chance"].dropna()
             row["Chance (probe)"] = f"{chance.iloc[0]:.3f}" if len(chance) else "–"
+        if lb.block_controlled and not references:
+            row["EEG use (controls)"] = method_verdicts(lb, scope).get(entry, "–")
         row["Trainable params"] = _millions(g["trainable_params"].iloc[0])
         row["Inference params"] = _millions(g["inference_params"].iloc[0])
         fit = g["fit_s"].dropna().to_numpy(dtype=float)
@@ -652,9 +672,54 @@ def _excludes_zero(c: Cell | None) -> bool:
     return c is not None and not (math.isnan(c.low) or math.isnan(c.high)) and (c.low > 0 or c.high < 0)
 
 
+def _better_than_control(delta: Cell | None, higher_is_better: bool | None) -> bool:
+    """Whether Δ = real − control has a 95 % interval that excludes 0 on the metric's better side."""
+    if not _excludes_zero(delta):
+        return False
+    if higher_is_better is None:
+        return True
+    return delta.low > 0 if higher_is_better else delta.high < 0
+
+
+#: Verdicts of :func:`eeg_use_verdict`.
+VERDICT_STIMULUS = "stimulus"
+VERDICT_BLOCK = "recording block (flagged)"
+VERDICT_NONE = "no evidence"
+
+
+def eeg_use_verdict(lb: Leaderboard, entry: str, key: str, scope: Any = "all") -> str | None:
+    """What a method's score on one metric rests on, from its controls.
+
+    - :data:`VERDICT_STIMULUS`: real EEG beats the shuffled-EEG control (Δ interval excludes 0 on the
+      better side) and, where the dataset has recording blocks, also the within-block shuffled control;
+    - :data:`VERDICT_BLOCK`: real EEG beats the shuffled control but **not** the within-block shuffled
+      control: the score survives when each trial gets another trial's EEG from its own block, so it
+      comes from what the block shares (slow drift, recording order: the block-design confound of
+      Li et al. 2020), not from the response to the trial's stimulus. Never counted as a success;
+    - :data:`VERDICT_NONE`: real EEG does not beat the shuffled control.
+
+    Returns
+    -------
+    str or None
+        None when the run has no shuffled-EEG control for ``key``.
+    """
+    delta = lb.cells[scope].get(key + DELTA, {}).get(entry)
+    if delta is None:
+        return None
+    hib = lb.higher.get(key)
+    if not _better_than_control(delta, hib):
+        return VERDICT_NONE
+    if key in lb.block_controlled:
+        within = lb.cells[scope][key + BLOCK_DELTA].get(entry)
+        if within is not None and not _better_than_control(within, hib):
+            return VERDICT_BLOCK
+    return VERDICT_STIMULUS
+
+
 def eeg_use_table(lb: Leaderboard, scope: Any = "all") -> pd.DataFrame:
     """Real vs shuffled-EEG control per method and metric, with Δ = real − shuffled (bold when its
-    95 % interval excludes 0)."""
+    95 % interval excludes 0); on datasets with recording blocks also the within-block shuffled
+    control, its Δ and the verdict of :func:`eeg_use_verdict`."""
     rows = []
     for entry in lb.methods:
         for key in lb.controlled:
@@ -665,11 +730,43 @@ def eeg_use_table(lb: Leaderboard, scope: Any = "all") -> pd.DataFrame:
             if shuffled is None and delta is None:
                 continue
             d = _fmt_cell(delta, _delta_decimals(delta, sp.decimals, sp.scale), sp.scale)
-            rows.append({"Method": entry, "Metric": sp.title, "Real EEG": _fmt_cell(real, sp.decimals, sp.scale),
-                         "Shuffled EEG": _fmt_cell(shuffled, sp.decimals, sp.scale),
-                         "Δ real − shuffled": f"**{d}**" if _excludes_zero(delta) else d,
-                         "n": str(delta.n if delta is not None else 0)})
+            row = {"Method": entry, "Metric": sp.title, "Real EEG": _fmt_cell(real, sp.decimals, sp.scale),
+                   "Shuffled EEG": _fmt_cell(shuffled, sp.decimals, sp.scale),
+                   "Δ real − shuffled": f"**{d}**" if _excludes_zero(delta) else d,
+                   "n": str(delta.n if delta is not None else 0)}
+            if lb.block_controlled:
+                within = lb.cells[scope].get(key + BLOCK, {}).get(entry)
+                wdelta = lb.cells[scope].get(key + BLOCK_DELTA, {}).get(entry)
+                wd = _fmt_cell(wdelta, _delta_decimals(wdelta, sp.decimals, sp.scale), sp.scale)
+                row["Within-block shuffled EEG"] = _fmt_cell(within, sp.decimals, sp.scale)
+                row["Δ real − within-block"] = f"**{wd}**" if _excludes_zero(wdelta) else wd
+                verdict = eeg_use_verdict(lb, entry, key, scope)
+                row["Score rests on"] = "⚠ " + verdict if verdict == VERDICT_BLOCK else (verdict or "–")
+                row["n"] = row.pop("n")
+            rows.append(row)
     return pd.DataFrame(rows)
+
+
+def method_verdicts(lb: Leaderboard, scope: Any = "all") -> dict[str, str]:
+    """One line per method: ``"stimulus (…metrics)"``, ``"⚠ recording block only (…)"`` or ``"no evidence"``.
+
+    A method counts as reading the stimulus when at least one metric has the verdict
+    :data:`VERDICT_STIMULUS`; a method whose every above-control metric has :data:`VERDICT_BLOCK` is
+    flagged instead (its success is the recording-order confound).
+    """
+    out = {}
+    for entry in lb.methods:
+        verdicts = {lb.specs[k].label: eeg_use_verdict(lb, entry, k, scope) for k in lb.controlled}
+        stim = [k for k, v in verdicts.items() if v == VERDICT_STIMULUS]
+        block = [k for k, v in verdicts.items() if v == VERDICT_BLOCK]
+        if stim:
+            out[entry] = "stimulus (" + ", ".join(stim) + ")" + (
+                f"; ⚠ block only: {', '.join(block)}" if block else "")
+        elif block:
+            out[entry] = "⚠ recording block only (" + ", ".join(block) + "): not a success"
+        else:
+            out[entry] = VERDICT_NONE
+    return out
 
 
 def _delta_decimals(delta: Cell | None, dec: int, scale: float, extra: int = 4) -> int:
@@ -856,7 +953,13 @@ def _control_note(lb: Leaderboard) -> str:
             "keeps its own EEG), through the same trained model and the same image seeds, and scores those images "
             "against the same ground truth. Δ = real − shuffled per run; a method that uses the EEG scores better "
             "on real than on shuffled EEG. **Bold**: the 95 % interval of Δ excludes 0 (bootstrap over test "
-            "trials for per-trial metrics, paired per trial; Student-t over seeds otherwise).")
+            "trials for per-trial metrics, paired per trial; Student-t over seeds otherwise)."
+            + (" Within-block shuffled EEG (datasets with recording blocks): the same, but each trial takes the "
+               "EEG of another test trial of its own recording block, which keeps whatever the block shares (slow "
+               "drift, time in the session) and removes the response to the trial's own image. A score that beats "
+               "the shuffled control but not the within-block one rests on the recording block, not the stimulus "
+               "(the block-design confound of Li et al. 2020): it is flagged ⚠ and not counted as a success."
+               if lb.block_controlled else ""))
 
 
 def _published_checks(lb: Leaderboard) -> list[str]:
@@ -869,7 +972,9 @@ def _published_checks(lb: Leaderboard) -> list[str]:
                    "balanced accuracy on test")
     if "shuffled-eeg" in (protocol.get("controls") or []):
         out.append("- controls: `shuffled-eeg` (EEG permuted within subject across test trials; same model and "
-                   "image seeds) for every method that reads the EEG")
+                   "image seeds) for every method that reads the EEG"
+                   + ("; within-block shuffled EEG (permuted within each recording block) where the dataset marks "
+                      "blocks" if lb.block_controlled else ""))
     out.append("- references: `class-prior` reads the training labels only; `oracle-class` reads the test labels "
                "(by design; flagged `reads_test_labels` in its results)")
     return out
@@ -994,6 +1099,8 @@ def export_rows(lb: Leaderboard) -> pd.DataFrame:
     titles = {key: title for key, title, *_ in lb.metrics}
     titles.update({k + suffix: f"{titles[k]} ({what})" for k in lb.controlled
                    for suffix, what in ((SHUFFLED, "shuffled EEG"), (DELTA, "real − shuffled"))})
+    titles.update({k + suffix: f"{titles[k]} ({what})" for k in lb.block_controlled
+                   for suffix, what in ((BLOCK, "within-block shuffled EEG"), (BLOCK_DELTA, "real − within-block"))})
     for scope in scopes:
         for key, title in titles.items():
             for method, c in sorted(lb.cells[scope].get(key, {}).items()):
@@ -1239,4 +1346,8 @@ def compare(
             write_bytes_if_changed(path, (json.dumps(export_json(lb, fig_paths[lb.slug]), indent=1, default=str)
                                      + "\n").encode())
             written.append(path)
+    if "markdown" in formats:  # a numeric dataset option swept over leaderboards (e.g. snr_db): its curves
+        from eegbench.curves import write_curves
+
+        written += write_curves(boards, out_dir, figures=figures)
     return written

@@ -560,10 +560,13 @@ class _Run:
                                                                             self.split.test))
         if self.protocol.max_test_trials:
             self.test = self.test.subset(list(self.test.trials["trial_id"][: self.protocol.max_test_trials]))
-        self.permutation = None
+        self.permutation = self.block_permutation = None
         self.control_reason = control_skip_reason(self.method_cls, self.protocol, len(self.test))
         if self.control_reason is None:
             self.permutation = control_permutation(self.test.subjects, cfg.seed)
+            if "block" in self.test.trials.columns:  # the dataset marks recording blocks
+                self.block_permutation = block_control_permutation(self.test.subjects,
+                                                                   self.test.trials["block"].to_numpy(), cfg.seed)
 
     # ------------------------------------------------------------------ steps
     def backbones(self) -> None:
@@ -631,6 +634,9 @@ class _Run:
         if self.control_reason is None:
             with self.timer("generate_shuffled"):
                 self.shuffled_manifest = self._samples(SHUFFLED_SAMPLES, self.permutation)
+        if self.block_permutation is not None:
+            with self.timer("generate_block_shuffled"):
+                self.block_manifest = self._samples(BLOCK_SHUFFLED_SAMPLES, self.block_permutation)
         if not self.main:
             return
         test_ids = list(test.trials["trial_id"])
@@ -641,6 +647,8 @@ class _Run:
         _grid(self.ref_images, self.generated, test.labels, info.class_names, work / "grid.png")
         if self.control_reason is None:
             self.generated_shuffled = _read_samples(work, self.shuffled_manifest)
+        if self.block_permutation is not None:
+            self.generated_block_shuffled = _read_samples(work, self.block_manifest)
 
     def _samples(self, folder: str, permutation: np.ndarray | None) -> pd.DataFrame | None:
         """Generate (or, on resume, reuse) one sample folder; the main process writes its manifest.
@@ -702,6 +710,16 @@ class _Run:
                 self.controls["shuffled_eeg"] = {
                     **permutation_record(self.permutation, self.test, self.cfg.seed),
                     "samples": SHUFFLED_SAMPLES, "manifest": f"{SHUFFLED_SAMPLES}/manifest.csv", "metrics": shuffled,
+                }
+            if self.block_permutation is not None:
+                with self.timer("metrics_block_shuffled"):
+                    within = _score(self.generated_block_shuffled, self.ref_images, self.test, self.train_images,
+                                    self.train_image_labels, self.dataset, self.split, self.protocol,
+                                    self._scoring_embedder(), self.cache_dir, self.progress, **kwargs)
+                self.controls["block_shuffled_eeg"] = {
+                    **permutation_record(self.block_permutation, self.test, self.cfg.seed, within="block"),
+                    "samples": BLOCK_SHUFFLED_SAMPLES, "manifest": f"{BLOCK_SHUFFLED_SAMPLES}/manifest.csv",
+                    "metrics": within,
                 }
         with self.timer("eeg_decoding"):
             self.eeg_decoding = _decoding_record(self.train, self.test, self.dataset.info.n_classes)
@@ -771,6 +789,9 @@ class _Run:
                           **({"samples_shuffled": SHUFFLED_SAMPLES,
                               "manifest_shuffled": f"{SHUFFLED_SAMPLES}/manifest.csv"}
                              if self.control_reason is None else {}),
+                          **({"samples_block_shuffled": BLOCK_SHUFFLED_SAMPLES,
+                              "manifest_block_shuffled": f"{BLOCK_SHUFFLED_SAMPLES}/manifest.csv"}
+                             if self.block_permutation is not None else {}),
                           "grid": "grid.png", "features": "features", "checkpoint": "checkpoint", "log": "log.txt",
                           "train_log": "train_log.jsonl"},
         }
@@ -970,6 +991,8 @@ def _score(generated, ref_images, test, train_images, train_labels, dataset, spl
 
 #: Folder of the shuffled-EEG control's samples in a run folder.
 SHUFFLED_SAMPLES = "samples_shuffled"
+#: Folder of the within-block shuffled-EEG control's samples (datasets with a ``block`` column).
+BLOCK_SHUFFLED_SAMPLES = "samples_block_shuffled"
 
 
 def protocol_metrics(extra: Sequence[str] = (), plugins=None) -> tuple[str, ...]:
@@ -1039,10 +1062,68 @@ def control_permutation(subjects: np.ndarray, seed: int) -> np.ndarray:
     return perm
 
 
-def permutation_record(perm: np.ndarray, test, seed: int) -> dict[str, Any]:
-    """What ``result.json`` says about the shuffled-EEG permutation."""
+def block_control_permutation(subjects: np.ndarray, blocks: np.ndarray, seed: int) -> np.ndarray:
+    """Donor trial of each test trial for the within-block shuffled-EEG control.
+
+    The test for a recording-order shortcut (Li et al. 2020, "The perils and pitfalls of block
+    design for EEG classification experiments", IEEE TPAMI): each test trial is generated from the
+    EEG of another test trial of the **same recording block** (same subject, same ``block``), so
+    whatever the EEG holds about the block (slow drift, electrode state, the time in the session)
+    is kept while the response to the trial's own image is removed. A method whose score survives
+    this control but not the ordinary shuffled-EEG control reads the block, not the stimulus.
+
+    Within each (subject, block) group of two or more test trials the donors form one seeded
+    random cycle (as :func:`control_permutation`); trials alone in their block are pooled per
+    subject and cycled among themselves, and a subject's only such trial keeps its own EEG
+    (counted in ``n_own_eeg`` of :func:`permutation_record`).
+
+    Parameters
+    ----------
+    subjects : numpy.ndarray, shape (T,), int
+        Subject of each test trial.
+    blocks : numpy.ndarray, shape (T,), str
+        Recording block of each test trial (the dataset's ``block`` column).
+    seed : int
+        Run seed (``numpy.random.default_rng([seed, 7927])``: a stream of its own).
+
+    Returns
+    -------
+    numpy.ndarray, shape (T,), int64
+        ``perm[i]`` = index of the trial whose EEG trial ``i`` is generated from.
+    """
+    subjects = np.asarray(subjects)
+    blocks = np.asarray(blocks).astype(str)
+    rng = np.random.default_rng([int(seed), 7927])
+    perm = np.arange(len(subjects), dtype=np.int64)
+    keys = [f"{s}\x00{b}" for s, b in zip(subjects.tolist(), blocks.tolist())]
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    singles: dict[Any, list[int]] = {}
+    for key in sorted(groups):
+        idx = np.asarray(groups[key])
+        if len(idx) == 1:
+            singles.setdefault(subjects[idx[0]].item(), []).append(int(idx[0]))
+            continue
+        order = idx[rng.permutation(len(idx))]
+        perm[order] = np.roll(order, -1)
+    for subject in sorted(singles):
+        idx = np.asarray(singles[subject])
+        order = idx[rng.permutation(len(idx))]
+        perm[order] = np.roll(order, -1)
+    return perm
+
+
+def permutation_record(perm: np.ndarray, test, seed: int, within: str = "subject") -> dict[str, Any]:
+    """What ``result.json`` says about a control's permutation (``within``: "subject" or "block")."""
     labels = np.asarray(test.labels)
-    return {"permutation": "within subject, one seeded random cycle per subject", "seed": int(seed),
+    what = ("within subject, one seeded random cycle per subject" if within == "subject" else
+            "within recording block (same subject and block), one seeded random cycle per block")
+    extra = {}
+    if within == "block":
+        image_ids = test.trials["image_id"].to_numpy()
+        extra = {"same_image_fraction": float(np.mean(image_ids[perm] == image_ids)) if len(perm) else None}
+    return {"permutation": what, "seed": int(seed), **extra,
             "permutation_sha256": hashlib.sha256(np.asarray(perm, dtype=np.int64).tobytes()).hexdigest(),
             "n_trials": int(len(perm)), "n_own_eeg": int(np.sum(perm == np.arange(len(perm)))),
             "same_class_fraction": float(np.mean(labels[perm] == labels)) if len(perm) else None}

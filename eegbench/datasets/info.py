@@ -127,6 +127,7 @@ def describe(dataset: EEGDataset, setting: str = "multi-subject", plugins=None) 
         f"- split ({setting}): {split.source}; sizes {split.sizes()}; sha256 {split.sha256}",
         f"- licence: {info.licence}",
         f"- citation: {info.citation}",
+        *([f"- data card: {info.description}"] if getattr(info, "description", "") else []),
         "",
         "## Trials per subject and split part",
         "",
