@@ -12,7 +12,7 @@ group of leaderboards of one dataset and setting whose options differ only in on
   verdict of :func:`eegbench.leaderboard.eeg_use_verdict`; the references' scores;
 - ``reports/figures/curve-<dataset>-<setting>-<option>.{png,svg}``: one panel per metric, score vs
   option value per method (solid, 95 % interval bars) with its shuffled-EEG control (dashed, same
-  colour), the references (grey) and, on the class-accuracy panel, the decoding ceiling (black) and
+  colour) and within-block shuffled control (dotted), the references (grey) and, on the class-accuracy panel, the decoding ceiling (black) and
   chance. ``-inf`` (no signal) is drawn left of the finite values and labelled ``−∞``.
 
 Every number comes from the leaderboards' cells (the same intervals as in the tables).
@@ -135,7 +135,7 @@ def curve_table(items: list[tuple[float, Any]]) -> pd.DataFrame:
 def curve_figure(items: list[tuple[float, Any]], key_name: str, title: str, stem: Path) -> list[Path]:
     """Metric-vs-option panels (see the module docstring); returns the PNG and SVG paths."""
     from eegbench.figures import _figure, _save
-    from eegbench.leaderboard import SHUFFLED
+    from eegbench.leaderboard import BLOCK, SHUFFLED
 
     values = [v for v, _ in items]
     finite = [v for v in values if math.isfinite(v)]
@@ -155,7 +155,8 @@ def curve_figure(items: list[tuple[float, Any]], key_name: str, title: str, stem
         spec = next(lb.specs[key] for _, lb in items if key in lb.specs)
         for i, entry in enumerate(entries):
             color = f"C{i % 10}"
-            for suffix, style, label in (("", "-o", entry), (SHUFFLED, "--", f"{entry}, shuffled EEG")):
+            for suffix, style, label in (("", "-o", entry), (SHUFFLED, "--", f"{entry}, shuffled EEG"),
+                                         (BLOCK, ":", f"{entry}, within-block shuffled EEG")):
                 pts = [(x, lb.cells["all"].get(key + suffix, {}).get(entry)) for x, (_, lb) in zip(xs, items)]
                 pts = [(x, c) for x, c in pts if c is not None]
                 if not pts:

@@ -21,6 +21,10 @@ What ``compare`` does:
    points and intervals, the significance matrices, training curves per method and stage, and one
    side-by-side grid of the same test trials across methods, all linked from the markdown.
 5. **Exports**: ``markdown`` (default), ``csv`` and ``json``.
+6. **Curves** (:mod:`eegbench.curves`): leaderboards of one dataset and setting that differ only in a
+   numeric dataset option (``eegnb-groundtruth``'s ``snr_db``) are joined into
+   ``<out>/curve-<dataset>-<setting>-<option>.md`` and its figure: every metric against the option,
+   per method with its controls, the references and the EEG decoding ceiling.
 
 Files are only rewritten when their content changes, so re-running ``compare`` on the same results
 leaves a checkout unmodified. Under each table a separate block quotes the published numbers
@@ -478,9 +482,12 @@ class Leaderboard:
     cells : dict
         ``cells[subject][column][entry]`` → :class:`Cell`; ``subject`` is ``"all"`` for the main
         table; ``column`` is a metric key, or ``key@shuffled`` / ``key@delta`` for the
-        shuffled-EEG control and real − shuffled. Entries are methods and references.
+        shuffled-EEG control and real − shuffled, ``key@blockshuffled`` / ``key@blockdelta`` for the
+        within-block shuffled-EEG control and real − within-block. Entries are methods and references.
     controlled : list of str
         Metric keys with shuffled-EEG values in some run.
+    block_controlled : list of str
+        Metric keys with within-block shuffled-EEG values in some run (datasets with recording blocks).
     specs : dict
         Metric key → :class:`MetricSpec`.
     pairs : dict
