@@ -1056,10 +1056,14 @@ def control_permutation(subjects: np.ndarray, seed: int) -> np.ndarray:
     rng = np.random.default_rng([int(seed), 7919])
     perm = np.arange(len(subjects), dtype=np.int64)
     for subject in sorted(set(subjects.tolist())):
-        idx = np.flatnonzero(subjects == subject)
-        order = idx[rng.permutation(len(idx))]
-        perm[order] = np.roll(order, -1)
+        _single_cycle(perm, np.flatnonzero(subjects == subject), rng)
     return perm
+
+
+def _single_cycle(perm: np.ndarray, idx: np.ndarray, rng: np.random.Generator) -> None:
+    """Make the trials ``idx`` one seeded random cycle of donors in ``perm`` (in place)."""
+    order = idx[rng.permutation(len(idx))]
+    perm[order] = np.roll(order, -1)
 
 
 def block_control_permutation(subjects: np.ndarray, blocks: np.ndarray, seed: int) -> np.ndarray:
@@ -1104,13 +1108,10 @@ def block_control_permutation(subjects: np.ndarray, blocks: np.ndarray, seed: in
         idx = np.asarray(groups[key])
         if len(idx) == 1:
             singles.setdefault(subjects[idx[0]].item(), []).append(int(idx[0]))
-            continue
-        order = idx[rng.permutation(len(idx))]
-        perm[order] = np.roll(order, -1)
+        else:
+            _single_cycle(perm, idx, rng)
     for subject in sorted(singles):
-        idx = np.asarray(singles[subject])
-        order = idx[rng.permutation(len(idx))]
-        perm[order] = np.roll(order, -1)
+        _single_cycle(perm, np.asarray(singles[subject]), rng)
     return perm
 
 
