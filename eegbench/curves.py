@@ -155,15 +155,16 @@ def curve_figure(items: list[tuple[float, Any]], key_name: str, title: str, stem
         spec = next(lb.specs[key] for _, lb in items if key in lb.specs)
         for i, entry in enumerate(entries):
             color = f"C{i % 10}"
-            for suffix, style, label in (("", "-o", entry), (SHUFFLED, "--", f"{entry}, shuffled EEG"),
-                                         (BLOCK, ":", f"{entry}, within-block shuffled EEG")):
+            for suffix, style, label in (("", "-o", entry), (SHUFFLED, "--v", f"{entry}, shuffled EEG"),
+                                         (BLOCK, ":^", f"{entry}, within-block shuffled EEG")):
                 pts = [(x, lb.cells["all"].get(key + suffix, {}).get(entry)) for x, (_, lb) in zip(xs, items)]
                 pts = [(x, c) for x, c in pts if c is not None]
                 if not pts:
                     continue
                 px = np.array([x for x, _ in pts])
                 mean = np.array([c.mean for _, c in pts]) * spec.scale
-                ax.plot(px, mean, style, color=color, lw=1.4 if not suffix else 1.0, ms=4, label=label)
+                ax.plot(px, mean, style, color=color, lw=1.4 if not suffix else 1.0, ms=4 if not suffix else 3,
+                        label=label)
                 if not suffix:
                     low = np.array([c.low if not math.isnan(c.low) else c.mean for _, c in pts]) * spec.scale
                     high = np.array([c.high if not math.isnan(c.high) else c.mean for _, c in pts]) * spec.scale
@@ -173,8 +174,8 @@ def curve_figure(items: list[tuple[float, Any]], key_name: str, title: str, stem
             pts = [(x, lb.cells["all"].get(key, {}).get(entry)) for x, (_, lb) in zip(xs, items)]
             pts = [(x, c) for x, c in pts if c is not None]
             if pts:
-                ax.plot([x for x, _ in pts], [c.mean * spec.scale for _, c in pts], ":" if j else "-.",
-                        color="0.45", lw=1.0, label=f"{entry} (reference)")
+                ax.plot([x for x, _ in pts], [c.mean * spec.scale for _, c in pts], ":x" if j else "-.x",
+                        color="0.45", lw=1.0, ms=5, label=f"{entry} (reference)")
         if key == "probe_accuracy":
             ceil = [(x, _ceiling(lb)) for x, (_, lb) in zip(xs, items)]
             ceil = [(x, c) for x, c in ceil if c is not None]

@@ -333,7 +333,9 @@ def _key_text(key: tuple) -> str:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-")
+    """File-name form of a label: runs of other characters → ``-``; a negative option value keeps its
+    sign as ``neg`` (``snr_db=-10`` → ``snr_db-neg10``, which must not collide with ``snr_db=10``)."""
+    return re.sub(r"[^A-Za-z0-9._]+", "-", text.replace("=-", "=neg")).strip("-")
 
 
 def _compact_name(key: tuple) -> str:

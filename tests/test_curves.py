@@ -91,3 +91,11 @@ def test_a_single_value_makes_no_curve():
     by_hash = {(r["protocol"]["hash"], r["split"]["sha256"]): r for r in results}
     boards = [build_leaderboard(g, by_hash) for _, g in frame.groupby(["dataset", "setting"], sort=True)]
     assert curve_groups(boards) == []
+
+
+def test_negative_and_positive_option_values_get_distinct_files():
+    from eegbench.leaderboard import _slug
+
+    assert _slug("eegnb-groundtruth[snr_db=-10]-multi-subject") != _slug("eegnb-groundtruth[snr_db=10]-multi-subject")
+    assert _slug("eegnb-groundtruth[snr_db=-inf]") == "eegnb-groundtruth-snr_db-neginf"
+    assert _slug("eegnb-n170-multi-subject") == "eegnb-n170-multi-subject"
