@@ -694,28 +694,28 @@ class _Run:
         kwargs = dict(inception_weights=self.inception_weights, classifier_weights=self.cfg.classifier_weights,
                       dataset_options=self.dataset_options, features_dir=self.work / "features",
                       plugins=self.plugins)
+
+        def score_of(images):
+            return _score(images, self.ref_images, self.test, self.train_images, self.train_image_labels,
+                          self.dataset, self.split, self.protocol, self._scoring_embedder(), self.cache_dir,
+                          self.progress, **kwargs)
+
         with self.timer("metrics"):
-            self.metrics = _score(self.generated, self.ref_images, self.test, self.train_images,
-                                  self.train_image_labels, self.dataset, self.split, self.protocol,
-                                  self._scoring_embedder(), self.cache_dir, self.progress, **kwargs)
+            self.metrics = score_of(self.generated)
         self.controls: dict[str, Any] = {}
         if "shuffled-eeg" in self.protocol.controls:
             if self.control_reason is not None:
                 self.controls["shuffled_eeg"] = {"skipped": self.control_reason}
             else:
                 with self.timer("metrics_shuffled"):
-                    shuffled = _score(self.generated_shuffled, self.ref_images, self.test, self.train_images,
-                                      self.train_image_labels, self.dataset, self.split, self.protocol,
-                                      self._scoring_embedder(), self.cache_dir, self.progress, **kwargs)
+                    shuffled = score_of(self.generated_shuffled)
                 self.controls["shuffled_eeg"] = {
                     **permutation_record(self.permutation, self.test, self.cfg.seed),
                     "samples": SHUFFLED_SAMPLES, "manifest": f"{SHUFFLED_SAMPLES}/manifest.csv", "metrics": shuffled,
                 }
             if self.block_permutation is not None:
                 with self.timer("metrics_block_shuffled"):
-                    within = _score(self.generated_block_shuffled, self.ref_images, self.test, self.train_images,
-                                    self.train_image_labels, self.dataset, self.split, self.protocol,
-                                    self._scoring_embedder(), self.cache_dir, self.progress, **kwargs)
+                    within = score_of(self.generated_block_shuffled)
                 self.controls["block_shuffled_eeg"] = {
                     **permutation_record(self.block_permutation, self.test, self.cfg.seed, within="block"),
                     "samples": BLOCK_SHUFFLED_SAMPLES, "manifest": f"{BLOCK_SHUFFLED_SAMPLES}/manifest.csv",
