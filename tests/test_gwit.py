@@ -624,3 +624,47 @@ def test_paper_backbones_module_when_available():
     bb = paper.PaperBackbones("sd21-base", device="meta")
     m = GWIT(GWIT.default_config("paper"), info=CVPR40, backbones=bb, device=torch.device("meta"))
     assert count_parameters(m)["per_stage"]["controlnet"]["total"] == 382_739_968
+
+
+def _feature_net_knn(pooling: str, steps: int = 150) -> float:
+    """Validation k-NN accuracy of a small-profile-size EEGFeatNet after ``steps`` triplet steps on
+    ``eegnb-groundtruth`` at 0 dB (real background EEG; the class decodes at 0.995 with LDA)."""
+    from conftest import DATA_ROOT
+    from eegbench.datasets.groundtruth import GroundTruthEEG
+    from eegbench.method import channel_statistics
+    from eegbench.splits import multi_subject
+
+    ds = GroundTruthEEG(DATA_ROOT, None, snr_db="0").load()
+    split = multi_subject(ds)
+    train, val = ds.subset(split.train), ds.subset(split.val)
+    mean, std = channel_statistics(train.eeg)
+    torch.manual_seed(0)
+    net = EEGFeatNet(4, hidden=64, num_layers=2, dim=64, pooling=pooling)
+    net.standardize.set_statistics(torch.as_tensor(mean).float(), torch.as_tensor(std).float())
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.0)
+    x, y = torch.from_numpy(train.eeg).float(), torch.from_numpy(train.labels)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (64,), generator=gen)
+        loss = triplet_margin_loss(net(x[idx]), y[idx], 0.2)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+    with torch.no_grad():
+        f, fv = net(x).numpy(), net(torch.from_numpy(val.eeg).float()).numpy()
+    return float((knn_vote(f, train.labels, 5, query=fv) == val.labels).mean())
+
+
+def test_eegfeatnet_pooling_over_time_learns_where_the_final_state_collapses():
+    from conftest import DATA_ROOT
+
+    if not (DATA_ROOT / "eeg-notebooks" / "data" / "visual" / "N170").is_dir():
+        pytest.skip(f"eeg-notebooks N170 data absent under {DATA_ROOT} (set EEGBENCH_DATA)")
+    # measured here: mean pooling 0.99, final state 0.47 (its triplet loss stays at the margin)
+    assert _feature_net_knn("mean") >= 0.85
+    assert _feature_net_knn("last") <= 0.7
+    with pytest.raises(ValueError, match="pooling"):
+        EEGFeatNet(4, pooling="max")
+    with pytest.raises(ConfigError, match="classifier_pooling"):
+        GWITConfig(classifier_pooling="max").validate()

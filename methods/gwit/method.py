@@ -165,6 +165,11 @@ class GWITConfig:
         LSTM layers [4].
     classifier_dim : int
         Feature dimension [128].
+    classifier_pooling : {"last", "mean"}
+        What the classifier's features are read from: the LSTM's final hidden state [``"last"``,
+        upstream] or its outputs averaged over time (``"mean"``; see
+        :class:`~.modeling.EEGFeatNet`: with ``"last"`` the small-profile classifier collapses even on
+        EEG whose class decodes at 0.995, ``--set classifier_pooling=mean`` makes it learn).
     classifier_steps : int
         Optimiser steps of the classifier stage [not published; EEGStyleGAN-ADA trains for epochs].
     classifier_batch_size : int
@@ -222,6 +227,7 @@ class GWITConfig:
     classifier_hidden: int = at_least(1, 64)
     classifier_layers: int = at_least(1, 2)
     classifier_dim: int = at_least(1, 64)
+    classifier_pooling: str = one_of(("last", "mean"), "last")
     classifier_steps: int = at_least(0, 150)
     classifier_batch_size: int = at_least(1, 64)
     classifier_lr: float = greater_than(0.0, 1e-3)
@@ -316,7 +322,7 @@ class GWIT(Method):
                 n_stages=config.eeg_embed_stages, clip=config.eeg_clip)
             self.eeg_classifier = EEGFeatNet(info.n_chans, hidden=config.classifier_hidden,
                                              num_layers=config.classifier_layers, dim=config.classifier_dim,
-                                             clip=config.eeg_clip)
+                                             clip=config.eeg_clip, pooling=config.classifier_pooling)
         # the trainable ControlNet starts from fp32 weights even when the frozen UNet is held in fp16/bf16
         source = unet if unet.dtype == torch.float32 else den.new_unet()
         self.controlnet = GWITControlNet(source, embedding)
