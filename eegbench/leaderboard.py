@@ -651,6 +651,7 @@ def summary_table(lb: Leaderboard, scope: Any = "all", *, references: bool = Fal
     sub = lb.frame if scope == "all" else lb.frame[lb.frame["subject"] == scope]
     sub = sub[(sub["role"] == "reference") == references]
     n_title = ("Subjects × seeds (n)" if scope == "all" else "Seeds (n)") if lb.subject_wise else "Seeds (n)"
+    verdicts = method_verdicts(lb, scope) if lb.block_controlled and not references else {}
     rows = []
     for (method, profile), g in sub.groupby(["method", "profile"], sort=True):
         entry = g["entry"].iloc[0]
@@ -663,7 +664,7 @@ def summary_table(lb: Leaderboard, scope: Any = "all", *, references: bool = Fal
             chance = g["chance"].dropna()
             row["Chance (probe)"] = f"{chance.iloc[0]:.3f}" if len(chance) else "–"
         if lb.block_controlled and not references:
-            row["EEG use (controls)"] = method_verdicts(lb, scope).get(entry, "–")
+            row["EEG use (controls)"] = verdicts.get(entry, "–")
         row["Trainable params"] = _millions(g["trainable_params"].iloc[0])
         row["Inference params"] = _millions(g["inference_params"].iloc[0])
         fit = g["fit_s"].dropna().to_numpy(dtype=float)
