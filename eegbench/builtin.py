@@ -20,6 +20,12 @@ def eegbench_register_datasets(registry):
                  summary="Muse 4-channel P300 oddball cats (target) vs dogs, 5 subjects, 256 Hz (eeg-notebooks)")
     registry.add("cvpr40", "eegbench.datasets.cvpr40:CVPR40",
                  summary="EEG-ImageNet 40 classes, 128 ch, 1 kHz, perceivelab .pth, official image-disjoint split 0")
+    registry.add("things-eeg2", "eegbench.datasets.things_eeg2:ThingsEEG2",
+                 summary="THINGS-EEG2 official preprocessed release (17 ch, 100 Hz; variant=63ch-250hz), 10 "
+                         "subjects, 1654 training + 200 zero-shot test concepts, retrieval metrics")
+    registry.add("eeg-imagenet", "eegbench.datasets.eeg_imagenet:EEGImageNet2024",
+                 summary="EEG-ImageNet (Zhu et al. 2024): 16 subjects, 40 coarse + 40 fine ImageNet classes, 62 ch, "
+                         "1 kHz, owners' 30/20 split per class (granularity=coarse|fine|all)")
     registry.add("eegnb-groundtruth", "eegbench.datasets.groundtruth:GroundTruthEEG",
                  summary="real N170 background EEG + simulated image-determined ERP at --dataset-option snr_db=… "
                          "(positive control; variant=drift: block-design confound)")
@@ -58,6 +64,23 @@ def eegbench_register_metrics(registry):
         ("ssim", "SSIM", "SSIM with the ground-truth image, grayscale, image-level datasets only (higher is better)"),
         ("pixcorr", "PixCorr", "pixel correlation with the ground-truth image, image-level datasets only "
                                "(higher is better)"),
+    ):
+        registry.add(key, f"{mod}:{cls}", summary=summary)
+    # zero-shot retrieval from the method's EEG embedding (Method.embed_eeg); in the published protocol of
+    # things-eeg2 and eeg-imagenet, which add them to every run on those datasets
+    mod = "eegbench.metrics.retrieval"
+    for key, cls, summary in (
+        ("retrieval_top1", "ImageRetrievalTop1", "N-way top-1 retrieval of the trial's own test image among all "
+                                                 "test images by cosine similarity (NICE/ATM 200-way; higher is better)"),
+        ("retrieval_top5", "ImageRetrievalTop5", "N-way top-5 retrieval of the trial's own test image (higher is better)"),
+        ("retrieval_class_top1", "ClassRetrievalTop1", "top-1 retrieval of the trial's class, each test class "
+                                                       "represented by its OTHER test images (higher is better)"),
+        ("retrieval_class_top5", "ClassRetrievalTop5", "top-5 retrieval of the trial's class from its other test "
+                                                       "images (higher is better)"),
+        ("retrieval_2way", "Retrieval2Way", "2-way retrieval: own image vs a random image of another class, 50 "
+                                            "seeded draws per trial (ATM; chance 0.5, higher is better)"),
+        ("retrieval_4way", "Retrieval4Way", "4-way retrieval: own image vs three random images of other classes "
+                                            "(ATM; chance 0.25, higher is better)"),
     ):
         registry.add(key, f"{mod}:{cls}", summary=summary)
 

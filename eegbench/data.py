@@ -64,6 +64,13 @@ class DatasetInfo:
     description : str
         Data card: what the data are and, for simulated data, exactly what was simulated (shown by
         ``eegbench data info``); empty for datasets described by their citation alone.
+    protocol_metrics : tuple of str
+        Metric keys of the dataset's published protocol that every run on it scores besides the
+        default ones (``things-eeg2``: the zero-shot retrieval metrics); empty for most datasets.
+    test_eeg : str
+        How each test trial's EEG was formed when the dataset offers a choice (``"mean of 80
+        repetitions"``, ``"single trial"``); recorded in the protocol and its hash. Empty: no
+        choice.
     """
 
     name: str
@@ -82,6 +89,8 @@ class DatasetInfo:
     wnids: tuple[str, ...] = ()
     stimulus_level: str = "class"
     description: str = ""
+    protocol_metrics: tuple[str, ...] = ()
+    test_eeg: str = ""
 
     @property
     def n_classes(self) -> int:

@@ -167,6 +167,9 @@ def score_images(
     image_ids=None,
     stimulus_level: str = "class",
     plugins=None,
+    eeg_embeddings: np.ndarray | None = None,
+    stimulus_embeddings: np.ndarray | None = None,
+    stimulus_ids=None,
 ) -> dict[str, Any]:
     """Every metric of the protocol (``protocol.metrics``, looked up in the metric registry) for one
     set of generated and reference images.
@@ -222,6 +225,12 @@ def score_images(
         image-level metrics apply.
     plugins : eegbench.plugins.PluginSet, optional
         Where the metrics are looked up (default :func:`eegbench.plugins.get_plugin_manager`).
+    eeg_embeddings : numpy.ndarray, shape (T, D), float32, optional
+        The method's EEG embedding of each test trial (retrieval metrics; None: "not reported").
+    stimulus_embeddings : numpy.ndarray, shape (N, D), float32, optional
+        The method's embedding of each distinct test image (the retrieval candidates).
+    stimulus_ids : sequence of str, length N, optional
+        ``image_id`` of each row of ``stimulus_embeddings``.
 
     Returns
     -------
@@ -249,6 +258,8 @@ def score_images(
         cache_dir=Path(cache_dir), reference_cache_name=reference_cache_name,
         generated_cache_dir=generated_cache_dir, inception_weights=inception_weights,
         classifier_weights=classifier_weights, classifier=classifier, progress=progress,
+        eeg_embeddings=eeg_embeddings, stimulus_embeddings=stimulus_embeddings,
+        stimulus_ids=[str(i) for i in stimulus_ids] if stimulus_ids is not None else [],
     )
     metrics: dict[str, Any] = {}
     for metric in metric_objects:
@@ -467,14 +478,28 @@ def evaluate_run(
     cache_dir = Path(cache_dir or config.get("cache_dir") or Path.home() / ".cache" / "eegbench")
     size = int(recorded.image_size)
     generated, reference, labels, trial_order, image_ids = _manifest_images(run_dir, manifest, n, size)
-    control_images = {}  # every control with saved samples (shuffled EEG; within-block shuffled EEG)
+    control_images, control_rows = {}, {}  # every control with saved samples (shuffled EEG; within-block)
+    position = {t: i for i, t in enumerate(trial_order)}
     for name, record in (result.get("controls") or {}).items():
         if not isinstance(record, dict) or not record.get("manifest"):
             continue
         control_file = run_dir / record["manifest"]
         if not control_file.is_file():
             raise DataNotFoundError(f"{control_file} is missing: the run's {name} control cannot be re-scored")
-        control_images[name], *_ = _manifest_images(run_dir, _read_manifest(control_file), n, size)
+        control_manifest = _read_manifest(control_file)
+        control_images[name], *_ = _manifest_images(run_dir, control_manifest, n, size)
+        if "eeg_from_trial" in control_manifest.columns:  # the donor trial of each trial's EEG
+            donor = control_manifest.drop_duplicates("trial_id").set_index("trial_id")["eeg_from_trial"].astype(str)
+            control_rows[name] = np.array([position[donor[t]] for t in trial_order], dtype=np.int64)
+    retrieval = None
+    retrieval_file = (result.get("artifacts") or {}).get("retrieval_embeddings")
+    if retrieval_file:
+        from eegbench.metrics.retrieval import read_retrieval_embeddings
+
+        path = run_dir / retrieval_file
+        if not path.is_file():
+            raise DataNotFoundError(f"{path} is missing: the run's retrieval embeddings cannot be re-scored")
+        retrieval = read_retrieval_embeddings(path, trial_order)
 
     if image_embedder is None:
         from eegbench.backbones.embedders import EfficientNetLite0Features
@@ -484,7 +509,11 @@ def evaluate_run(
     wnids = tuple(result["dataset"].get("wnids") or (info.wnids if info is not None else ()))
     n_classes = len(result["dataset"]["class_names"])
     ds = result["dataset"]
-    def score(images):
+    def score(images, rows=None):
+        emb = {}
+        if retrieval is not None:
+            emb = {"eeg_embeddings": retrieval["eeg"] if rows is None else retrieval["eeg"][rows],
+                   "stimulus_embeddings": retrieval["stimuli"], "stimulus_ids": retrieval["stimulus_ids"]}
         out = score_images(
             images, reference, protocol=protocol, labels=labels, trial_ids=trial_order, n_classes=n_classes,
             wnids=wnids, train_images=train_images, train_labels=train_labels,
@@ -495,6 +524,7 @@ def evaluate_run(
             inception_weights=inception_weights, classifier=classifier, classifier_weights=classifier_weights,
             progress=progress, generated_cache_dir=run_dir / "features", image_ids=image_ids,
             stimulus_level=ds.get("stimulus_level") or getattr(info, "stimulus_level", "class"), plugins=plugins,
+            **emb,
         )
         for m in out.values():  # say why the training stimuli are missing
             if reason is not None and m.get("skipped") == NEEDS["training_stimuli"]:
@@ -504,7 +534,7 @@ def evaluate_run(
     metrics = score(generated)
     controls = copy.deepcopy(result.get("controls") or {})
     for name, images in control_images.items():
-        controls[name]["metrics"] = score(images)
+        controls[name]["metrics"] = score(images, control_rows.get(name))
     out_dir = run_dir / "evaluations" / protocol.hash()
     new = copy.deepcopy(result)
     new.pop("_path", None)

@@ -340,6 +340,55 @@ class Method(abc.ABC):
         """
         return None
 
+    #: One line saying what :meth:`embed_eeg` returns (recorded with the retrieval metrics).
+    embedding_description: ClassVar[str] = ""
+
+    def embed_eeg(self, eeg: torch.Tensor, *, subject: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The method's EEG embedding for zero-shot retrieval (optional hook).
+
+        The harness scores the retrieval metrics (:mod:`eegbench.metrics.retrieval`: N-way top-k
+        of the test image, of the class from its other images, 2-/4-way) by cosine similarity
+        between this embedding of each test trial and :meth:`embed_stimuli` of every distinct test
+        image. Both must live in one space: typically the space the method's EEG encoder was
+        contrastively aligned to (CLIP image features in NICE, ATM and SYNAPSE). Methods that
+        return None (the default) get "not reported" for every retrieval metric.
+
+        Parameters
+        ----------
+        eeg : torch.Tensor, shape (batch, n_chans, n_times), float32, in ``info.unit``
+        subject : torch.Tensor, shape (batch,), int64, optional
+            Subject id per trial.
+
+        Returns
+        -------
+        torch.Tensor, shape (batch, D), float, or None
+        """
+        return None
+
+    def embed_stimuli(self, dataset: EEGDataset) -> torch.Tensor:
+        """Embedding of every distinct stimulus image of ``dataset``, in the space of :meth:`embed_eeg`.
+
+        Default: the profile's frozen image embedder (``backbones.image_embedder``, the CLIP-image
+        role: EfficientNet-Lite0 in the small profile, OpenCLIP ViT-H/14 or CLIP ViT-L/14 at the
+        paper profile) at its own input size. Override it when :meth:`embed_eeg` maps elsewhere.
+
+        Parameters
+        ----------
+        dataset : EEGDataset
+            The test trials (only their stimulus images are read).
+
+        Returns
+        -------
+        torch.Tensor, shape (n_unique_images, D), float32
+            Rows in sorted ``image_id`` order.
+        """
+        from eegbench.training import stimulus_features
+
+        embedder = self.backbones.image_embedder
+        size = int(getattr(embedder, "image_size", self.info.image_size))
+        features, _ = stimulus_features(dataset, embedder, self.device, image_size=size)
+        return features
+
     # ---------------------------------------------------------------- input checks
     def check_eeg(self, eeg: Any, what: str) -> None:
         """Check that ``eeg`` is ``(batch, info.n_chans, info.n_times)``.

@@ -59,6 +59,9 @@ NEEDS: dict[str, str] = {
     "imagenet_classes": "dataset classes are not ImageNet classes (no WNIDs); see probe_accuracy",
     "image_level_stimuli": "the dataset's stimuli are class-level (the same few images recur across trials); "
                            "image-level metrics need one stimulus image per trial (e.g. cvpr40)",
+    "test_classes_in_training": "zero-shot split: the test classes are not among the training classes, so a "
+                                "classifier fitted on the training stimuli cannot name them",
+    "eeg_embeddings": "not reported: the method exposes no EEG embedding for retrieval (Method.embed_eeg)",
 }
 
 #: Interval kinds a record can declare (``Metric.interval``).
@@ -196,6 +199,14 @@ class ScoringInputs:
     classifier : callable, optional
         Pre-loaded n-way classifier.
     progress : bool
+    eeg_embeddings : numpy.ndarray, shape (T, D), float32, optional
+        The method's EEG embedding of each test trial (:meth:`eegbench.method.Method.embed_eeg`;
+        for a control, the embedding of the trial's donor EEG); None when the method has none.
+    stimulus_embeddings : numpy.ndarray, shape (N, D), float32, optional
+        The method's embedding of each distinct test stimulus image
+        (:meth:`eegbench.method.Method.embed_stimuli`), the retrieval candidates.
+    stimulus_ids : list of str, length N
+        ``image_id`` of each row of ``stimulus_embeddings``.
     """
 
     generated: np.ndarray
@@ -217,6 +228,9 @@ class ScoringInputs:
     classifier_weights: Path | None = None
     classifier: Any = None
     progress: bool = True
+    eeg_embeddings: np.ndarray | None = None
+    stimulus_embeddings: np.ndarray | None = None
+    stimulus_ids: list[str] = field(default_factory=list)
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ what is available
@@ -229,6 +243,10 @@ class ScoringInputs:
             "training_stimuli": self.train_images is not None and self.image_embedder is not None,
             "imagenet_classes": bool(self.wnids),
             "image_level_stimuli": self.stimulus_level == "image",
+            "test_classes_in_training": self.train_labels is None or self.labels is None or bool(
+                set(np.asarray(self.labels).tolist()) <= set(np.asarray(self.train_labels).tolist())),
+            "eeg_embeddings": self.eeg_embeddings is not None and self.stimulus_embeddings is not None
+                              and len(self.stimulus_ids) > 0,
         }
         for need in needs:
             if not have.get(need, False):

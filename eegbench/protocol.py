@@ -88,6 +88,10 @@ class EvalProtocol:
         from the same test trials with their EEG permuted across trials (seeded, within subject)
         through the same trained model and image seeds, and scores those images like the real
         ones (:func:`eegbench.runner.control_permutation`).
+    test_eeg : str, optional
+        How each test trial's EEG was formed when the dataset offers a choice
+        (``DatasetInfo.test_eeg``: e.g. ``"mean of 80 repetitions"`` or ``"single trial"`` on
+        THINGS-EEG2, where papers mix the two up); None for datasets without one (unchanged hash).
     seed : int
         Seed of sampling noise (per image: derived from seed, trial id and sample index) and metric
         RNGs (KID subsets, IS shuffling, n-way distractor draws). Not part of the hash, so seeds of
@@ -114,6 +118,7 @@ class EvalProtocol:
     max_test_trials: int | None = None
     metrics: tuple[str, ...] = DEFAULT_METRICS
     controls: tuple[str, ...] = CONTROLS
+    test_eeg: str | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:  # lists from JSON → tuples (hashable, comparable)

@@ -41,6 +41,7 @@ from eegbench.errors import ConfigError, EegbenchError
 from eegbench.evaluate import find_inception_weights, reference_cache_name, resolve_protocol, score_images
 from eegbench.hostalloc import keep_freed_memory
 from eegbench.method import RunContext, apply_overrides, count_parameters
+from eegbench.metrics.retrieval import RETRIEVAL_FILE, write_retrieval_embeddings
 from eegbench.protocol import EvalProtocol, image_seed
 from eegbench.results import SCHEMA_VERSION, RunResult, environment_info, write_json_atomic
 
@@ -492,6 +493,7 @@ class _Run:
         with self.timer("load_data"):
             self.dataset = loader.load()
             self.split = setting_fn(self.dataset, subject=cfg.subject)
+        self.protocol = dataset_protocol(self.protocol, self.dataset.info, plugins)
         if not self.split.test:
             raise ConfigError(f"setting {cfg.setting!r} produced an empty test split")
         self.captions_record = _attach_captions(self.dataset, self.split, self.dataset_options.get("captions"))
@@ -695,10 +697,14 @@ class _Run:
                       dataset_options=self.dataset_options, features_dir=self.work / "features",
                       plugins=self.plugins)
 
-        def score_of(images):
+        with self.timer("embed_retrieval"):
+            self.retrieval = _retrieval_embeddings(self.method, self.test, self.work, self.accelerator.device,
+                                                   self.cfg.generate_batch_size)
+
+        def score_of(images, permutation=None):
             return _score(images, self.ref_images, self.test, self.train_images, self.train_image_labels,
                           self.dataset, self.split, self.protocol, self._scoring_embedder(), self.cache_dir,
-                          self.progress, **kwargs)
+                          self.progress, retrieval=self.retrieval, eeg_rows=permutation, **kwargs)
 
         with self.timer("metrics"):
             self.metrics = score_of(self.generated)
@@ -708,14 +714,14 @@ class _Run:
                 self.controls["shuffled_eeg"] = {"skipped": self.control_reason}
             else:
                 with self.timer("metrics_shuffled"):
-                    shuffled = score_of(self.generated_shuffled)
+                    shuffled = score_of(self.generated_shuffled, self.permutation)
                 self.controls["shuffled_eeg"] = {
                     **permutation_record(self.permutation, self.test, self.cfg.seed),
                     "samples": SHUFFLED_SAMPLES, "manifest": f"{SHUFFLED_SAMPLES}/manifest.csv", "metrics": shuffled,
                 }
             if self.block_permutation is not None:
                 with self.timer("metrics_block_shuffled"):
-                    within = score_of(self.generated_block_shuffled)
+                    within = score_of(self.generated_block_shuffled, self.block_permutation)
                 self.controls["block_shuffled_eeg"] = {
                     **permutation_record(self.block_permutation, self.test, self.cfg.seed, within="block"),
                     "samples": BLOCK_SHUFFLED_SAMPLES, "manifest": f"{BLOCK_SHUFFLED_SAMPLES}/manifest.csv",
@@ -777,6 +783,10 @@ class _Run:
                           "denoiser_train_seconds": getattr(den, "train_seconds", None),
                           "denoiser_loaded_from_cache": bool(getattr(den, "loaded_from_cache", False))},
             "captions": self.captions_record,
+            "retrieval": None if self.retrieval is None else {
+                "embedding": getattr(self.method, "embedding_description", "") or f"{method_cls.name}.embed_eeg",
+                "dim": int(self.retrieval["eeg"].shape[1]), "n_candidates": len(self.retrieval["stimulus_ids"]),
+                "file": RETRIEVAL_FILE},
             "max_steps": cfg.max_steps,
             "mixed_precision": self.mixed_precision,
             "training_history": self.ctx.history[-50:],
@@ -792,6 +802,7 @@ class _Run:
                           **({"samples_block_shuffled": BLOCK_SHUFFLED_SAMPLES,
                               "manifest_block_shuffled": f"{BLOCK_SHUFFLED_SAMPLES}/manifest.csv"}
                              if self.block_permutation is not None else {}),
+                          **({"retrieval_embeddings": RETRIEVAL_FILE} if self.retrieval is not None else {}),
                           "grid": "grid.png", "features": "features", "checkpoint": "checkpoint", "log": "log.txt",
                           "train_log": "train_log.jsonl"},
         }
@@ -974,8 +985,17 @@ def apply_protocol_to_config(config: Any, method_name: str, *, sampler: str | No
 def _score(generated, ref_images, test, train_images, train_labels, dataset, split, protocol, image_embedder,
            cache_dir: Path, progress: bool, *, inception_weights: Path | None = None,
            classifier_weights: Path | None = None, dataset_options: dict[str, str] | None = None,
-           features_dir: Path | None = None, plugins=None) -> dict[str, Any]:
-    """Every protocol metric (:func:`eegbench.evaluate.score_images`) of one run's images."""
+           features_dir: Path | None = None, plugins=None, retrieval: dict[str, Any] | None = None,
+           eeg_rows: np.ndarray | None = None) -> dict[str, Any]:
+    """Every protocol metric (:func:`eegbench.evaluate.score_images`) of one run's images.
+
+    ``retrieval`` holds the method's embeddings (:func:`_retrieval_embeddings`); with ``eeg_rows``
+    (a control's permutation) trial ``i`` gets the EEG embedding of trial ``eeg_rows[i]``.
+    """
+    eeg_emb = stim_emb = stim_ids = None
+    if retrieval is not None:
+        eeg_emb = retrieval["eeg"] if eeg_rows is None else retrieval["eeg"][np.asarray(eeg_rows)]
+        stim_emb, stim_ids = retrieval["stimuli"], retrieval["stimulus_ids"]
     return score_images(
         generated, ref_images, protocol=protocol, labels=test.labels,
         trial_ids=list(test.trials["trial_id"]), n_classes=dataset.info.n_classes,
@@ -986,13 +1006,79 @@ def _score(generated, ref_images, test, train_images, train_labels, dataset, spl
         inception_weights=inception_weights, classifier_weights=classifier_weights, progress=progress,
         generated_cache_dir=features_dir, image_ids=list(test.trials["image_id"]),
         stimulus_level=getattr(dataset.info, "stimulus_level", "class"), plugins=plugins,
+        eeg_embeddings=eeg_emb, stimulus_embeddings=stim_emb, stimulus_ids=stim_ids,
     )
+
+
+def _retrieval_embeddings(method, test, work: Path, device, batch_size: int) -> dict[str, Any] | None:
+    """The method's EEG embedding of every test trial and its embedding of every distinct test image.
+
+    Written to ``work/RETRIEVAL_FILE`` (``eeg`` (T, D) and ``stimuli`` (N, D) float32, the
+    stimulus ids in the file's metadata) so that ``eegbench evaluate`` can re-score them.
+
+    Returns
+    -------
+    dict or None
+        ``eeg``, ``stimuli`` (numpy float32), ``stimulus_ids`` (list of str); None when the method
+        has no :meth:`~eegbench.method.Method.embed_eeg`.
+    """
+    rows = []
+    for start in range(0, len(test), max(1, batch_size)):
+        eeg = torch.from_numpy(np.ascontiguousarray(test.eeg[start:start + batch_size])).to(device)
+        subject = torch.from_numpy(np.array(test.subjects[start:start + batch_size])).to(device)
+        with torch.no_grad():
+            out = method.embed_eeg(eeg, subject=subject)
+        if out is None:
+            return None
+        rows.append(torch.as_tensor(out).detach().float().cpu().numpy())
+    eeg_emb = np.concatenate(rows)
+    with torch.no_grad():
+        stimuli = torch.as_tensor(method.embed_stimuli(test)).detach().float().cpu().numpy()
+    ids = sorted(set(test.trials["image_id"]))
+    if eeg_emb.shape[0] != len(test) or stimuli.shape[0] != len(ids) or eeg_emb.shape[1:] != stimuli.shape[1:] \
+            or eeg_emb.ndim != 2:
+        raise EegbenchError(f"method {method.name!r}: embed_eeg gave {eeg_emb.shape} for {len(test)} trials and "
+                            f"embed_stimuli {stimuli.shape} for {len(ids)} images; expected (T, D) and (N, D)")
+    write_retrieval_embeddings(work / RETRIEVAL_FILE, eeg_emb, stimuli, trial_ids=list(test.trials["trial_id"]),
+                               stimulus_ids=ids, description=getattr(method, "embedding_description", "") or "")
+    return {"eeg": eeg_emb, "stimuli": stimuli, "stimulus_ids": ids}
 
 
 #: Folder of the shuffled-EEG control's samples in a run folder.
 SHUFFLED_SAMPLES = "samples_shuffled"
 #: Folder of the within-block shuffled-EEG control's samples (datasets with a ``block`` column).
 BLOCK_SHUFFLED_SAMPLES = "samples_block_shuffled"
+
+
+def dataset_protocol(protocol: EvalProtocol, info, plugins=None) -> EvalProtocol:
+    """``protocol`` with the dataset's published-protocol metrics and its test-EEG choice added.
+
+    Parameters
+    ----------
+    protocol : EvalProtocol
+    info : DatasetInfo
+        ``protocol_metrics`` (appended after the protocol's own, in order, each once) and
+        ``test_eeg`` (recorded, hashed).
+    plugins : eegbench.plugins.PluginSet, optional
+        Where the added metrics are checked (unknown keys fail here).
+
+    Returns
+    -------
+    EvalProtocol
+        Unchanged for a dataset that declares neither (same hash as before).
+    """
+    extra = tuple(m for m in getattr(info, "protocol_metrics", ()) if m not in protocol.metrics)
+    test_eeg = getattr(info, "test_eeg", "") or None
+    if not extra and test_eeg is None:
+        return protocol
+    if extra:
+        from eegbench.metric import get_metric
+        from eegbench.plugins import get_plugin_manager
+
+        plugins = plugins or get_plugin_manager()
+        for key in extra:
+            get_metric(plugins, key)
+    return dataclasses.replace(protocol, metrics=protocol.metrics + extra, test_eeg=test_eeg)
 
 
 def protocol_metrics(extra: Sequence[str] = (), plugins=None) -> tuple[str, ...]:
@@ -1144,6 +1230,10 @@ def _decoding_record(train, test, n_classes: int) -> dict[str, Any]:
     """The split's EEG decoding ceiling (:func:`eegbench.decoding.eeg_decoding`), or why there is none."""
     from eegbench.decoding import eeg_decoding
 
+    unseen = sorted(set(test.labels.tolist()) - set(train.labels.tolist()))
+    if unseen:
+        return {"skipped": f"zero-shot split: {len(unseen)} test class(es) have no training trial, so a classifier "
+                           "of the training classes cannot decode them (see the retrieval metrics)"}
     try:
         return eeg_decoding(train.eeg, train.labels, test.eeg, test.labels, n_classes=n_classes)
     except EegbenchError as exc:

@@ -102,7 +102,7 @@ _ITEM_KEYS = ("eeg", "image", "label", "subject")
 _WEIGHTS_ONLY_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
-def load_pth(path: Path) -> Any:
+def load_pth(path: Path, hint: str = _HINT) -> Any:
     """Read a PyTorch file with ``torch.load(weights_only=True)``, memory-mapped when possible.
 
     Files saved in the zip format (torch ≥ 1.6) are opened with ``mmap=True`` so a 3 GB file is
@@ -112,6 +112,8 @@ def load_pth(path: Path) -> Any:
     ----------
     path : Path
         The ``.pth`` file.
+    hint : str
+        Where the file comes from (appended to the not-found message).
 
     Returns
     -------
@@ -130,7 +132,7 @@ def load_pth(path: Path) -> Any:
 
     path = Path(path)
     if not path.is_file():
-        raise DataNotFoundError(f"{path}: file is missing; {_HINT}")
+        raise DataNotFoundError(f"{path}: file is missing; {hint}")
     use_mmap = zipfile.is_zipfile(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)

@@ -147,7 +147,7 @@ class ProbeAccuracy(Metric):
     key = "probe_accuracy"
     label = "Class acc. (probe)"
     higher_is_better = True
-    needs = ("generated", "reference", "labels", "training_stimuli")
+    needs = ("generated", "reference", "labels", "training_stimuli", "test_classes_in_training")
     interval = "trials"
 
     def compute(self, inputs: ScoringInputs) -> dict[str, Any]:

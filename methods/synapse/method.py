@@ -582,6 +582,30 @@ class Synapse(Method):
         self.eeg_encoder.eval()
         return self.eeg_encoder(eeg.to(self.device, torch.float32))
 
+    embedding_description = ("Stage-1 latent, mean over tokens, through the alignment head: the space contrasted "
+                             "with the image embedder's features by the Stage-1 CLIP loss")
+
+    @torch.no_grad()
+    def embed_eeg(self, eeg: torch.Tensor, *, subject: torch.Tensor | None = None) -> torch.Tensor:
+        """EEG embedding for retrieval: the token-mean of the Stage-1 latent through the alignment head.
+
+        This is the vector the Stage-1 contrastive loss (``sim``) pulls towards the image
+        embedder's features of the trial's stimulus, so it is compared with
+        :meth:`~eegbench.method.Method.embed_stimuli` (the same image embedder).
+
+        Parameters
+        ----------
+        eeg : torch.Tensor, shape (batch, n_chans, n_times), float, in ``info.unit`` (V)
+        subject : torch.Tensor, optional
+            Unused (SYNAPSE is subject-agnostic).
+
+        Returns
+        -------
+        torch.Tensor, shape (batch, image_dim), float32
+        """
+        self.align_heads.eval()
+        return self.align_heads(self.encode_eeg(eeg).mean(dim=1)).float()
+
     @torch.no_grad()
     def generate(self, eeg: torch.Tensor, *, generators: Sequence[torch.Generator], n_samples: int,
                  num_inference_steps: int, subject: torch.Tensor | None = None) -> torch.Tensor:
