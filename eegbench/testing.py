@@ -273,6 +273,42 @@ def check_generate(method: Method, kit: ConformanceKit, *, n_samples: int = 2, s
     return a
 
 
+def check_embeddings(method: Method, kit: ConformanceKit) -> bool:
+    """The optional retrieval hook: :meth:`Method.embed_eeg` and :meth:`Method.embed_stimuli`.
+
+    A method whose ``embed_eeg`` returns None has no retrieval embedding (nothing to check).
+    Otherwise the EEG embedding must be float ``(batch, D)``, finite, reproducible and independent
+    of the other trials of its batch, and ``embed_stimuli`` must give one ``D``-wide row per
+    distinct test image.
+
+    Returns
+    -------
+    bool
+        Whether the method exposes retrieval embeddings.
+
+    Raises
+    ------
+    AssertionError
+    """
+    name = method.name
+    eeg = torch.from_numpy(np.array(kit.test.eeg[:3]))
+    subject = torch.tensor(kit.test.trials["subject"].to_numpy()[:3], dtype=torch.int64)
+    a = method.embed_eeg(eeg, subject=subject)
+    if a is None:
+        return False
+    assert isinstance(a, torch.Tensor) and a.is_floating_point() and a.ndim == 2 and a.shape[0] == 3, \
+        f"{name}.embed_eeg must return a float tensor (batch, D), got {getattr(a, 'shape', type(a))}"
+    assert torch.isfinite(a).all(), f"{name}.embed_eeg returned non-finite values"
+    assert torch.equal(a, method.embed_eeg(eeg, subject=subject)), f"{name}.embed_eeg is not reproducible"
+    one = method.embed_eeg(eeg[1:2], subject=subject[1:2])
+    assert torch.allclose(one[0], a[1], atol=1e-5), f"{name}.embed_eeg: an embedding depends on the rest of its batch"
+    stim = method.embed_stimuli(kit.test)
+    n_images = kit.test.trials["image_id"].nunique()
+    assert tuple(stim.shape) == (n_images, a.shape[1]), \
+        f"{name}.embed_stimuli returned {tuple(stim.shape)}, expected ({n_images}, {a.shape[1]})"
+    return True
+
+
 def _label_kwargs(method: Method, labels) -> dict[str, Any]:
     """``labels=`` for a method that reads the test labels by design (the ``oracle-class`` reference)."""
     if not getattr(method, "reads_test_labels", False):
@@ -336,6 +372,8 @@ def check_method(method_cls: type[Method], work_dir: str | Path, *, kit: Conform
     report.passed.append("fit")
     check_generate(method, kit)
     report.passed.append("generate")
+    if check_embeddings(method, kit):
+        report.passed.append("embeddings")
     check_save_load(method_cls, method, kit)
     report.passed.append("save_load")
     return report

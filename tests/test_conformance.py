@@ -14,6 +14,7 @@ from eegbench.testing import (
     build,
     check_construction,
     check_declaration,
+    check_embeddings,
     check_fit,
     check_generate,
     check_save_load,
@@ -70,3 +71,12 @@ def test_fit_then_generate(name, kit, fitted):
 @pytest.mark.parametrize("name", METHODS)
 def test_save_load_round_trip(name, kit, fitted):
     check_save_load(get_plugin_manager().methods.get(name), fitted(name), kit)
+
+
+#: Methods whose EEG encoder is aligned to the image embedder and so expose a retrieval embedding.
+EMBEDDING_METHODS = {"synapse", "dreamdiffusion"}
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_retrieval_embeddings(name, kit, fitted):
+    assert check_embeddings(fitted(name), kit) is (name in EMBEDDING_METHODS)

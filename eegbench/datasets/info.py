@@ -78,6 +78,10 @@ def make_loader(name: str, data_root: Path | None = None, cache_dir: Path | None
         raise ConfigError(f"dataset {name!r}: bad option(s) {sorted(options or {})} ({exc})") from None
 
 
+#: Datasets with more classes than this get a per-part class count instead of one row per class.
+MAX_LISTED_CLASSES = 100
+
+
 def _table(frame: pd.DataFrame) -> str:
     return frame.to_markdown(index=False)
 
@@ -121,7 +125,8 @@ def describe(dataset: EEGDataset, setting: str = "multi-subject", plugins=None) 
         (f"- eeg: float32 (n_trials, n_chans={info.n_chans}, n_times={info.n_times}), sfreq {info.sfreq:g} Hz, "
          f"epoch {info.tmin:+.4f} … {info.tmin + (info.n_times - 1) / info.sfreq:+.4f} s, unit {info.unit}"),
         f"- channels: {', '.join(info.ch_names) if info.n_chans <= 16 else ', '.join(info.ch_names[:4]) + ', …'}",
-        f"- classes ({info.n_classes}): {', '.join(info.class_names)}",
+        (f"- classes ({info.n_classes}): {', '.join(info.class_names)}" if info.n_classes <= MAX_LISTED_CLASSES else
+         f"- classes ({info.n_classes}): {', '.join(info.class_names[:10])}, … {info.class_names[-1]}"),
         *([f"- WNIDs: {', '.join(info.wnids)}"] if info.wnids else []),
         f"- subjects: {', '.join(map(str, info.subjects))}",
         f"- split ({setting}): {split.source}; sizes {split.sizes()}; sha256 {split.sha256}",
@@ -133,10 +138,17 @@ def describe(dataset: EEGDataset, setting: str = "multi-subject", plugins=None) 
         "",
         _table(by_subject.reset_index()),
         "",
-        "## Trials per class and split part",
-        "",
-        _table(by_class.rename_axis("class").reset_index()),
     ]
+    if info.n_classes <= MAX_LISTED_CLASSES:
+        lines += ["## Trials per class and split part", "", _table(by_class.rename_axis("class").reset_index())]
+    else:  # thousands of concepts (things-eeg2): classes per part instead of one row per class
+        present = by_class[["train", "val", "test"]] > 0
+        unseen = int((present["test"] & ~present["train"]).sum())
+        summary = pd.DataFrame({"part": ["train", "val", "test"],
+                                "classes": [int(present[p].sum()) for p in ("train", "val", "test")],
+                                "trials": [int(by_class[p].sum()) for p in ("train", "val", "test")]})
+        lines += ["## Classes per split part", "", _table(summary), "",
+                  f"{unseen} test class(es) have no training trial (zero-shot)."]
     return "\n".join(lines)
 
 

@@ -374,9 +374,10 @@ class ThingsEEG2:
                                                                               data.shape[0])]
                 block = np.asarray(block, dtype=np.float32)
                 if not np.isfinite(block).all():
-                    idx = np.argwhere(~np.isfinite(block))[0]
-                    raise DataFormatError(f"{path}: non-finite EEG value at trial {int(idx[0])}, channel {int(idx[1])}, "
-                                          f"sample {int(idx[2])}")
+                    row_, ch, sample = (int(v) for v in np.argwhere(~np.isfinite(block))[0])
+                    where = (f"image {row_}" if average else
+                             f"image {int(events[row_])}, repetition {row_ % data.shape[1]}")
+                    raise DataFormatError(f"{path}: non-finite EEG value at {where}, channel {ch}, sample {sample}")
                 out[row:row + len(block)] = block
                 row += len(block)
                 sources[f"sub-{s:02d}/{part}"]["sha256"] = sha256_file(path)

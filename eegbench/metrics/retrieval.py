@@ -243,7 +243,7 @@ def read_retrieval_embeddings(path: Path, trial_ids: Sequence[str]) -> dict[str,
     DataFormatError
         If the file is unreadable or lacks a trial of ``trial_ids``.
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="numpy") as fh:
@@ -251,7 +251,7 @@ def read_retrieval_embeddings(path: Path, trial_ids: Sequence[str]) -> dict[str,
             eeg, stimuli = fh.get_tensor("eeg"), fh.get_tensor("stimuli")
         ids = json.loads(meta["stimulus_ids"])
         stored = json.loads(meta["trial_ids"])
-    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+    except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as exc:
         raise DataFormatError(f"{path}: unreadable retrieval embeddings ({exc})") from None
     pos = {t: i for i, t in enumerate(stored)}
     missing = [t for t in trial_ids if t not in pos]
@@ -286,19 +286,17 @@ class _Retrieval(Metric):
     k = 1
 
     def _n_way(self, inputs: ScoringInputs) -> int | None:
+        """Candidates per trial: k, the distinct test images, or the test classes (from the test set
+        alone, so a method without embeddings gets the same column title)."""
         if self.reading == "kway":
             return self.k
-        if not inputs.stimulus_ids:
-            return None
-        own, classes = _candidates(inputs)
-        return len(inputs.stimulus_ids) if self.reading == "image" else len(np.unique(classes))
+        if self.reading == "image":
+            return len(set(inputs.image_ids)) or None
+        return len(np.unique(np.asarray(inputs.labels))) if inputs.labels is not None else None
 
     def title(self, inputs: ScoringInputs) -> str:
         """``"200-way top-1 retrieval (image)"`` etc., with the number of candidates of this test set."""
-        try:
-            n = self._n_way(inputs)
-        except DataFormatError:
-            n = None
+        n = self._n_way(inputs)
         return self.label.replace("N-way", f"{n}-way") if n else self.label
 
     def compute(self, inputs: ScoringInputs) -> dict[str, Any]:

@@ -670,6 +670,28 @@ class DreamDiffusion(Method):
         context = self.dim_mapper(self.channel_mapper(self.mae_encoder(eeg.to(self.device, torch.float32))))
         return context, self.time_cond(context)
 
+    embedding_description = ("MAE encoder latent through the CLIP mapping: the vector Stage B's alignment loss "
+                             "(1 − cos) pulls towards the image embedder's features")
+
+    @torch.no_grad()
+    def embed_eeg(self, eeg: torch.Tensor, *, subject: torch.Tensor | None = None) -> torch.Tensor:
+        """EEG embedding for retrieval: ``clip_mapping(mae_encoder(eeg))``, the image-aligned vector.
+
+        Parameters
+        ----------
+        eeg : torch.Tensor, shape (batch, n_chans, n_times), float, in ``info.unit`` (V)
+        subject : torch.Tensor, optional
+            Unused.
+
+        Returns
+        -------
+        torch.Tensor, shape (batch, image_dim), float32
+        """
+        self.check_eeg(eeg, "embed_eeg")
+        self.mae_encoder.eval()
+        self.clip_mapping.eval()
+        return self.clip_mapping(self.mae_encoder(eeg.to(self.device, torch.float32))).float()
+
     @torch.no_grad()
     def generate(self, eeg: torch.Tensor, *, generators: Sequence[torch.Generator], n_samples: int,
                  num_inference_steps: int, subject: torch.Tensor | None = None) -> torch.Tensor:
