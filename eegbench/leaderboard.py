@@ -939,6 +939,11 @@ def _interval_note(lb: Leaderboard) -> str:
     if exceptions:
         text += (" Without per-trial counts in every run, these accuracy intervals are over runs instead: "
                  + "; ".join(exceptions) + ".")
+    if any(key.startswith("retrieval_") for key, *_ in lb.metrics):
+        text += (" Retrieval columns: cosine similarity between the method's EEG embedding (`Method.embed_eeg`) "
+                 "of each test trial and the embedding of every distinct test image (N-way: all of them; 2-/4-way: "
+                 "the own image and random images of other classes); – = not reported, the method exposes no EEG "
+                 "embedding.")
     if lb.subject_wise:
         subjects = {m: sorted({u[0] for per in lb.cells["all"].values() if m in per for u in per[m].units})
                     for m in lb.methods}

@@ -764,7 +764,10 @@ class _Run:
                         "class_names": list(dataset.info.class_names), "n_trials": len(dataset),
                         "wnids": list(getattr(dataset.info, "wnids", ()) or ()),
                         "stimulus_level": getattr(dataset.info, "stimulus_level", "class"),
-                        "options": self.dataset_options},
+                        "options": self.dataset_options,
+                        **({"data_card": dataset.info.description, "licence": dataset.info.licence,
+                            "split_source": dataset.split_source}
+                           if getattr(dataset.info, "description", "") else {})},
             "split": self.split.to_dict(),
             "protocol": {**self.protocol.to_dict(), "hash": self.protocol.hash()},
             "seed": cfg.seed,
