@@ -149,3 +149,13 @@ def test_embeddings_file_round_trip_reorders_trials(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"nonsense")
     with pytest.raises(DataFormatError, match="unreadable"):
         read_retrieval_embeddings(tmp_path / "bad.safetensors", ["a"])
+
+
+def test_kway_distractors_are_distinct_and_uniform():
+    from eegbench.metrics.retrieval import _distinct_positions
+
+    picks = _distinct_positions(np.random.default_rng(0), 5, (4000, 5), 3)
+    assert picks.shape == (4000, 5, 3) and picks.min() == 0 and picks.max() == 4
+    assert all(len(set(row)) == 3 for row in picks.reshape(-1, 3))
+    share = np.bincount(picks.reshape(-1), minlength=5) / picks.reshape(-1, 3).shape[0]
+    np.testing.assert_allclose(share, 3 / 5, atol=0.02)  # each position in 3 of 5 draws (σ ≈ 0.003)

@@ -189,19 +189,16 @@ def kway_retrieval(eeg: np.ndarray, candidates: np.ndarray, own: np.ndarray, can
     own = np.asarray(own, dtype=np.int64)
     cls_of = np.asarray(candidate_classes, dtype=np.int64)
     sims = e @ c.T
-    allowed = cls_of[None, :] != cls_of[own][:, None]  # (T, N): images of other classes
-    if allowed.sum(axis=1).min() < k - 1:
-        return {"value": None, "skipped": f"fewer than {k - 1} test images of other classes"}
     rng = np.random.default_rng([int(seed), int(k)])
     per_trial = np.empty(len(e))
-    chunk = max(1, _KWAY_CHUNK_ELEMENTS // (n_draws * len(c)))
-    for start in range(0, len(e), chunk):
-        rows = np.arange(start, min(len(e), start + chunk))
-        # k - 1 distractors per draw: the smallest random keys among the allowed images (uniform, no repeats)
-        keys = rng.random((len(rows), n_draws, len(c)))
-        keys[~np.broadcast_to(allowed[rows][:, None, :], keys.shape)] = np.inf
-        picks = np.argpartition(keys, k - 2, axis=-1)[..., : k - 1]
-        distractor = np.take_along_axis(np.broadcast_to(sims[rows][:, None, :], keys.shape), picks, axis=-1)
+    trial_classes = cls_of[own]
+    for cls in np.unique(trial_classes):  # trials of one class share their pool of distractors
+        rows = np.flatnonzero(trial_classes == cls)
+        pool = np.flatnonzero(cls_of != cls)
+        if len(pool) < k - 1:
+            return {"value": None, "skipped": f"fewer than {k - 1} test images of other classes"}
+        picks = _distinct_positions(rng, len(pool), (len(rows), n_draws), k - 1)  # (r, D, k-1) into pool
+        distractor = sims[rows[:, None, None], pool[picks]]
         target = sims[rows, own[rows]][:, None, None]
         greater, ties = (distractor > target).sum(-1), (distractor == target).sum(-1)
         per_trial[rows] = (np.clip(1 - greater, 0, ties + 1) / (ties + 1)).mean(axis=1)
@@ -209,8 +206,19 @@ def kway_retrieval(eeg: np.ndarray, candidates: np.ndarray, own: np.ndarray, can
             "n_draws": int(n_draws)}
 
 
-#: Random keys drawn at once by :func:`kway_retrieval` (bounds memory: 8 bytes each).
-_KWAY_CHUNK_ELEMENTS = 2_000_000
+def _distinct_positions(rng: np.random.Generator, n: int, shape: tuple[int, ...], m: int) -> np.ndarray:
+    """``m`` distinct uniform positions in ``[0, n)`` per cell of ``shape`` (without replacement).
+
+    The ``j``-th pick is uniform over the ``n - j`` positions not taken yet: a uniform integer in
+    ``[0, n - j)`` stepped past the earlier picks in ascending order.
+    """
+    picks = np.empty((*shape, m), dtype=np.int64)
+    for j in range(m):
+        x = rng.integers(0, n - j, size=shape)
+        for taken in np.moveaxis(np.sort(picks[..., :j], axis=-1), -1, 0):
+            x += x >= taken
+        picks[..., j] = x
+    return picks
 
 
 # ---------------------------------------------------------------------------------------- run files
