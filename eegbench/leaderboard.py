@@ -38,7 +38,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,7 @@ from eegbench.datasets.info import dataset_label
 from eegbench.errors import DataFormatError, EegbenchError
 from eegbench.protocol import protocol_differences
 from eegbench.published import published_markdown
-from eegbench.results import write_bytes_if_changed
+from eegbench.results import DEFAULT_RECIPE_HASH, INFERENCE_CONVENTION, recipe_of, write_bytes_if_changed
 
 __all__ = [
     "METRIC_COLUMNS", "Leaderboard", "compact_result", "compare", "leaderboard_markdown",
@@ -272,6 +272,46 @@ def metric_specs(results: Iterable[dict[str, Any]]) -> list[MetricSpec]:
     return out
 
 
+def run_cost(result: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run cost, from its result: device-hours, peak memory and generation throughput.
+
+    Parameters
+    ----------
+    result : mapping
+        A run result (``durations_s``, ``stage_resources``, ``peak_memory_mb``, ``processes``,
+        ``split``, ``protocol``).
+
+    Returns
+    -------
+    dict
+        ``device_hours`` (float; GPU-hours = wall time × processes for a CUDA run, CPU-hours = the
+        process's CPU time (user + system) × processes otherwise), ``device`` (``"GPU"`` or
+        ``"CPU"``), ``peak_memory_gb`` (CUDA max allocated for a CUDA run, else peak RSS),
+        ``images_per_s`` (generated test images per second of the real-EEG generation pass). NaN
+        where the result lacks the figure.
+    """
+    durations = result.get("durations_s") or {}
+    memory = result.get("peak_memory_mb") or {}
+    processes = int(result.get("processes") or 1)
+    on_gpu = "cuda_max_allocated" in memory
+    if on_gpu:
+        hours = float(durations.get("total", np.nan)) * processes / 3600
+        peak = memory.get("cuda_max_allocated", np.nan)
+    else:
+        usage = (result.get("stage_resources") or {}).get("process") or {}
+        cpu = usage.get("cpu_user_s", np.nan) + usage.get("cpu_sys_s", 0.0) if usage else np.nan
+        hours = float(cpu) * processes / 3600
+        peak = memory.get("rss_total", np.nan)
+    protocol, split = result.get("protocol") or {}, result.get("split") or {}
+    n_test = (split.get("sizes") or {}).get("test", np.nan)
+    if protocol.get("max_test_trials"):
+        n_test = min(n_test, int(protocol["max_test_trials"]))
+    generate = durations.get("generate", np.nan)
+    n_images = n_test * int(protocol.get("n_samples_per_trial") or 0)
+    return {"device_hours": hours, "device": "GPU" if on_gpu else "CPU", "peak_memory_gb": float(peak) / 1024,
+            "images_per_s": n_images / generate if generate and generate == generate else np.nan}
+
+
 def results_frame(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """One row per run (and evaluation) with the columns the leaderboard needs.
 
@@ -282,6 +322,7 @@ def results_frame(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
     for r in results:
         params = r.get("parameters", {})
         setting, subject = _setting(r)
+        recipe = recipe_of(r)
         row = {
             "dataset": dataset_label(r["dataset"]["name"], r["dataset"].get("options")),
             "setting": setting,
@@ -293,9 +334,13 @@ def results_frame(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
             "created": (r.get("evaluation") or {}).get("created", r.get("created", "")),
             "protocol_hash": r["protocol"]["hash"],
             "split_hash": r["split"]["sha256"],
+            "recipe_hash": recipe["hash"],
+            "recipe": "" if recipe["default"] else recipe["text"],
             "trainable_params": params.get("trainable_total", np.nan),
             "inference_params": params.get("inference_total", np.nan),
+            "inference_convention": params.get("inference_convention", 1),
             "fit_s": r.get("durations_s", {}).get("fit", np.nan),
+            **run_cost(r),
             "path": r.get("_path", ""),
             "chance": (r["metrics"].get("probe_accuracy") or {}).get("chance", np.nan),
             "role": r["method"].get("role") or r["method"].get("kind") or "method",
@@ -321,15 +366,18 @@ def results_frame(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _key(row) -> tuple:
+    """What makes a result unique on a leaderboard: dataset, setting, subject, method, profile, seed,
+    protocol, split and recipe (:func:`eegbench.results.recipe_of`) hashes."""
     subject = None if pd.isna(row["subject"]) else int(row["subject"])
     return (row["dataset"], row["setting"], subject, row["method"], row["profile"], int(row["seed"]),
-            row["protocol_hash"], row["split_hash"])
+            row["protocol_hash"], row["split_hash"], row["recipe_hash"])
 
 
 def _key_text(key: tuple) -> str:
-    dataset, setting, subject, method, profile, seed, p_hash, _ = key
+    dataset, setting, subject, method, profile, seed, p_hash, _, r_hash = key
     subj = f" subject {subject}" if subject is not None else ""
-    return f"{method} ({profile}) {dataset} {setting}{subj} seed {seed}, protocol {p_hash}"
+    recipe = "" if r_hash == DEFAULT_RECIPE_HASH else f", recipe {r_hash}"
+    return f"{method} ({profile}) {dataset} {setting}{subj} seed {seed}, protocol {p_hash}{recipe}"
 
 
 def _slug(text: str) -> str:
@@ -339,9 +387,10 @@ def _slug(text: str) -> str:
 
 
 def _compact_name(key: tuple) -> str:
-    _, _, subject, method, profile, seed, p_hash, _ = key
+    _, _, subject, method, profile, seed, p_hash, _, r_hash = key
     subj = f"-subject{subject}" if subject is not None else ""
-    return _slug(f"{method}-{profile}{subj}-seed{seed}-{p_hash[:8]}") + ".json"
+    recipe = "" if r_hash == DEFAULT_RECIPE_HASH else f"-r{r_hash[:8]}"
+    return _slug(f"{method}-{profile}{subj}-seed{seed}-{p_hash[:8]}{recipe}") + ".json"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -536,7 +585,11 @@ def build_leaderboard(group: pd.DataFrame, by_hash: dict, *, seed: int = 0) -> L
     group["role"] = group["role"].fillna("method")
     # one entry per (method, profile): a method run at two profiles gets two entries, never one pooled cell
     several = group.groupby("method")["profile"].transform("nunique") > 1
-    group["entry"] = [f"{m} ({p})" if s else m for m, p, s in zip(group["method"], group["profile"], several)]
+    if "recipe" not in group:
+        group["recipe"] = ""
+    # ... and per recipe: runs with other --set / --backbone-set values, precision or processes never pool
+    group["entry"] = [(f"{m} ({p})" if s else m) + (f" [{r}]" if r else "")
+                      for m, p, s, r in zip(group["method"], group["profile"], several, group["recipe"].fillna(""))]
     dataset, setting = group["dataset"].iloc[0], group["setting"].iloc[0]
     subject_wise = group["subject"].notna().any()
     specs = {sp.key: sp for sp in metric_specs(group["result"]) if sp.key in group and group[sp.key].notna().any()}
@@ -653,9 +706,10 @@ def summary_table(lb: Leaderboard, scope: Any = "all", *, references: bool = Fal
     n_title = ("Subjects × seeds (n)" if scope == "all" else "Seeds (n)") if lb.subject_wise else "Seeds (n)"
     verdicts = method_verdicts(lb, scope) if lb.block_controlled and not references else {}
     rows = []
-    for (method, profile), g in sub.groupby(["method", "profile"], sort=True):
+    for (method, profile, recipe), g in sub.groupby(["method", "profile", "recipe"], sort=True):
         entry = g["entry"].iloc[0]
-        row = {"Reference" if references else "Method": method, "Profile": profile, n_title: str(len(g))}
+        row = {"Reference" if references else "Method": method + (f" [{recipe}]" if recipe else ""),
+               "Profile": profile, n_title: str(len(g))}
         if references:
             row["Reads"] = "test labels (by design)" if g["reads_test_labels"].any() else "training labels only"
         for key, title, dec, scale in lb.metrics:
@@ -666,12 +720,35 @@ def summary_table(lb: Leaderboard, scope: Any = "all", *, references: bool = Fal
         if lb.block_controlled and not references:
             row["EEG use (controls)"] = verdicts.get(entry, "–")
         row["Trainable params"] = _millions(g["trainable_params"].iloc[0])
-        row["Inference params"] = _millions(g["inference_params"].iloc[0])
+        old = "inference_convention" in g and (g["inference_convention"].fillna(1) < INFERENCE_CONVENTION).any()
+        row["Inference params"] = _millions(g["inference_params"].iloc[0]) + (" †" if old else "")
         fit = g["fit_s"].dropna().to_numpy(dtype=float)
         row["Fit time (s)"] = "–" if not len(fit) else (
             f"{fit.mean():.0f}" if len(fit) == 1 else f"{fit.mean():.0f} ± {fit.std(ddof=1):.0f}")
+        row.update(_cost_cells(g))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _cost_cells(g: pd.DataFrame) -> dict[str, str]:
+    """Cost columns of one row: mean device-hours per run (GPU or CPU), peak memory, images/s."""
+    cells = {}
+    for title, column, unit, fmt in (("Cost per run", "device_hours", "-h", "{:.2f}"),
+                                     ("Peak memory (GB)", "peak_memory_gb", "", "{:.1f}"),
+                                     ("Images/s", "images_per_s", "", "{:.2f}")):
+        values = g[column].dropna().to_numpy(dtype=float) if column in g else np.array([])
+        if not len(values):
+            cells[title] = "–"
+            continue
+        kinds = sorted(set(g["device"].dropna())) if "device" in g else []
+        if column == "device_hours":
+            suffix = f" {'/'.join(kinds)}{unit}" if kinds else ""
+        elif column == "peak_memory_gb":
+            suffix = " GPU" if kinds == ["GPU"] else " RSS" if kinds == ["CPU"] else ""
+        else:
+            suffix = ""
+        cells[title] = fmt.format(values.mean()) + suffix
+    return cells
 
 
 def _md(df: pd.DataFrame) -> str:
@@ -1024,6 +1101,13 @@ def leaderboard_markdown(lb: Leaderboard, *, figures: dict[str, str] | None = No
                          "accuracy on the ground-truth images (`reference_accuracy`) is a fit, not a ceiling.")
     notes.append("Parameter counts are computed by the harness (trainable: summed over all training stages; "
                  "inference: every module used to generate, frozen ones included).")
+    if "inference_convention" in lb.frame and (lb.frame["inference_convention"].fillna(1) < INFERENCE_CONVENTION).any():
+        notes.append("† Inference parameters counted by an earlier convention that left out text encoders used at "
+                     "generation (GWIT's and BrainVis's class prompts, the references'); rerun to count them.")
+    notes.append("Cost per run (mean over runs): GPU-hours (wall time × GPUs) of a CUDA run or CPU-hours (CPU time "
+                 "of the process, user + system, × processes) of a CPU run, for the whole run — fit, generation "
+                 "of the real and control images, scoring; peak memory: CUDA max allocated (GPU) or the process's "
+                 "peak resident set (RSS); images/s: test images generated per second in the real-EEG pass.")
     n_results = len(lb.frame)
     lines = [
         f"# Leaderboard: {lb.dataset}, {lb.setting}",
@@ -1091,6 +1175,12 @@ def leaderboard_markdown(lb: Leaderboard, *, figures: dict[str, str] | None = No
             f"{split.get('sizes')}"
         ),
     ]
+    recipes = lb.frame.loc[lb.frame["recipe"].fillna("") != "", ["method", "recipe", "recipe_hash"]] \
+        if "recipe" in lb.frame else lb.frame.iloc[:0]
+    if len(recipes):  # every other row ran the method's defaults, single process, full precision
+        lines.append("- recipes (rows in brackets; every other row: the method's defaults, one process, no mixed "
+                     "precision): " + "; ".join(f"{m} [{r}] = recipe `{h}`" for m, r, h in
+                                                 recipes.drop_duplicates().itertuples(index=False)))
     lines += _published_checks(lb)
     lines += [f"- {k}: `{v}`" for k, v in protocol.items() if k not in ("hash", "seed")]
     lines += ["", published_markdown()]

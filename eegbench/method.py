@@ -24,6 +24,7 @@ from torch import nn
 
 from eegbench.data import DatasetInfo, EEGDataset
 from eegbench.errors import ConfigError, DataFormatError
+from eegbench.results import INFERENCE_CONVENTION
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -483,6 +484,14 @@ def count_parameters(method: Method) -> dict[str, Any]:
     ``inference_total`` counts the unique parameters of ``inference_components``; ``total`` all
     unique parameters. Shared modules are counted once (by tensor identity).
 
+    Inference convention (:data:`INFERENCE_CONVENTION`, recorded with the counts): every module
+    that runs to turn a test trial's EEG into an image counts — EEG encoders and classifiers, the
+    denoiser and its adapters, the autoencoder's decoder side (the whole autoencoder module), and
+    the text encoder when generation uses text embeddings (GWIT's class prompts, BrainVis's pass-B
+    prompts, the references' class prompts), even where those are computed once and cached. A
+    method declares them in ``inference_components``; text encoders used only in training
+    (SYNAPSE's Stage-1 alignment targets) do not count.
+
     Returns
     -------
     dict
@@ -523,5 +532,6 @@ def count_parameters(method: Method) -> dict[str, Any]:
         "per_component": {c: {"total": sum(unique([m]).values())} for c, m in comps.items()},
         "trainable_total": sum(trained.values()),
         "inference_total": sum(inference.values()),
+        "inference_convention": INFERENCE_CONVENTION,
         "total": sum(unique(comps.values()).values()),
     }

@@ -13,7 +13,9 @@ the same function that fills every run result, so the convention is one for all 
   leaves with ``requires_grad``);
 * ``trainable_total`` — the union over all stages (a parameter trained in two stages counts
   once);
-* ``inference_total`` — every parameter of the components :meth:`Method.generate` uses;
+* ``inference_total`` — every parameter of the components :meth:`Method.generate` uses, frozen
+  backbones and the text encoder of prompts used at generation included (convention 2,
+  :data:`eegbench.method.INFERENCE_CONVENTION`);
 * ``total`` — every unique parameter of every component (frozen backbones included).
 
 Beside them a report carries the figure SYNAPSE's README quotes for the method
@@ -57,7 +59,8 @@ PROFILES = ("paper", "small")
 CONVENTION = (
     "trainable = parameters with requires_grad in a training stage (per stage and component); "
     "trainable_total = union over all stages; inference_total = all parameters of the components "
-    "generation uses; total = all unique parameters, frozen backbones included"
+    "generation uses, text encoders of prompts used at generation included; total = all unique parameters, "
+    "frozen backbones included"
 )
 
 #: Where the quoted figures come from.

@@ -71,7 +71,7 @@ class _SharedDenoiserReference(Method):
     paper = "eegbench reference (no EEG)"
     Config = ReferenceConfig
     stages = ()
-    inference_components = ("unet", "vae")
+    inference_components = ("unet", "vae", "text_embedder")
     role = "reference"
     reads_eeg = False
 
@@ -100,8 +100,10 @@ class _SharedDenoiserReference(Method):
         return ReferenceConfig()
 
     def components(self) -> dict[str, nn.Module]:
-        """The shared denoiser's UNet and the autoencoder (frozen), and the class counts."""
-        return {"unet": self.backbones.denoiser.unet, "vae": self.backbones.vae, "class_counts": self.class_counts}
+        """The shared denoiser's UNet, the autoencoder and the text encoder of the class prompts (frozen),
+        and the class counts."""
+        return {"unet": self.backbones.denoiser.unet, "vae": self.backbones.vae,
+                "text_embedder": self.backbones.text_embedder, "class_counts": self.class_counts}
 
     def state_components(self) -> dict[str, nn.Module]:
         """Only the training-class counts: the denoiser is the shared one."""

@@ -7,6 +7,7 @@ component, durations, environment and artefact paths.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -20,6 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from eegbench.errors import EegbenchError
+
+#: Version of the convention of ``parameters.inference_total`` (:func:`eegbench.method.count_parameters`):
+#: 2 counts the text encoders that generation uses; results without it were counted before (text
+#: encoders left out).
+INFERENCE_CONVENTION = 2
 
 SCHEMA_VERSION = 1
 
@@ -252,3 +258,78 @@ def load_results(paths: Iterable[Path]) -> list[dict[str, Any]]:
             data.setdefault("_path", str(f))
             out.append(data)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the recipe: what beyond the protocol and the method's defaults made a run
+
+
+def recipe_record(*, method_config: Mapping[str, Any], overrides: Iterable[str], backbones: Mapping[str, Any],
+                  backbone_overrides: Iterable[str], mixed_precision: str | None, processes: int | None
+                  ) -> dict[str, Any]:
+    """The training recipe of a run beyond the method's defaults, with its hash.
+
+    Runs whose recipes differ (a ``--set`` hyperparameter, a small-profile ``--backbone-set``
+    value, mixed precision, the number of processes) must not be averaged into one leaderboard
+    row: the hash is part of the leaderboard key and a non-default recipe is shown beside the
+    method's name. Weight-folder overrides of the paper profile (paths) are where weights live, not
+    a recipe, and are left out.
+
+    Parameters
+    ----------
+    method_config : mapping
+        The resolved method config (``result["method"]["config"]``); the overridden keys are read
+        from it, so ``--set steps=20`` and ``--set steps=020`` are one recipe.
+    overrides : iterable of str
+        Names of the ``--set`` keys.
+    backbones : mapping
+        The resolved backbone settings (``result["backbones"]``).
+    backbone_overrides : iterable of str
+        Names of the ``--backbone-set`` keys.
+    mixed_precision : str or None
+        ``"no"``, ``"fp16"``, ``"bf16"`` (None: ``"no"``).
+    processes : int or None
+        Number of processes of the run (None: 1).
+
+    Returns
+    -------
+    dict
+        ``method`` (overridden key → value), ``backbones``, ``mixed_precision``, ``processes``,
+        ``hash`` (12 hex chars of the sha256 of those four), ``default`` (bool) and ``text``
+        (``"default"`` or e.g. ``"classifier_pooling=mean; 2 processes"``).
+    """
+    method = {str(k): method_config.get(k) for k in sorted(set(overrides))}
+    bbs = {}
+    for k in sorted(set(backbone_overrides)):
+        value = backbones.get(k, backbones.get(str(k).replace("-", "_")))
+        if isinstance(value, (bool, int, float)):
+            bbs[str(k)] = value
+    mp, n = str(mixed_precision or "no"), int(processes or 1)
+    core = {"method": method, "backbones": bbs, "mixed_precision": mp, "processes": n}
+    digest = hashlib.sha256(
+        json.dumps(core, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()[:12]
+    parts = ([f"{k}={v}" for k, v in method.items()] + [f"backbone {k}={v}" for k, v in bbs.items()]
+             + ([f"mixed precision {mp}"] if mp != "no" else []) + ([f"{n} processes"] if n != 1 else []))
+    return {**core, "hash": digest, "default": not parts, "text": "; ".join(parts) or "default"}
+
+
+def recipe_of(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A result's recipe (:func:`recipe_record`): the recorded one, else rebuilt from what it holds.
+
+    Results written before recipes were recorded carry their ``--set`` / ``--backbone-set`` keys
+    in ``config`` (run folders) or not at all (compact results, whose published runs used the
+    defaults); their mixed precision and process count are always recorded.
+    """
+    recorded = result.get("recipe")
+    if isinstance(recorded, Mapping) and "hash" in recorded:
+        return dict(recorded)
+    config = result.get("config") or {}
+    return recipe_record(method_config=(result.get("method") or {}).get("config") or {},
+                         overrides=config.get("overrides") or {}, backbones=result.get("backbones") or {},
+                         backbone_overrides=config.get("backbone_overrides") or {},
+                         mixed_precision=result.get("mixed_precision"), processes=result.get("processes"))
+
+
+#: Hash of the default recipe of a single-process full-precision run without overrides.
+DEFAULT_RECIPE_HASH = recipe_record(method_config={}, overrides=(), backbones={}, backbone_overrides=(),
+                                    mixed_precision="no", processes=1)["hash"]

@@ -43,7 +43,7 @@ from eegbench.hostalloc import keep_freed_memory
 from eegbench.method import RunContext, apply_overrides, count_parameters
 from eegbench.metrics.retrieval import RETRIEVAL_FILE, write_retrieval_embeddings
 from eegbench.protocol import EvalProtocol, image_seed
-from eegbench.results import SCHEMA_VERSION, RunResult, environment_info, write_json_atomic
+from eegbench.results import SCHEMA_VERSION, RunResult, environment_info, recipe_record, write_json_atomic
 
 log = logging.getLogger("eegbench.run")
 
@@ -786,6 +786,10 @@ class _Run:
                           "denoiser_train_seconds": getattr(den, "train_seconds", None),
                           "denoiser_loaded_from_cache": bool(getattr(den, "loaded_from_cache", False))},
             "captions": self.captions_record,
+            "recipe": recipe_record(method_config=asdict(self.method_config), overrides=cfg.overrides,
+                                    backbones=asdict(self.profile), backbone_overrides=cfg.backbone_overrides,
+                                    mixed_precision=self.mixed_precision,
+                                    processes=int(self.accelerator.num_processes)),
             "retrieval": None if self.retrieval is None else {
                 "embedding": getattr(self.method, "embedding_description", "") or f"{method_cls.name}.embed_eeg",
                 "dim": int(self.retrieval["eeg"].shape[1]), "n_candidates": len(self.retrieval["stimulus_ids"]),

@@ -400,7 +400,8 @@ class BrainVis(Method):
              "https://github.com/RomGai/BrainVis @129b8c2")
     Config = BrainVisConfig
     stages = ("freq", "time_pretrain", "time_finetune", "fusion", "align")
-    inference_components = ("eeg_norm", "time_encoder", "freq_encoder", "fusion_head", "align_net", "unet", "vae")
+    inference_components = ("eeg_norm", "time_encoder", "freq_encoder", "fusion_head", "align_net", "unet", "vae",
+                            "text_embedder")
     paper_backbone: ClassVar[str] = "sd15"
     #: AlignNet targets CLIP ViT-L/14 text tokens of class names and captions (77 × 768; §5).
     paper_roles: ClassVar[dict[str, str]] = {"text_embedder": "clip-l14"}
@@ -481,6 +482,7 @@ class BrainVis(Method):
             "align_net": self.align_net,
             "unet": self.unet,
             "vae": self.backbones.vae,
+            "text_embedder": self.backbones.text_embedder,  # frozen; embeds the class prompts of pass B
         }
 
     def state_components(self) -> dict[str, nn.Module]:

@@ -303,7 +303,7 @@ class GWIT(Method):
     paper_backbone: ClassVar[str] = "sd21-base"
     Config = GWITConfig
     stages = ("classifier", "controlnet")
-    inference_components = ("controlnet", "unet", "vae", "eeg_classifier")
+    inference_components = ("controlnet", "unet", "vae", "eeg_classifier", "text_embedder")
 
     def __init__(self, config: GWITConfig, *, info: DatasetInfo, backbones: Any, device: torch.device) -> None:
         super().__init__(config, info=info, backbones=backbones, device=device)
@@ -367,12 +367,14 @@ class GWIT(Method):
                           controlnet_steps=10, prompt_folds=2)
 
     def components(self) -> dict[str, nn.Module]:
-        """Every module: ControlNet (incl. EEG hint encoder), frozen shared UNet, VAE, EEG classifier."""
+        """Every module: ControlNet (incl. EEG hint encoder), frozen shared UNet, VAE, EEG classifier and
+        the frozen text encoder that embeds the class prompts used at generation."""
         return {
             "controlnet": self.controlnet,
             "unet": self.backbones.denoiser.unet,
             "vae": self.backbones.vae,
             "eeg_classifier": self.eeg_classifier,
+            "text_embedder": self.backbones.text_embedder,
         }
 
     def state_components(self) -> dict[str, nn.Module]:
