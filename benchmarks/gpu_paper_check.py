@@ -55,7 +55,8 @@ def _run(method: str, weights: Path, data: Path, work: Path, steps: int, timeout
     cmd = [sys.executable, "-m", "eegbench", "run", "--method", method, "--profile", "paper", "--dataset", "cvpr40",
            "--data-root", str(data), "--weights-root", str(weights), "--cache-dir", str(work / "cache"),
            "--runs-dir", str(runs), "--mixed-precision", "fp16", "--max-steps", str(steps),
-           "--max-test-trials", "8", "--n-samples", "1", "--checkpoint-every", "0", "--no-progress"]
+           "--max-test-trials", "8", "--n-samples", "1", "--steps", "20", "--checkpoint-every", "0",
+           "--no-progress"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - t0

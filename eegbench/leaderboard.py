@@ -1182,7 +1182,15 @@ def leaderboard_markdown(lb: Leaderboard, *, figures: dict[str, str] | None = No
                      "precision): " + "; ".join(f"{m} [{r}] = recipe `{h}`" for m, r, h in
                                                  recipes.drop_duplicates().itertuples(index=False)))
     lines += _published_checks(lb)
-    lines += [f"- {k}: `{v}`" for k, v in protocol.items() if k not in ("hash", "seed")]
+    published = {}
+    for r in lb.frame["result"]:
+        gen = r.get("generation") or {}
+        if gen.get("source") == "published":
+            published[r["method"]["name"]] = gen.get("num_inference_steps")
+    lines += [f"- {k}: `{v}`" if not (k == "num_inference_steps" and v is None) else
+              "- num_inference_steps: each method's published number (" +
+              ", ".join(f"{m} {n}" for m, n in sorted(published.items())) + ")"
+              for k, v in protocol.items() if k not in ("hash", "seed")]
     lines += ["", published_markdown()]
     return "\n".join(lines) + "\n"
 

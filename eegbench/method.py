@@ -215,6 +215,9 @@ class Method(abc.ABC):
     reads_test_labels : bool
         True only for a reference that reads each test trial's label by design (``oracle-class``):
         :meth:`generate` then gets ``labels=``; the result and the leaderboard say so.
+    published_steps : int
+        Sampler steps of the method's published evaluation (``research/methods.md`` §2.1); the paper
+        profile's protocol generates with them (:data:`eegbench.protocol.PAPER_PROTOCOL`). 0: none.
 
     Parameters
     ----------
@@ -242,6 +245,7 @@ class Method(abc.ABC):
     role: ClassVar[str] = "method"
     reads_eeg: ClassVar[bool] = True
     reads_test_labels: ClassVar[bool] = False
+    published_steps: ClassVar[int] = 0
 
     def __init__(self, config: Any, *, info: DatasetInfo, backbones: Backbones, device: torch.device) -> None:
         self.config = config

@@ -17,11 +17,17 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["CONTROLS", "DEFAULT_METRICS", "EvalProtocol", "image_seed", "protocol_differences"]
+__all__ = ["CONTROLS", "DEFAULT_METRICS", "PAPER_PROTOCOL", "EvalProtocol", "image_seed", "protocol_differences"]
 
 #: The protocol's metrics (registry keys, scored in this order; :mod:`eegbench.metrics.protocol_metrics`).
 DEFAULT_METRICS = ("fid", "kid", "is", "nway_topk", "probe_accuracy", "two_way_inception", "two_way_effnet",
                    "ssim", "pixcorr")
+#: The protocol defaults of ``--profile paper`` (``research/methods.md`` §2.1, §2.3): 4 samples per
+#: trial for every method (GWIT and BrainVis publish 4, SYNAPSE and DreamDiffusion 5; one number keeps
+#: N_gen, and so FID/KID, comparable across methods) and each method's published sampler steps
+#: (``num_inference_steps`` None; SYNAPSE 250 DDIM, DreamDiffusion 250 PLMS, BrainVis 50 PLMS, GWIT
+#: 50 UniPC). ``--n-samples`` / ``--steps`` override them; both enter the protocol hash.
+PAPER_PROTOCOL = {"n_samples_per_trial": 4, "num_inference_steps": None}
 #: Controls a run can score besides its real generations.
 CONTROLS = ("shuffled-eeg",)
 
@@ -36,8 +42,10 @@ class EvalProtocol:
         Generated images per test trial.
     image_size : int
         Edge length in pixels of generated and reference images.
-    num_inference_steps : int
-        Sampler steps every method uses.
+    num_inference_steps : int, optional
+        Sampler steps every method uses; None = each method's published number of steps
+        (``Method.published_steps``, recorded in the result's ``generation`` block), the default of
+        the paper profile (:data:`PAPER_PROTOCOL`).
     sampler : str, optional
         Sampler every method uses (e.g. ``"ddim"``); None = each method's published choice, which is
         recorded in the result's method config. When set, the runner overrides the method config
@@ -100,7 +108,7 @@ class EvalProtocol:
 
     n_samples_per_trial: int = 2
     image_size: int = 64
-    num_inference_steps: int = 20
+    num_inference_steps: int | None = 20
     sampler: str | None = None
     guidance_scale: float | None = None
     reference: str = "one-gt-per-test-trial"

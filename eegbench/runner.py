@@ -42,7 +42,7 @@ from eegbench.evaluate import find_inception_weights, reference_cache_name, reso
 from eegbench.hostalloc import keep_freed_memory
 from eegbench.method import RunContext, apply_overrides, count_parameters
 from eegbench.metrics.retrieval import RETRIEVAL_FILE, write_retrieval_embeddings
-from eegbench.protocol import EvalProtocol, image_seed
+from eegbench.protocol import PAPER_PROTOCOL, EvalProtocol, image_seed
 from eegbench.results import SCHEMA_VERSION, RunResult, environment_info, recipe_record, write_json_atomic
 
 log = logging.getLogger("eegbench.run")
@@ -475,12 +475,15 @@ class _Run:
             raise ConfigError(f"--profile {cfg.profile}: unknown; known: small, paper")
         # scoring weights are checked before any data is loaded (a bad file fails fast)
         self.inception_weights = find_inception_weights(cfg.inception_weights)
+        defaults = PAPER_PROTOCOL if cfg.profile == "paper" else {
+            "n_samples_per_trial": EvalProtocol.n_samples_per_trial,
+            "num_inference_steps": EvalProtocol.num_inference_steps}
         self.protocol = resolve_protocol(
             EvalProtocol(
-                n_samples_per_trial=(EvalProtocol.n_samples_per_trial if cfg.n_samples_per_trial is None
+                n_samples_per_trial=(defaults["n_samples_per_trial"] if cfg.n_samples_per_trial is None
                                      else int(cfg.n_samples_per_trial)),
                 image_size=image_size,
-                num_inference_steps=(EvalProtocol.num_inference_steps if cfg.num_inference_steps is None
+                num_inference_steps=(defaults["num_inference_steps"] if cfg.num_inference_steps is None
                                      else int(cfg.num_inference_steps)),
                 sampler=cfg.sampler,
                 guidance_scale=None if cfg.guidance_scale is None else float(cfg.guidance_scale),
@@ -494,6 +497,7 @@ class _Run:
             self.dataset = loader.load()
             self.split = setting_fn(self.dataset, subject=cfg.subject)
         self.protocol = dataset_protocol(self.protocol, self.dataset.info, plugins)
+        self.generation = generation_record(self.method_cls, self.protocol)
         if not self.split.test:
             raise ConfigError(f"setting {cfg.setting!r} produced an empty test split")
         self.captions_record = _attach_captions(self.dataset, self.split, self.dataset_options.get("captions"))
@@ -669,6 +673,7 @@ class _Run:
             (work / folder).mkdir(exist_ok=True)
         self.accelerator.wait_for_everyone()
         gen_paths = _generate(self.method, test, protocol, work, self.accelerator, self.progress,
+                              steps=self.generation["num_inference_steps"],
                               batch_size=self.cfg.generate_batch_size, folder=folder, eeg_rows=permutation)
         self.accelerator.wait_for_everyone()
         if not self.main:
@@ -786,6 +791,7 @@ class _Run:
                           "denoiser_train_seconds": getattr(den, "train_seconds", None),
                           "denoiser_loaded_from_cache": bool(getattr(den, "loaded_from_cache", False))},
             "captions": self.captions_record,
+            "generation": self.generation,
             "recipe": recipe_record(method_config=asdict(self.method_config), overrides=cfg.overrides,
                                     backbones=asdict(self.profile), backbone_overrides=cfg.backbone_overrides,
                                     mixed_precision=self.mixed_precision,
@@ -899,8 +905,8 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
 
 
 def _generate(method, test, protocol: EvalProtocol, work: Path, accelerator, progress: bool,
-              batch_size: int = 16, *, folder: str = "samples",
-              eeg_rows: np.ndarray | None = None) -> dict[str, list[Path]]:
+              batch_size: int = 16, *, folder: str = "samples", eeg_rows: np.ndarray | None = None,
+              steps: int | None = None) -> dict[str, list[Path]]:
     """Generate ``n_samples_per_trial`` PNGs per test trial into ``work/folder``; returns trial id → paths.
 
     Trial ``i`` is generated from the EEG (and subject) of trial ``eeg_rows[i]`` when given (the
@@ -928,7 +934,8 @@ def _generate(method, test, protocol: EvalProtocol, work: Path, accelerator, pro
                 for r in rows for k in range(n)]
         with torch.no_grad(), accelerator.autocast():  # --mixed-precision: frozen fp16/bf16 parts + fp32 copies
             images = method.generate(eeg, generators=gens, n_samples=n,
-                                     num_inference_steps=protocol.num_inference_steps, subject=subject, **extra)
+                                     num_inference_steps=int(steps or protocol.num_inference_steps),
+                                     subject=subject, **extra)
         expected = (len(rows), n, 3, protocol.image_size, protocol.image_size)
         if tuple(images.shape) != expected or images.dtype != torch.uint8:
             raise EegbenchError(
@@ -1055,6 +1062,34 @@ def _retrieval_embeddings(method, test, work: Path, device, batch_size: int) -> 
 SHUFFLED_SAMPLES = "samples_shuffled"
 #: Folder of the within-block shuffled-EEG control's samples (datasets with a ``block`` column).
 BLOCK_SHUFFLED_SAMPLES = "samples_block_shuffled"
+
+
+def generation_record(method_cls, protocol: EvalProtocol) -> dict[str, Any]:
+    """The sampler steps a run generates with: the protocol's, or the method's published ones.
+
+    Parameters
+    ----------
+    method_cls : type
+        The method class (``published_steps``: its paper's number of sampler steps).
+    protocol : EvalProtocol
+        ``num_inference_steps`` None means "each method's published steps" (the paper profile).
+
+    Returns
+    -------
+    dict
+        ``num_inference_steps`` (int) and ``source`` (``"protocol"`` or ``"published"``).
+
+    Raises
+    ------
+    ConfigError
+        The protocol leaves the steps to the method and the method declares none.
+    """
+    if protocol.num_inference_steps is not None:
+        return {"num_inference_steps": int(protocol.num_inference_steps), "source": "protocol"}
+    steps = int(getattr(method_cls, "published_steps", 0) or 0)
+    if steps < 1:
+        raise ConfigError(f"method {method_cls.name!r} declares no published_steps; pass --steps N")
+    return {"num_inference_steps": steps, "source": "published"}
 
 
 def dataset_protocol(protocol: EvalProtocol, info, plugins=None) -> EvalProtocol:

@@ -19,7 +19,7 @@ from eegbench.backbones.weights_fixtures import write_paper_weights
 from eegbench.cli import main
 from eegbench.data import load_captions
 from eegbench.datasets.cvpr40 import write_synthetic_files
-from eegbench.errors import DataFormatError, DataNotFoundError
+from eegbench.errors import ConfigError, DataFormatError, DataNotFoundError
 from eegbench.params import parameter_report
 from eegbench.plugins import get_plugin_manager
 
@@ -317,3 +317,26 @@ def test_shared_unet_loads_only_when_used_and_controlnet_starts_from_fp32(weight
     assert gwit.controlnet.net.conv_in.weight.dtype == torch.float32
     assert torch.equal(gwit.controlnet.net.conv_in.weight, fp32.conv_in.weight)  # not bf16-rounded
     assert bb.denoiser.unet.conv_in.weight.dtype == torch.bfloat16
+
+
+# ---------------------------------------------------------------------------- the paper protocol
+@pytest.mark.parametrize("method, steps", [("synapse", 250), ("gwit", 50)])
+def test_paper_profile_protocol_is_four_samples_and_each_methods_published_steps(method, steps, weights, cvpr40,
+                                                                                   tmp_path):
+    from eegbench.protocol import EvalProtocol
+    from eegbench.runner import RunConfig, _Run, generation_record
+
+    cfg = RunConfig(method=method, profile="paper", dataset="cvpr40", data_root=cvpr40, weights_root=weights,
+                    cache_dir=tmp_path / "cache", runs_dir=tmp_path / "runs")
+    run = _Run(cfg, None)
+    run.prepare()
+    assert run.protocol.n_samples_per_trial == 4 and run.protocol.num_inference_steps is None
+    assert run.generation == {"num_inference_steps": steps, "source": "published"}
+    assert run.protocol.hash() != EvalProtocol().hash()  # never mixed with the small profile's 20 steps / 2 samples
+    given = _Run(RunConfig(**{**cfg.__dict__, "num_inference_steps": 7, "n_samples_per_trial": 1}), None)
+    given.prepare()
+    assert given.generation == {"num_inference_steps": 7, "source": "protocol"}
+    reference = get_plugin_manager().methods.get("class-prior")
+    with pytest.raises(ConfigError, match="declares no published_steps; pass --steps N"):
+        generation_record(reference, run.protocol)
+    assert not (tmp_path / "runs").exists()

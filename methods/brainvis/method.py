@@ -403,6 +403,8 @@ class BrainVis(Method):
     inference_components = ("eeg_norm", "time_encoder", "freq_encoder", "fusion_head", "align_net", "unet", "vae",
                             "text_embedder")
     paper_backbone: ClassVar[str] = "sd15"
+    #: Sampler steps of the published evaluation: PLMS, 50 steps (stage A) (``research/methods.md`` §2.1).
+    published_steps = 50
     #: AlignNet targets CLIP ViT-L/14 text tokens of class names and captions (77 × 768; §5).
     paper_roles: ClassVar[dict[str, str]] = {"text_embedder": "clip-l14"}
 

@@ -335,6 +335,8 @@ class DreamDiffusion(Method):
     paper = ("DreamDiffusion (Bai et al.), arXiv 2306.16934 (https://arxiv.org/abs/2306.16934); reference code "
              "https://github.com/bbaaii/DreamDiffusion @8e14797")
     paper_backbone: ClassVar[str] = "sd15"
+    #: Sampler steps of the published evaluation: PLMS, 250 steps (``research/methods.md`` §2.1).
+    published_steps = 250
     #: The CLIP loss targets CLIP ViT-L/14 ``image_embeds`` (768; §4.3).
     paper_roles: ClassVar[dict[str, str]] = {"image_embedder": "clip-l14"}
     Config = DreamDiffusionConfig

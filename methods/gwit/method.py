@@ -301,6 +301,8 @@ class GWIT(Method):
     paper = ("GWIT (Guess What I Think), arXiv 2410.02780 (https://arxiv.org/abs/2410.02780); reference code "
              "https://github.com/LuigiSigillo/GWIT @f446378")
     paper_backbone: ClassVar[str] = "sd21-base"
+    #: Sampler steps of the published evaluation: UniPC, 50 steps (``generate_controlnet.py``) (``research/methods.md`` §2.1).
+    published_steps = 50
     Config = GWITConfig
     stages = ("classifier", "controlnet")
     inference_components = ("controlnet", "unet", "vae", "eeg_classifier", "text_embedder")

@@ -259,6 +259,8 @@ class Synapse(Method):
     stages = ("stage1", "stage2")
     inference_components = ("eeg_encoder", "unet", "ip_adapter", "vae")
     paper_backbone = "sd21"
+    #: Sampler steps of the published evaluation: DDIM, 250 steps (``gen_images.py``) (``research/methods.md`` §2.1).
+    published_steps = 250
     #: SYNAPSE aligns to OpenCLIP ViT-H/14 final-layer text tokens and image embeddings (§3.3).
     paper_roles = {"text_embedder": "openclip-h14", "image_embedder": "openclip-h14"}
     #: SD 2.1 (768-v) is trained and sampled at 512 × 512 (§3.4).
