@@ -21,6 +21,9 @@ examples:
   eegbench run --method synapse --setting single-subject --subject 1 --seed 1
   eegbench run --resume synapse_eegnb-n170_multi-subject_seed0_20261201-120000
   eegbench evaluate runs/<run_id> --inception-weights weights-inception-2015-12-05-6726825d.pth
+  eegbench sweep --method synapse,gwit --seed 0-5 --jobs 2
+  eegbench sweep --method synapse --setting single-subject --subject all --seed 0-2 --executor slurm \
+      --slurm-partition gpu --slurm-gpus-per-node 1 --timeout-min 240 --jobs 16 --profile paper
   eegbench compare
   eegbench params --method synapse --profile paper
   eegbench weights check --profile paper --method synapse --weights-root /data/weights
@@ -46,18 +49,26 @@ def _add_weights_flags(group) -> None:
                             "accuracy (default: EfficientNet-Lite0)")
 
 
-def _add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``eegbench run``."""
+def _add_run_arguments(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
+    """The options of ``eegbench run`` (``sweep=True``: those of ``eegbench sweep``, where
+    ``--method``, ``--setting``, ``--subject`` and ``--seed`` take lists and there is no ``--run-id``)."""
     g = p.add_argument_group("what to run")
-    g.add_argument("--method", default="synapse", help="registered method name (default: synapse)")
+    if sweep:
+        g.add_argument("--method", default="synapse", help="comma-separated method names, e.g. synapse,gwit")
+        g.add_argument("--setting", default="multi-subject", help="comma-separated settings (default: multi-subject)")
+        g.add_argument("--subject", default=None, help="subjects of per-subject settings: a list such as 1,2,3 or all")
+        g.add_argument("--seed", default="0", help="seeds: a list or ranges, e.g. 0-5 or 0,2,4 (default: 0)")
+    else:
+        g.add_argument("--method", default="synapse", help="registered method name (default: synapse)")
+        g.add_argument("--setting", default="multi-subject", help="multi-subject | single-subject | cross-subject")
+        g.add_argument("--subject", type=int, default=None, help="subject for single-/cross-subject settings")
     g.add_argument("--dataset", default="eegnb-n170", help="registered dataset name (default: eegnb-n170)")
-    g.add_argument("--setting", default="multi-subject", help="multi-subject | single-subject | cross-subject")
-    g.add_argument("--subject", type=int, default=None, help="subject for single-/cross-subject settings")
     g.add_argument("--dataset-option", dest="dataset_options", type=_kv, action="append", default=[],
                    metavar="KEY=VALUE", help="dataset loader option, e.g. --dataset-option eeg_file=eeg_14_70_std.pth "
                    "(repeatable; recorded in the result; runs with other options get their own leaderboard)")
     g.add_argument("--profile", default="small", help="backbone/method size profile (default: small)")
-    g.add_argument("--seed", type=int, default=0, help="run seed (default: 0)")
+    if not sweep:
+        g.add_argument("--seed", type=int, default=0, help="run seed (default: 0)")
     g = p.add_argument_group("paths")
     g.add_argument("--data-root", type=Path, default=None,
                    help="folder holding the datasets (default: $EEGBENCH_DATA or ../shared/data)")
@@ -65,7 +76,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder holding local weights (default: $EEGBENCH_WEIGHTS or ../shared/weights)")
     g.add_argument("--cache-dir", type=Path, default=None, help="cache (default: $EEGBENCH_CACHE or ~/.cache/eegbench)")
     g.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders go (default: runs)")
-    g.add_argument("--run-id", default=None, help="run folder name (default: derived from the run)")
+    if not sweep:
+        g.add_argument("--run-id", default=None, help="run folder name (default: derived from the run)")
     g = p.add_argument_group("budget and protocol")
     g.add_argument("--set", dest="overrides", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="override a method hyperparameter, e.g. --set stage1_steps=50 (repeatable)")
@@ -98,6 +110,26 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="save the full training state every N optimiser steps of each stage (default: four "
                         "times per stage; 0: only at the end of each stage)")
+    if sweep:
+        g.add_argument("--resume", action="store_true", help="continue the sweep's interrupted runs from their "
+                       "checkpoints (default: report them and leave them)")
+        g = p.add_argument_group("sweep")
+        g.add_argument("--executor", default="local", choices=["local", "slurm", "debug"],
+                       help="submitit executor: local (subprocesses on this machine, default), slurm (one job "
+                            "array, one task per run) or debug (in this process)")
+        g.add_argument("--jobs", type=int, default=1, metavar="N",
+                       help="runs at once (local: subprocesses; slurm: array parallelism; default 1 = sequential)")
+        g.add_argument("--name", default="sweep", help="sweep name: state and logs in RUNS_DIR/sweeps/NAME/")
+        g.add_argument("--retry-failed", action="store_true", help="run again the runs that failed before")
+        g.add_argument("--dry-run", action="store_true", help="list the runs and what would happen; run nothing")
+        g.add_argument("--timeout-min", type=int, default=None, help="time limit per run in minutes (local, slurm)")
+        g.add_argument("--slurm-partition", default=None, help="SLURM partition")
+        g.add_argument("--slurm-gpus-per-node", type=int, default=None, help="GPUs per run (SLURM)")
+        g.add_argument("--slurm-cpus-per-task", type=int, default=None, help="CPUs per run (SLURM)")
+        g.add_argument("--slurm-mem-gb", type=int, default=None, help="memory per run in GB (SLURM)")
+        g.add_argument("--slurm-account", default=None, help="SLURM account")
+        g.add_argument("--slurm-qos", default=None, help="SLURM QOS")
+        return
     g.add_argument("--resume", default=None, metavar="RUN_ID",
                    help="continue the interrupted run runs/.partial-RUN_ID/ from its last checkpoint (other "
                         "options may be left out; any given must equal the run's own)")
@@ -115,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="train, generate and score one method", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_run_arguments(p)
+
+    p = sub.add_parser("sweep", help="many runs (methods × seeds × subjects × settings) as submitit jobs",
+                       description="Runs every combination of the listed methods, settings, subjects and seeds "
+                                   "with the other `run` options, through submitit (local subprocesses, a SLURM "
+                                   "job array, or in-process). Idempotent: finished runs are skipped, interrupted "
+                                   "ones continue with --resume, failed ones run again with --retry-failed; "
+                                   "results land in --runs-dir where `eegbench compare` reads them.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_run_arguments(p, sweep=True)
 
     p = sub.add_parser("evaluate", help="re-score a finished run's saved samples under a given protocol")
     p.add_argument("run_dir", type=Path, help="run folder written by `eegbench run`")
@@ -264,6 +305,37 @@ def _cmd_run(args, argv: list[str]) -> int:
         for line in rest:
             print(line)
     return 0
+
+
+def _cmd_sweep(args) -> int:
+    from eegbench.sweep import check_finished, parse_list, parse_seeds, run_sweep
+
+    args.seed, args.run_id, args.subject_list = 0, None, args.subject
+    args.subject = None
+    args.resume_flag, args.resume = args.resume, None
+    base = _run_config(args)
+    subjects = None
+    if args.subject_list is not None:
+        subjects = "all" if args.subject_list.strip() == "all" else [int(s) for s in parse_list(args.subject_list,
+                                                                                                  "subject")
+                                                                     if _int_or_fail(s, "--subject")]
+    runs = run_sweep(
+        base, methods=parse_list(args.method, "method"), seeds=parse_seeds(args.seed_list),
+        settings=parse_list(args.setting, "setting"), subjects=subjects, executor=args.executor, jobs=args.jobs,
+        name=args.name, resume=args.resume_flag, retry_failed=args.retry_failed, dry_run=args.dry_run,
+        slurm={"partition": args.slurm_partition, "gpus_per_node": args.slurm_gpus_per_node,
+               "cpus_per_task": args.slurm_cpus_per_task, "mem_gb": args.slurm_mem_gb,
+               "timeout_min": args.timeout_min, "account": args.slurm_account, "qos": args.slurm_qos},
+    )
+    if not args.dry_run:
+        check_finished(runs)
+    return 0
+
+
+def _int_or_fail(text: str, flag: str) -> bool:
+    if not text.strip().lstrip("-").isdigit():
+        raise EegbenchError(f"{flag} {text!r}: expected subject numbers such as 1,2,3 or all")
+    return True
 
 
 def _cmd_evaluate(args) -> int:
@@ -416,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args, argv)
         if args.command == "compare":
             return _cmd_compare(args)
+        if args.command == "sweep":
+            args.seed_list = args.seed
+            return _cmd_sweep(args)
         if args.command == "evaluate":
             return _cmd_evaluate(args)
         if args.command == "data":
