@@ -46,7 +46,7 @@ from eegbench.results import write_json_atomic
 log = logging.getLogger("eegbench.sweep")
 
 __all__ = ["EXECUTORS", "SweepRun", "expand", "make_executor", "parse_list", "parse_seeds", "run_id_for",
-           "run_sweep"]
+           "run_sweep", "slurm_parameters"]
 
 #: Executors ``--executor`` accepts.
 EXECUTORS = ("local", "slurm", "debug")
@@ -273,6 +273,30 @@ def run_job(config: dict[str, Any]) -> dict[str, Any]:
             "total_s": (result.get("durations_s") or {}).get("total")}
 
 
+def slurm_parameters(slurm: Mapping[str, Any] | None, jobs: int = 1) -> dict[str, Any]:
+    """``submitit.SlurmExecutor.update_parameters`` keywords from the sweep's SLURM options.
+
+    Parameters
+    ----------
+    slurm : mapping, optional
+        ``partition``, ``gpus_per_node``, ``cpus_per_task``, ``mem_gb``, ``timeout_min``,
+        ``account``, ``qos`` (None values are left out).
+    jobs : int
+        Array tasks running at once (``array_parallelism``, ``#SBATCH --array=0-N%jobs``).
+
+    Returns
+    -------
+    dict
+        ``partition``, ``gpus_per_node``, ``cpus_per_task``, ``mem`` (``"64GB"``), ``time``
+        (minutes), ``account``, ``qos`` as given, and ``array_parallelism``.
+    """
+    mapped = {"partition": "partition", "gpus_per_node": "gpus_per_node", "cpus_per_task": "cpus_per_task",
+              "mem_gb": "mem", "timeout_min": "time", "account": "account", "qos": "qos"}
+    params = {mapped[k]: (f"{v}GB" if k == "mem_gb" else v) for k, v in (slurm or {}).items()
+              if v is not None and k in mapped}
+    return {**params, "array_parallelism": max(1, int(jobs))}
+
+
 def make_executor(kind: str, folder: Path, *, slurm: Mapping[str, Any] | None = None, jobs: int = 1):
     """The submitit executor of ``--executor``.
 
@@ -303,12 +327,11 @@ def make_executor(kind: str, folder: Path, *, slurm: Mapping[str, Any] | None = 
     if kind == "debug":
         return submitit.DebugExecutor(folder=str(folder / "%j"))
     if kind == "slurm":
-        ex = submitit.SlurmExecutor(folder=str(folder / "%j"))
-        params = {k: v for k, v in (slurm or {}).items() if v is not None}
-        mapped = {"partition": "partition", "gpus_per_node": "gpus_per_node", "cpus_per_task": "cpus_per_task",
-                  "mem_gb": "mem", "timeout_min": "time", "account": "account", "qos": "qos"}
-        update = {mapped[k]: (f"{v}GB" if k == "mem_gb" else v) for k, v in params.items() if k in mapped}
-        ex.update_parameters(array_parallelism=max(1, int(jobs)), **update)
+        try:
+            ex = submitit.SlurmExecutor(folder=str(folder / "%j"))
+        except RuntimeError as exc:  # submitit checks for srun
+            raise ConfigError(f"--executor slurm: {exc} (use --executor local on one machine)") from None
+        ex.update_parameters(**slurm_parameters(slurm, jobs))
         return ex
     raise ConfigError(f"--executor {kind!r}: known {', '.join(EXECUTORS)}")
 
