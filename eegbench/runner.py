@@ -737,6 +737,13 @@ class _Run:
             self.own_classifier = _own_classifier_record(self.method, self.test, self.accelerator.device,
                                                          self.cfg.generate_batch_size)
 
+    def _changed_overrides(self) -> list[str]:
+        """The ``--set`` keys whose value differs from the method's default (a ``--set`` that restates
+        a default leaves the recipe at its default)."""
+        default = asdict(self.method_cls.default_config(self.cfg.profile))
+        resolved = asdict(self.method_config)
+        return [k for k in self.cfg.overrides if resolved.get(k) != default.get(k)]
+
     def _scoring_embedder(self):
         """The protocol's image features (EfficientNet-Lite0) for the probe, whatever the profile."""
         if self.cfg.profile == "small":
@@ -792,7 +799,7 @@ class _Run:
                           "denoiser_loaded_from_cache": bool(getattr(den, "loaded_from_cache", False))},
             "captions": self.captions_record,
             "generation": self.generation,
-            "recipe": recipe_record(method_config=asdict(self.method_config), overrides=cfg.overrides,
+            "recipe": recipe_record(method_config=asdict(self.method_config), overrides=self._changed_overrides(),
                                     backbones=asdict(self.profile), backbone_overrides=cfg.backbone_overrides,
                                     mixed_precision=self.mixed_precision,
                                     processes=int(self.accelerator.num_processes)),

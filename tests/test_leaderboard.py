@@ -176,3 +176,72 @@ def test_run_result_round_trips_and_names_what_is_missing(tmp_path):
         RunResult.from_dict(broken, source="x.json")
     with pytest.raises(EegbenchError, match="newer than this eegbench"):
         RunResult.from_dict({**data, "schema_version": 99})
+
+
+def test_runs_with_another_recipe_never_share_a_row_and_say_why(tmp_path):
+    from eegbench.results import DEFAULT_RECIPE_HASH, recipe_of, recipe_record
+
+    plain = [fake_result(method="gwit", seed=s, fid=40.0) for s in range(2)]  # no recipe recorded: the defaults
+    assert recipe_of(plain[0])["hash"] == DEFAULT_RECIPE_HASH
+    tuned = []
+    for s in range(2):
+        r = fake_result(method="gwit", seed=s, fid=80.0)
+        r["run_id"] += "-mean"
+        r["method"]["config"] = {"classifier_pooling": "mean", "controlnet_steps": 1000}
+        r["recipe"] = recipe_record(method_config=r["method"]["config"], overrides=["classifier_pooling"],
+                                    backbones={}, backbone_overrides=[], mixed_precision="no", processes=1)
+        tuned.append(r)
+    bf16 = fake_result(method="gwit", seed=0, fid=60.0)
+    bf16["run_id"] += "-bf16"
+    bf16["mixed_precision"] = "bf16"  # an old result: rebuilt from what it records
+    (path,) = compare([*plain, *tuned, bf16], tmp_path, figures=False)
+    text = path.read_text()
+    rows = [line.split("|")[1].strip() for line in text.split("### References")[0].splitlines()
+            if line.startswith("| gwit")]
+    assert sorted(set(rows)) == ["gwit", "gwit [classifier_pooling=mean]", "gwit [mixed precision bf16]"]
+    assert "| gwit [classifier_pooling=mean]" in text and "| gwit [mixed precision bf16]" in text
+    assert "40.00 [40.00, 40.00]" in text and "80.00 [80.00, 80.00]" in text  # never averaged together
+    assert f"gwit [classifier_pooling=mean] = recipe `{tuned[0]['recipe']['hash']}`" in text
+    files = sorted(p.name for p in (tmp_path / "results").rglob("*.json"))
+    assert f"gwit-small-seed0-pppppppp-r{tuned[0]['recipe']['hash'][:8]}.json" in files
+    assert "gwit-small-seed0-pppppppp.json" in files  # default recipes keep their file names
+
+
+def test_recipe_ignores_weight_folders_and_counts_processes():
+    from eegbench.results import recipe_record
+
+    base = dict(method_config={}, overrides=[], backbone_overrides=["sd21"], mixed_precision=None, processes=None)
+    a = recipe_record(backbones={"sd21": "/models/a"}, **base)
+    b = recipe_record(backbones={"sd21": "/elsewhere/b"}, **base)
+    assert a["hash"] == b["hash"] and a["default"] and a["text"] == "default"
+    c = recipe_record(backbones={"sd21": "/models/a"}, **{**base, "processes": 4})
+    assert c["hash"] != a["hash"] and c["text"] == "4 processes"
+    d = recipe_record(method_config={}, overrides=[], backbones={"denoiser_steps": 50},
+                      backbone_overrides=["denoiser_steps"], mixed_precision="no", processes=1)
+    assert d["text"] == "backbone denoiser_steps=50" and not d["default"]
+
+
+def test_cost_columns_read_device_hours_memory_and_throughput(tmp_path):
+    from eegbench.leaderboard import run_cost
+
+    cpu = fake_result(seed=0)
+    cpu["durations_s"] = {"fit": 100.0, "generate": 10.0, "total": 400.0}
+    cpu["stage_resources"] = {"process": {"cpu_user_s": 700.0, "cpu_sys_s": 20.0}}
+    cpu["peak_memory_mb"] = {"rss_total": 2048.0}
+    cost = run_cost(cpu)
+    assert cost == {"device_hours": pytest.approx(0.2), "device": "CPU", "peak_memory_gb": 2.0,
+                    "images_per_s": pytest.approx(10 * 2 / 10.0)}
+    gpu = fake_result(seed=1)
+    gpu["durations_s"] = {"fit": 100.0, "generate": 4.0, "total": 3600.0}
+    gpu["peak_memory_mb"] = {"rss_total": 9000.0, "cuda_max_allocated": 20480.0}
+    gpu["processes"] = 2
+    gpu["protocol"]["max_test_trials"] = 4
+    cost = run_cost(gpu)
+    assert cost["device"] == "GPU" and cost["device_hours"] == pytest.approx(2.0)
+    assert cost["peak_memory_gb"] == pytest.approx(20.0) and cost["images_per_s"] == pytest.approx(4 * 2 / 4.0)
+    (path,) = compare([cpu], tmp_path, figures=False)
+    text = path.read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| Method"))
+    assert [c.strip() for c in header.split("|")[-4:-1]] == ["Cost per run", "Peak memory (GB)", "Images/s"]
+    assert "0.20 CPU-h" in text and "2.0 RSS" in text and "2.00" in text
+    assert "1.50 M" in text and "3.00 M †" in text  # counted before text encoders were included
