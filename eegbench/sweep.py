@@ -480,21 +480,27 @@ def run_sweep(base, *, methods: Sequence[str], seeds: Sequence[int], settings: S
         queue = list(todo)
         running: list[tuple[SweepRun, Any]] = []
         width = 1 if executor == "debug" else jobs
-        while queue or running:
-            while queue and len(running) < width:
-                r = queue.pop(0)
-                r.extra["t0"] = time.perf_counter()
-                job = ex.submit(run_job, payload[id(r)])
-                r.job_id = str(job.job_id)
-                running.append((r, job))
-            if executor == "debug":  # runs in this process when its result is asked for
-                finished(*running.pop(0))
-                continue
-            for item in [p for p in running if p[1].done()]:
-                finished(*item)
-                running.remove(item)
-            if running and not any(p[1].done() for p in running):
-                time.sleep(poll_s)
+        try:
+            while queue or running:
+                while queue and len(running) < width:
+                    r = queue.pop(0)
+                    r.extra["t0"] = time.perf_counter()
+                    job = ex.submit(run_job, payload[id(r)])
+                    r.job_id = str(job.job_id)
+                    running.append((r, job))
+                if executor == "debug":  # runs in this process when its result is asked for
+                    finished(*running.pop(0))
+                    continue
+                for item in [p for p in running if p[1].done()]:
+                    finished(*item)
+                    running.remove(item)
+                if running and not any(p[1].done() for p in running):
+                    time.sleep(poll_s)
+        except BaseException:  # Ctrl-C: stop the local subprocesses too (their checkpoints stay for --resume)
+            for _, job in running:
+                if executor == "local":
+                    job.cancel(check=False)
+            raise
     table = pd.DataFrame([r.row() for r in runs])
     text = table.to_markdown(index=False)
     (runs_dir / "sweeps" / name).mkdir(parents=True, exist_ok=True)

@@ -456,13 +456,16 @@ def test_paper_profile_counts_on_meta():
     assert n_params(comps["align_net"]) == 263_954_176
     assert n_params(comps["align_net"].out) == 242_280_192
     assert comps["align_net"].out.out_features == 77 * 768
-    own_inference = [c for c in BrainVis.inference_components if c not in ("unet", "vae")]
+    own_inference = [c for c in BrainVis.inference_components if c not in ("unet", "vae", "text_embedder")]
     assert n_params(*(comps[c] for c in own_inference)) == 365_561_824
     counts = count_parameters(method)
     assert counts["trainable_total"] == 416_665_252
     assert counts["per_stage"]["freq"]["total"] == 153_768
     assert counts["per_stage"]["align"]["total"] == 263_954_176
-    assert counts["inference_total"] == 365_561_824 + n_params(comps["unet"]) + n_params(comps["vae"])
+    # generation also runs the CLIP ViT-L/14 text tower (the class prompts of pass B): convention 2
+    assert n_params(comps["text_embedder"]) == 123_060_480
+    assert counts["inference_total"] == (365_561_824 + n_params(comps["unet"]) + n_params(comps["vae"])
+                                         + 123_060_480)
     assert n_params(comps["unet"]) == 859_520_964
 
 

@@ -279,3 +279,11 @@ def test_docs_table_is_the_commands_output(capsys):
     assert main(command.split()[1:]) == 0
     assert committed.strip() == capsys.readouterr().out.strip(), (
         f"{DOCS} is stale: regenerate the block with `{command}`")
+
+
+def test_inference_counts_the_text_encoder_generation_uses():
+    gwit = parameter_report("gwit", profile="paper")
+    assert gwit["per_component"]["text_embedder"]["total"] == 340_387_840  # OpenCLIP ViT-H/14 text tower
+    assert gwit["inference_total"] == 1_332_849_451 + 340_387_840
+    synapse = parameter_report("synapse", profile="paper")  # its text encoder only makes training targets
+    assert "text_embedder" not in synapse["per_component"]
