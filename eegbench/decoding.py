@@ -142,7 +142,8 @@ def _check_split(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.
 
     ``x_tr``/``x_te`` have one row per trial (any trailing shape, equal between the two); the labels
     are int64 arrays of the matching lengths with values in ``[0, n_classes)``, and the training
-    labels hold at least two classes.
+    labels hold at least two classes and every test class (a zero-shot split, whose test classes
+    never occur in training, has no decoding ceiling).
     """
     if x_tr.shape[0] != y_tr.shape[0] or x_te.shape[0] != y_te.shape[0] or x_tr.shape[1:] != x_te.shape[1:]:
         raise DataFormatError(f"decoding: EEG {x_tr.shape}/{x_te.shape} and labels {y_tr.shape}/{y_te.shape} "
@@ -154,6 +155,10 @@ def _check_split(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.
             raise DataFormatError(f"decoding: {name} labels must be non-empty and lie in [0, {n_classes})")
     if np.unique(y_tr).size < 2:
         raise DataFormatError("decoding: the training split holds a single class")
+    unseen = np.setdiff1d(np.unique(y_te), np.unique(y_tr))
+    if unseen.size:
+        raise DataFormatError(f"decoding: {unseen.size} test class(es) have no training trial (a zero-shot split): "
+                              "a classifier of the training classes cannot decode them; see the retrieval metrics")
 
 
 def _scores(pred: np.ndarray, y_te: np.ndarray, n_classes: int, *, n_boot: int, level: float,

@@ -80,3 +80,10 @@ def test_xdawn_is_skipped_with_the_reason_when_the_covariances_are_too_large():
     out = xdawn_tangent_space(xtr, ytr, xte, yte, n_classes=XDAWN_MAX_DIM)
     assert "balanced_accuracy" not in out and "exceed" in out["skipped"]
     assert eeg_decoding(xtr, ytr, xte, yte, n_classes=2)["best"] in ("lda", "xdawn_ts")
+
+
+def test_a_zero_shot_split_has_no_ceiling():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 2, 16))
+    with pytest.raises(DataFormatError, match="2 test class\\(es\\) have no training trial \\(a zero-shot split\\)"):
+        eeg_decoding(x[:20], np.repeat([0, 1], 10), x[20:], np.repeat([2, 3], 10), n_classes=4)
