@@ -218,3 +218,16 @@ def test_verify_detects_changed_bytes(files, tmp_path):
         loader.verify()
     manifest = json.loads(next((tmp_path / "cache" / "things-eeg2").glob("manifest-*.json")).read_text())
     assert manifest["sources"]["sub-01/test"]["shape"] == [8, 80, 17, 100]
+
+
+def test_caching_in_chunks_gives_the_same_arrays(files, tmp_path, monkeypatch):
+    import eegbench.datasets.things_eeg2 as mod
+
+    _, whole = _load(files, tmp_path / "a")
+    monkeypatch.setattr(mod, "_CHUNK_IMAGES", 3)  # 80 training images → 27 chunks, 8 test images → 3
+    _, chunked = _load(files, tmp_path / "b", train_trials="single")
+    assert np.array_equal(np.asarray(whole.eeg), np.asarray(chunked.eeg))
+    _, avg = _load(files, tmp_path / "c", train_trials="average")
+    train = _raw(files, 1, "training")["preprocessed_eeg_data"]
+    row = avg.trials.index[avg.trials["trial_id"] == "s01-train-00079-avg"][0]
+    np.testing.assert_allclose(avg.eeg[row], train[79].mean(axis=0), rtol=1e-6, atol=1e-6)

@@ -98,6 +98,8 @@ VARIANTS: dict[str, tuple[str, int, float, int]] = {
     "63ch-250hz": ("Preprocessed_data_250Hz", 63, 250.0, 250),
 }
 PARTS = {"training": "train", "test": "test"}
+#: Images converted to float32 at a time while caching (bounds the extra memory to a few hundred MB).
+_CHUNK_IMAGES = 1024
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _KEYS = ("preprocessed_eeg_data", "ch_names", "times")
 _HINT = ("THINGS-EEG2 comes from https://osf.io/3jk45/ (preprocessed EEG per subject; training_images and "
@@ -366,22 +368,24 @@ class ThingsEEG2:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                             shape=(len(table), len(ch_names), n_times))
             row = 0
-            for s, part, (events, average) in tqdm(plans, desc="things-eeg2: caching", unit="file", leave=False,
+            for s, part, (_, average) in tqdm(plans, desc="things-eeg2: caching", unit="file", leave=False,
                                                    disable=None):
                 path = self.eeg_file(s, part)
                 data, _, _ = self.read_eeg(s, part)
-                block = data.mean(axis=1) if average else data[events, np.tile(np.arange(data.shape[1]),
-                                                                              data.shape[0])]
-                block = np.asarray(block, dtype=np.float32)
-                if not np.isfinite(block).all():
-                    row_, ch, sample = (int(v) for v in np.argwhere(~np.isfinite(block))[0])
-                    where = (f"image {row_}" if average else
-                             f"image {int(events[row_])}, repetition {row_ % data.shape[1]}")
-                    raise DataFormatError(f"{path}: non-finite EEG value at {where}, channel {ch}, sample {sample}")
-                out[row:row + len(block)] = block
-                row += len(block)
+                n_images, n_reps = data.shape[:2]
+                for i0 in range(0, n_images, _CHUNK_IMAGES):  # chunks: no full-size copy of an 8 GB file
+                    part_ = data[i0:i0 + _CHUNK_IMAGES]
+                    # trials in image-major, repetition-minor order, as the table lists them
+                    block = (part_.mean(axis=1) if average else part_.reshape(-1, *part_.shape[2:])).astype(np.float32)
+                    if not np.isfinite(block).all():
+                        row_, ch, sample = (int(v) for v in np.argwhere(~np.isfinite(block))[0])
+                        where = (f"image {i0 + row_}" if average else
+                                 f"image {i0 + row_ // n_reps}, repetition {row_ % n_reps}")
+                        raise DataFormatError(f"{path}: non-finite EEG value at {where}, channel {ch}, sample {sample}")
+                    out[row:row + len(block)] = block
+                    row += len(block)
                 sources[f"sub-{s:02d}/{part}"]["sha256"] = sha256_file(path)
-                del data, block
+                del data
             out.flush()
             del out
             os.chmod(tmp, 0o644)
