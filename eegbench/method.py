@@ -479,6 +479,14 @@ class Method(abc.ABC):
             module.load_state_dict(load_file(str(path), device=device))
 
 
+def text_component(backbones: Any) -> dict[str, nn.Module]:
+    """``{"text_embedder": module}`` for :meth:`Method.components` of a method whose generation uses
+    the profile's text encoder (GWIT, BrainVis, the references), or ``{}`` when the backbone set's
+    text embedder is not an ``nn.Module`` (a stand-in without parameters to count)."""
+    text = getattr(backbones, "text_embedder", None)
+    return {"text_embedder": text} if isinstance(text, nn.Module) else {}
+
+
 def count_parameters(method: Method) -> dict[str, Any]:
     """Trainable and total parameters per stage and component, under one convention.
 

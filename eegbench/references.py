@@ -31,7 +31,7 @@ from torch import nn
 
 from eegbench.config import at_least, sampler_field, validate_fields
 from eegbench.errors import ConfigError
-from eegbench.method import Method
+from eegbench.method import Method, text_component as _text_component
 
 __all__ = ["ClassPrior", "OracleClass", "ReferenceConfig"]
 
@@ -103,7 +103,7 @@ class _SharedDenoiserReference(Method):
         """The shared denoiser's UNet, the autoencoder and the text encoder of the class prompts (frozen),
         and the class counts."""
         return {"unet": self.backbones.denoiser.unet, "vae": self.backbones.vae,
-                "text_embedder": self.backbones.text_embedder, "class_counts": self.class_counts}
+                **_text_component(self.backbones), "class_counts": self.class_counts}
 
     def state_components(self) -> dict[str, nn.Module]:
         """Only the training-class counts: the denoiser is the shared one."""

@@ -56,6 +56,7 @@ from tqdm.auto import tqdm
 from eegbench.errors import ConfigError, EegbenchError
 
 __all__ = [
+    "fp32_recurrent",
     "Stage",
     "StageOutcome",
     "StageTrainer",
@@ -197,6 +198,28 @@ class StageOutcome:
 
 
 # ------------------------------------------------------------------------------- RNG states
+def fp32_recurrent(module: nn.Module, x: torch.Tensor):
+    """Run a recurrent module (``nn.LSTM`` / ``nn.GRU``) in float32, outside any autocast region.
+
+    Under ``--mixed-precision bf16`` on a CPU, autocast sends LSTMs to oneDNN's bf16 kernel, which
+    CPUs without AVX512-BF16 (e.g. many AMD EPYC) refuse ("could not create a primitive descriptor
+    for the LSTM forward propagation primitive"). Recurrent layers are small; running them in float32
+    keeps runs portable. Outside autocast (full precision) nothing changes.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The recurrent layer (float32 weights).
+    x : torch.Tensor, shape (batch, time, features)
+
+    Returns
+    -------
+    The module's output for ``x.float()``.
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return module(x.float())
+
+
 def get_rng_state(generators: Sequence[torch.Generator] = ()) -> dict[str, Any]:
     """Every RNG state as tensors and plain lists (``torch.load(weights_only=True)``-safe).
 

@@ -82,7 +82,7 @@ from eegbench.config import (
 )
 from eegbench.data import DatasetInfo, EEGDataset
 from eegbench.errors import ConfigError
-from eegbench.method import Method, RunContext, channel_statistics
+from eegbench.method import Method, RunContext, channel_statistics, text_component as _text_component
 from eegbench.training import Stage
 
 from .modeling import (
@@ -484,7 +484,7 @@ class BrainVis(Method):
             "align_net": self.align_net,
             "unet": self.unet,
             "vae": self.backbones.vae,
-            "text_embedder": self.backbones.text_embedder,  # frozen; embeds the class prompts of pass B
+            **_text_component(self.backbones),  # frozen; embeds the class prompts of pass B
         }
 
     def state_components(self) -> dict[str, nn.Module]:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eegbench.errors import ConfigError
+from eegbench.training import fp32_recurrent
 
 __all__ = [
     "AlignNet",
@@ -346,7 +347,7 @@ class FreqEncoder(nn.Module):
             ``ReLU(output(h_last))``, the features the fusion head and AlignNet use.
         """
         spec = amplitude_spectrum(z).transpose(1, 2)  # (B, n_bins, n_chans)
-        out, _ = self.lstm(spec)
+        out, _ = fp32_recurrent(self.lstm, spec)
         features = F.relu(self.output(out[:, -1]))
         return self.classifier(features), features
 

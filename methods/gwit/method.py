@@ -119,7 +119,7 @@ from eegbench.config import (
 )
 from eegbench.data import DatasetInfo, EEGDataset
 from eegbench.errors import ConfigError
-from eegbench.method import Method, RunContext, channel_statistics
+from eegbench.method import Method, RunContext, channel_statistics, text_component as _text_component
 from eegbench.training import Stage, diffusion_target, fixed_noise, stimulus_latents
 
 from .modeling import (
@@ -376,7 +376,7 @@ class GWIT(Method):
             "unet": self.backbones.denoiser.unet,
             "vae": self.backbones.vae,
             "eeg_classifier": self.eeg_classifier,
-            "text_embedder": self.backbones.text_embedder,
+            **_text_component(self.backbones),
         }
 
     def state_components(self) -> dict[str, nn.Module]:

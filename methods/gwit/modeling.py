@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eegbench.errors import ConfigError
+from eegbench.training import fp32_recurrent
 
 __all__ = [
     "EEGCondition",
@@ -365,7 +366,7 @@ class EEGFeatNet(nn.Module):
     def forward(self, eeg: torch.Tensor) -> torch.Tensor:
         """L2-normalised features, float32 (B, dim), of EEG (B, n_chans, n_times) in the dataset unit."""
         x = self.standardize(eeg).transpose(1, 2)  # (B, n_times, n_chans)
-        out, (h, _) = self.lstm(x)
+        out, (h, _) = fp32_recurrent(self.lstm, x)
         pooled = out.mean(dim=1) if self.pooling == "mean" else h[-1]
         return F.normalize(self.fc(pooled), dim=-1)
 
