@@ -272,6 +272,10 @@ def metric_specs(results: Iterable[dict[str, Any]]) -> list[MetricSpec]:
     return out
 
 
+#: Protocol fields left out of a leaderboard's Protocol section when unset (datasets without the choice).
+_UNSET_HIDDEN = ("test_eeg",)
+
+
 def run_cost(result: Mapping[str, Any]) -> dict[str, Any]:
     """What a run cost, from its result: device-hours, peak memory and generation throughput.
 
@@ -1190,7 +1194,8 @@ def leaderboard_markdown(lb: Leaderboard, *, figures: dict[str, str] | None = No
     lines += [f"- {k}: `{v}`" if not (k == "num_inference_steps" and v is None) else
               "- num_inference_steps: each method's published number (" +
               ", ".join(f"{m} {n}" for m, n in sorted(published.items())) + ")"
-              for k, v in protocol.items() if k not in ("hash", "seed")]
+              for k, v in protocol.items()
+              if k not in ("hash", "seed") and not (k in _UNSET_HIDDEN and v is None)]
     lines += ["", published_markdown()]
     return "\n".join(lines) + "\n"
 
