@@ -464,7 +464,8 @@ def evaluate_run(
     if not 1 <= n <= max_s:
         raise ConfigError(f"--n-samples {n_samples}: the run saved {max_s} samples per trial; use 1..{max_s}")
     overrides = dict(protocol_overrides or {})
-    generation_fields = {"image_size", "num_inference_steps", "sampler", "guidance_scale", "seed", "max_test_trials"}
+    generation_fields = {"image_size", "num_inference_steps", "sampler", "guidance_scale", "seed", "max_test_trials",
+                         "test_eeg"}
     bad = sorted(set(overrides) & generation_fields)
     unknown = sorted(set(overrides) - set(recorded.to_dict()))
     if bad or unknown:
@@ -490,7 +491,11 @@ def evaluate_run(
         control_images[name], *_ = _manifest_images(run_dir, control_manifest, n, size)
         if "eeg_from_trial" in control_manifest.columns:  # the donor trial of each trial's EEG
             donor = control_manifest.drop_duplicates("trial_id").set_index("trial_id")["eeg_from_trial"].astype(str)
-            control_rows[name] = np.array([position[donor[t]] for t in trial_order], dtype=np.int64)
+            try:
+                control_rows[name] = np.array([position[donor[t]] for t in trial_order], dtype=np.int64)
+            except KeyError as exc:
+                raise DataFormatError(f"{control_file}: trial {exc.args[0]!r} is not a test trial of the run "
+                                      "(the control's manifest and samples/manifest.csv disagree)") from None
     retrieval = None
     retrieval_file = (result.get("artifacts") or {}).get("retrieval_embeddings")
     if retrieval_file:

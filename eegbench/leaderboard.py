@@ -146,6 +146,7 @@ def compact_result(result: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in result.items() if k != "_path"}
     out = {k: copy.deepcopy(v) for k, v in result.items()
            if k not in ("config", "artifacts", "_path", "training_history")}
+    out["recipe"] = recipe_of(result)  # read from ``config`` where an older run recorded no recipe
     if isinstance(out.get("fit_fingerprint"), dict):
         out["fit_fingerprint"].pop("per_process", None)
     if isinstance(out.get("evaluation"), dict):

@@ -493,11 +493,11 @@ class _Run:
             ),
             inception_weights=self.inception_weights, classifier_weights=cfg.classifier_weights,
         )
+        self.generation = generation_record(self.method_cls, self.protocol)  # before the data: fails fast
         with self.timer("load_data"):
             self.dataset = loader.load()
             self.split = setting_fn(self.dataset, subject=cfg.subject)
         self.protocol = dataset_protocol(self.protocol, self.dataset.info, plugins)
-        self.generation = generation_record(self.method_cls, self.protocol)
         if not self.split.test:
             raise ConfigError(f"setting {cfg.setting!r} produced an empty test split")
         self.captions_record = _attach_captions(self.dataset, self.split, self.dataset_options.get("captions"))
@@ -702,9 +702,11 @@ class _Run:
                       dataset_options=self.dataset_options, features_dir=self.work / "features",
                       plugins=self.plugins)
 
-        with self.timer("embed_retrieval"):
-            self.retrieval = _retrieval_embeddings(self.method, self.test, self.work, self.accelerator.device,
-                                                   self.cfg.generate_batch_size)
+        self.retrieval = None
+        if _needs_embeddings(self.protocol, self.plugins):  # only where a metric reads them (retrieval)
+            with self.timer("embed_retrieval"):
+                self.retrieval = _retrieval_embeddings(self.method, self.test, self.work, self.accelerator.device,
+                                                       self.cfg.generate_batch_size)
 
         def score_of(images, permutation=None):
             return _score(images, self.ref_images, self.test, self.train_images, self.train_image_labels,
@@ -1029,6 +1031,13 @@ def _score(generated, ref_images, test, train_images, train_labels, dataset, spl
         stimulus_level=getattr(dataset.info, "stimulus_level", "class"), plugins=plugins,
         eeg_embeddings=eeg_emb, stimulus_embeddings=stim_emb, stimulus_ids=stim_ids,
     )
+
+
+def _needs_embeddings(protocol: EvalProtocol, plugins) -> bool:
+    """Whether a metric of the protocol reads the method's EEG embeddings (``needs`` ``eeg_embeddings``)."""
+    from eegbench.metric import get_metric
+
+    return any("eeg_embeddings" in get_metric(plugins, key).needs for key in protocol.metrics)
 
 
 def _retrieval_embeddings(method, test, work: Path, device, batch_size: int) -> dict[str, Any] | None:

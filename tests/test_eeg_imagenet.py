@@ -72,6 +72,9 @@ def test_short_trials_are_dropped_with_a_warning(tmp_path, caplog):
     ds = EEGImageNet2024(root, tmp_path / "c", files="EEG-ImageNet.pth", **SMALL).load()
     assert len(ds) == 9 and "t000001" not in set(ds.trials["trial_id"])
     assert "dropping 1 trial(s) shorter than 440 samples" in caplog.text
+    # positions count the dropped trial too (the owners' rule): the class's 3rd trial still trains, its 4th tests
+    part = dict(zip(ds.trials["trial_id"], ds.trials["split"]))
+    assert (part["t000002"], part["t000003"]) == ("train", "test")
 
 
 @pytest.mark.parametrize("case, match", [

@@ -289,10 +289,12 @@ class EEGImageNet2024:
         if short:
             logger.warning("eeg-imagenet: dropping %d trial(s) shorter than %d samples, e.g. dataset[%d] (T=%d)",
                            len(short), self.time_high, short[0], lengths[short[0]])
-        chosen = [(i, it) for i, it in enumerate(items) if it["label"] in kept_classes and lengths[i] >= self.time_high]
+        # positions count every trial of a kept class (the owners' rule), then the short ones are dropped
+        table = self._table([(i, it) for i, it in enumerate(items) if it["label"] in kept_classes], classes)
+        table = table[table["n_times_raw"] >= self.time_high].reset_index(drop=True)
+        chosen = [(int(t[1:]), items[int(t[1:])]) for t in table["trial_id"]]
         if not chosen:
             raise DataFormatError(f"{self.files[0]}: no trial of the chosen classes has ≥ {self.time_high} samples")
-        table = self._table(chosen, classes)
         self._check_images(table, classes)
         root = self.cache_root
         root.mkdir(parents=True, exist_ok=True)
@@ -392,7 +394,14 @@ class EEGImageNet2024:
         key = self._cache_key()
         cached = self._read_cache(key)
         self.cache_hit = cached is not None
-        eeg, table, manifest = cached if cached is not None else self._build(key)
+        if cached is None:
+            from eegbench.locks import cache_lock
+
+            with cache_lock(self.cache_root / f"build-{key[:16]}", what=f"the {self.name} cache"):
+                cached = self._read_cache(key)  # another process may have built it meanwhile
+                eeg, table, manifest = cached if cached is not None else self._build(key)
+        else:
+            eeg, table, manifest = cached
         self.manifest = manifest
         classes = list(manifest["classes"])
         paths = self._check_images(table, classes)
@@ -448,7 +457,8 @@ class EEGImageNet2024:
         for path in self.files:
             digest = sha256_file(path)
             rec = recorded.get(str(path))
-            if rec and rec.get("size") == path.stat().st_size:
+            st = path.stat()
+            if rec and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns:
                 if rec.get("sha256") != digest:
                     raise DataFormatError(f"{path}: sha256 {digest[:16]}… differs from {rec['sha256'][:16]}… "
                                           "recorded when the cache was built (file corrupted or replaced)")

@@ -307,7 +307,7 @@ class ThingsEEG2:
         return set(order[:n])
 
     def _rows(self, subject: int, part: str, data: np.ndarray, image_ids: list[str], labels: np.ndarray,
-              val: set[str]) -> tuple[pd.DataFrame, np.ndarray]:
+              val: set[str]) -> tuple[pd.DataFrame, bool]:
         n_images, n_reps = data.shape[:2]
         average = getattr(self.options, f"{'train' if part == 'training' else 'test'}_trials") == "average"
         short = PARTS[part]
@@ -327,7 +327,7 @@ class ThingsEEG2:
             "recording": f"sub-{subject:02d}/{part}", "image_id": ids, "split": split,
             "event": events.astype(np.int64), "repetition": reps.astype(np.int64),
         })
-        return table, (events, average)
+        return table, average
 
     def _build(self, key: str, subjects: list[int], listings: dict[str, list]) -> tuple[np.ndarray, pd.DataFrame, dict]:
         from tqdm.auto import tqdm
@@ -352,9 +352,9 @@ class ThingsEEG2:
                     ch_names, times = names, t
                 elif names != ch_names or data.shape[3] != len(times):
                     raise DataFormatError(f"{path}: channels or samples differ from {self.eeg_file(subjects[0], 'training')}")
-                table, plan = self._rows(s, part, data, image_ids[part], labels[part], val)
+                table, average = self._rows(s, part, data, image_ids[part], labels[part], val)
                 tables.append(table)
-                plans.append((s, part, plan))
+                plans.append((s, part, average))
                 sources[f"sub-{s:02d}/{part}"] = {**_stat(path), "shape": list(data.shape), "dtype": str(data.dtype)}
                 del data
         table = pd.concat(tables, ignore_index=True)
@@ -368,7 +368,7 @@ class ThingsEEG2:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                             shape=(len(table), len(ch_names), n_times))
             row = 0
-            for s, part, (_, average) in tqdm(plans, desc="things-eeg2: caching", unit="file", leave=False,
+            for s, part, average in tqdm(plans, desc="things-eeg2: caching", unit="file", leave=False,
                                                    disable=None):
                 path = self.eeg_file(s, part)
                 data, _, _ = self.read_eeg(s, part)
@@ -454,7 +454,14 @@ class ThingsEEG2:
         key = self._cache_key(subjects, listings)
         cached = self._read_cache(key)
         self.cache_hit = cached is not None
-        eeg, table, manifest = cached if cached is not None else self._build(key, subjects, listings)
+        if cached is None:
+            from eegbench.locks import cache_lock
+
+            with cache_lock(self.cache_root / f"build-{key[:16]}", what=f"the {self.name} cache"):
+                cached = self._read_cache(key)  # another process may have built it meanwhile
+                eeg, table, manifest = cached if cached is not None else self._build(key, subjects, listings)
+        else:
+            eeg, table, manifest = cached
         self.manifest = manifest
         paths = {f"{p}_images/{c}/{s}": path for p in PARTS for c, s, path in listings[p]}
         used = dict(zip(table["image_id"], table["label"].astype(int)))
@@ -527,7 +534,9 @@ class ThingsEEG2:
                     raise DataNotFoundError(f"{path}: file is missing; {_HINT}")
                 digest = sha256_file(path)
                 rec = recorded.get(f"sub-{s:02d}/{part}")
-                if rec and rec.get("name") == str(path) and rec.get("size") == path.stat().st_size and rec.get("sha256"):
+                st = path.stat()
+                if rec and rec.get("name") == str(path) and rec.get("size") == st.st_size \
+                        and rec.get("mtime_ns") == st.st_mtime_ns and rec.get("sha256"):
                     if rec["sha256"] != digest:
                         raise DataFormatError(f"{path}: sha256 {digest[:16]}… differs from {rec['sha256'][:16]}… "
                                               "recorded when the cache was built (file corrupted or replaced)")

@@ -247,11 +247,14 @@ def write_retrieval_embeddings(path: Path, eeg: np.ndarray, stimuli: np.ndarray,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file({"eeg": np.ascontiguousarray(eeg, dtype=np.float32),
-               "stimuli": np.ascontiguousarray(stimuli, dtype=np.float32)}, str(tmp),
-              metadata={"stimulus_ids": json.dumps(list(map(str, stimulus_ids))),
-                        "trial_ids": json.dumps(list(map(str, trial_ids))), "description": description})
-    os.replace(tmp, path)
+    try:
+        save_file({"eeg": np.ascontiguousarray(eeg, dtype=np.float32),
+                   "stimuli": np.ascontiguousarray(stimuli, dtype=np.float32)}, str(tmp),
+                  metadata={"stimulus_ids": json.dumps(list(map(str, stimulus_ids))),
+                            "trial_ids": json.dumps(list(map(str, trial_ids))), "description": description})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_retrieval_embeddings(path: Path, trial_ids: Sequence[str]) -> dict[str, Any]:
