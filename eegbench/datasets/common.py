@@ -12,6 +12,7 @@ refused instead of executed.
 from __future__ import annotations
 
 import dataclasses
+import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ import numpy as np
 
 from eegbench.errors import ConfigError, DataFormatError, DataNotFoundError
 
-__all__ = ["load_pickled", "parse_options", "photo_variant", "photo_sources"]
+__all__ = ["check_recorded_sha256", "load_pickled", "parse_options", "photo_sources", "photo_variant",
+           "read_keyed_cache", "recorded_sources"]
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
@@ -190,3 +192,89 @@ def photo_variant(source: Path | None, rng: np.random.Generator, px: int):
         left, top = int(rng.integers(0, w - s + 1)), int(rng.integers(0, h - s + 1))
         im = im.crop((left, top, left + s, top + s)).resize((px, px), Image.BICUBIC)
     return ImageOps.mirror(im) if rng.random() < 0.5 else im
+
+
+# ---------------------------------------------------------------------------------------------- array caches
+def read_keyed_cache(root: Path, key: str, dataset: str, *, shape: tuple[int, ...] | None = None):
+    """A cache entry written as ``manifest-<key16>.json`` + its EEG ``.npy`` and trials ``.csv``.
+
+    Parameters
+    ----------
+    root : Path
+        The dataset's cache folder.
+    key : str
+        Full cache key (the manifest's ``key`` must equal it).
+    dataset : str
+        Name for the log lines.
+    shape : tuple of int, optional
+        Expected ``eeg.shape[1:]`` (``(n_chans, n_times)``); None: any.
+
+    Returns
+    -------
+    (numpy.ndarray, pandas.DataFrame, dict) or None
+        The memory-mapped float32 EEG, the trial table and the manifest; None when the entry is
+        missing, unreadable or inconsistent (logged), so the caller rebuilds it.
+    """
+    import logging
+
+    import pandas as pd
+
+    log = logging.getLogger(f"eegbench.datasets.{dataset}")
+    path = Path(root) / f"manifest-{key[:16]}.json"
+    try:
+        manifest = json.loads(path.read_text())
+        if manifest.get("key") != key:
+            return None
+        eeg = np.load(Path(root) / manifest["eeg_file"], mmap_mode="r", allow_pickle=False)
+        table = pd.read_csv(Path(root) / manifest["trials_file"], keep_default_na=False,
+                            dtype={"trial_id": str, "recording": str, "image_id": str, "split": str})
+    except (OSError, ValueError, KeyError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        if path.exists():
+            log.warning("%s: ignoring unreadable cache %s (%s)", dataset, path, exc)
+        return None
+    if eeg.shape[0] != len(table) or eeg.dtype != np.float32 or len(table) != manifest.get("n_trials") \
+            or (shape is not None and tuple(eeg.shape[1:]) != tuple(shape)):
+        log.warning("%s: ignoring inconsistent cache %s", dataset, path)
+        return None
+    return eeg, table, manifest
+
+
+def recorded_sources(root: Path) -> dict[str, Any]:
+    """The ``sources`` blocks (name, size, mtime, sha256 per source file) of every cache manifest in ``root``."""
+    recorded: dict[str, Any] = {}
+    for manifest_file in sorted(Path(root).glob("manifest-*.json")):
+        try:
+            recorded.update(json.loads(manifest_file.read_text()).get("sources", {}))
+        except (OSError, ValueError):
+            continue
+    return recorded
+
+
+def check_recorded_sha256(path: Path, record: dict[str, Any] | None) -> str:
+    """Hash ``path`` and compare with the sha256 recorded for it when the cache was built.
+
+    The record counts only if it names this file (when it names one) with the same size and
+    modification time; otherwise nothing was recorded for this version of the file.
+
+    Returns
+    -------
+    str
+        One line: the digest and whether it matches the cache manifest.
+
+    Raises
+    ------
+    DataFormatError
+        The bytes differ from those recorded for the same name, size and mtime (corrupted or replaced).
+    """
+    from eegbench.datasets.eegnb import sha256_file
+
+    digest = sha256_file(path)
+    st = Path(path).stat()
+    rec = record or {}
+    if rec.get("sha256") and rec.get("name", str(path)) == str(path) and rec.get("size") == st.st_size \
+            and rec.get("mtime_ns") == st.st_mtime_ns:
+        if rec["sha256"] != digest:
+            raise DataFormatError(f"{path}: sha256 {digest[:16]}… differs from {rec['sha256'][:16]}… recorded when "
+                                  "the cache was built (file corrupted or replaced)")
+        return f"{path}: sha256 {digest} (matches the cache manifest)"
+    return f"{path}: sha256 {digest} (none recorded yet)"

@@ -63,7 +63,14 @@ import pandas as pd
 
 from eegbench.data import TRIAL_COLUMNS, DatasetInfo, EEGDataset, StimulusSet
 from eegbench.datasets import default_cache_dir, default_data_root
-from eegbench.datasets.common import parse_options, photo_sources, photo_variant
+from eegbench.datasets.common import (
+    check_recorded_sha256,
+    parse_options,
+    photo_sources,
+    photo_variant,
+    read_keyed_cache,
+    recorded_sources,
+)
 from eegbench.datasets.cvpr40 import WNID_NAMES, _is_int, load_pth
 from eegbench.datasets.eegnb import _atomic_write, sha256_file
 from eegbench.errors import ConfigError, DataFormatError, DataNotFoundError
@@ -330,22 +337,7 @@ class EEGImageNet2024:
         return np.load(root / eeg_file, mmap_mode="r", allow_pickle=False), table, manifest
 
     def _read_cache(self, key: str) -> tuple[np.ndarray, pd.DataFrame, dict] | None:
-        path = self.cache_root / f"manifest-{key[:16]}.json"
-        try:
-            manifest = json.loads(path.read_text())
-            if manifest.get("key") != key:
-                return None
-            eeg = np.load(self.cache_root / manifest["eeg_file"], mmap_mode="r", allow_pickle=False)
-            table = pd.read_csv(self.cache_root / manifest["trials_file"], keep_default_na=False,
-                                dtype={"trial_id": str, "recording": str, "image_id": str, "split": str})
-        except (OSError, ValueError, KeyError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            if path.exists():
-                logger.warning("eeg-imagenet: ignoring unreadable cache %s (%s)", path, exc)
-            return None
-        if eeg.shape != (len(table), self.n_chans, self.n_times) or len(table) != manifest.get("n_trials"):
-            logger.warning("eeg-imagenet: ignoring inconsistent cache %s", path)
-            return None
-        return eeg, table, manifest
+        return read_keyed_cache(self.cache_root, key, self.name, shape=(self.n_chans, self.n_times))
 
     def _check_images(self, table: pd.DataFrame, classes: list[str]) -> dict[str, Path]:
         paths: dict[str, Path] = {}
@@ -447,24 +439,8 @@ class EEGImageNet2024:
             On the first failed check.
         """
         self._check_present()
-        recorded: dict[str, Any] = {}
-        for manifest_file in sorted(self.cache_root.glob("manifest-*.json")):
-            try:
-                recorded.update(json.loads(manifest_file.read_text()).get("sources", {}))
-            except (OSError, ValueError):
-                continue
-        lines = []
-        for path in self.files:
-            digest = sha256_file(path)
-            rec = recorded.get(str(path))
-            st = path.stat()
-            if rec and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns:
-                if rec.get("sha256") != digest:
-                    raise DataFormatError(f"{path}: sha256 {digest[:16]}… differs from {rec['sha256'][:16]}… "
-                                          "recorded when the cache was built (file corrupted or replaced)")
-                lines.append(f"{path}: sha256 {digest} (matches the cache manifest)")
-            else:
-                lines.append(f"{path}: sha256 {digest} (none recorded yet)")
+        recorded = recorded_sources(self.cache_root)
+        lines = [check_recorded_sha256(path, recorded.get(str(path))) for path in self.files]
         ds = self.load()
         sizes = ds.trials["split"].value_counts().to_dict()
         lines.append(f"{len(ds)} trials, eeg {tuple(ds.eeg.shape)} {ds.eeg.dtype}; {ds.info.n_classes} classes "

@@ -85,7 +85,15 @@ import pandas as pd
 from eegbench.data import TRIAL_COLUMNS, DatasetInfo, EEGDataset, StimulusSet
 from eegbench.datasets import default_cache_dir, default_data_root
 from eegbench.datasets.eegnb import _atomic_write, sha256_file
-from eegbench.datasets.common import load_pickled, parse_options, photo_sources, photo_variant
+from eegbench.datasets.common import (
+    check_recorded_sha256,
+    load_pickled,
+    parse_options,
+    photo_sources,
+    photo_variant,
+    read_keyed_cache,
+    recorded_sources,
+)
 from eegbench.errors import ConfigError, DataFormatError, DataNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -406,22 +414,7 @@ class ThingsEEG2:
         return np.load(root / eeg_file, mmap_mode="r", allow_pickle=False), table, manifest
 
     def _read_cache(self, key: str) -> tuple[np.ndarray, pd.DataFrame, dict] | None:
-        path = self.cache_root / f"manifest-{key[:16]}.json"
-        try:
-            manifest = json.loads(path.read_text())
-            if manifest.get("key") != key:
-                return None
-            eeg = np.load(self.cache_root / manifest["eeg_file"], mmap_mode="r", allow_pickle=False)
-            table = pd.read_csv(self.cache_root / manifest["trials_file"], keep_default_na=False,
-                                dtype={"trial_id": str, "recording": str, "image_id": str, "split": str})
-        except (OSError, ValueError, KeyError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            if path.exists():
-                logger.warning("things-eeg2: ignoring unreadable cache %s (%s)", path, exc)
-            return None
-        if eeg.shape[0] != len(table) or eeg.dtype != np.float32 or len(table) != manifest.get("n_trials"):
-            logger.warning("things-eeg2: ignoring inconsistent cache %s", path)
-            return None
-        return eeg, table, manifest
+        return read_keyed_cache(self.cache_root, key, self.name)
 
     # ------------------------------------------------------------------ load
     def load(self) -> EEGDataset:
@@ -517,32 +510,17 @@ class ThingsEEG2:
         ------
         DataNotFoundError, DataFormatError
             On the first failed check (a sha256 that differs from the one recorded for an unchanged
-            size is a :class:`DataFormatError`).
+            name, size and mtime is a :class:`DataFormatError`).
         """
         subjects = self.subject_ids()
-        recorded: dict[str, Any] = {}
-        for manifest_file in sorted(self.cache_root.glob("manifest-*.json")):
-            try:
-                recorded.update(json.loads(manifest_file.read_text()).get("sources", {}))
-            except (OSError, ValueError):
-                continue
+        recorded = recorded_sources(self.cache_root)
         lines = []
         for s in subjects:
             for part in PARTS:
                 path = self.eeg_file(s, part)
                 if not path.is_file():
                     raise DataNotFoundError(f"{path}: file is missing; {_HINT}")
-                digest = sha256_file(path)
-                rec = recorded.get(f"sub-{s:02d}/{part}")
-                st = path.stat()
-                if rec and rec.get("name") == str(path) and rec.get("size") == st.st_size \
-                        and rec.get("mtime_ns") == st.st_mtime_ns and rec.get("sha256"):
-                    if rec["sha256"] != digest:
-                        raise DataFormatError(f"{path}: sha256 {digest[:16]}… differs from {rec['sha256'][:16]}… "
-                                              "recorded when the cache was built (file corrupted or replaced)")
-                    lines.append(f"{path}: sha256 {digest} (matches the cache manifest)")
-                else:
-                    lines.append(f"{path}: sha256 {digest} (none recorded yet)")
+                lines.append(check_recorded_sha256(path, recorded.get(f"sub-{s:02d}/{part}")))
         ds = self.load()
         sizes = ds.trials["split"].value_counts().to_dict()
         lines.append(f"{len(ds)} trials, eeg {tuple(ds.eeg.shape)} {ds.eeg.dtype}; subjects {list(ds.info.subjects)}; "
