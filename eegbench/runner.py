@@ -44,103 +44,15 @@ from eegbench.method import RunContext, apply_overrides, count_parameters
 from eegbench.metrics.retrieval import RETRIEVAL_FILE, write_retrieval_embeddings
 from eegbench.protocol import PAPER_PROTOCOL, EvalProtocol, image_seed
 from eegbench.results import SCHEMA_VERSION, RunResult, environment_info, recipe_record, write_json_atomic
+from eegbench.run_config import (  # noqa: F401  (RunConfig, IDENTITY_FIELDS and resume_config: public here too)
+    IDENTITY_FIELDS,
+    RunConfig,
+    config_record,
+    partial_dir,
+    resume_config,
+)
 
 log = logging.getLogger("eegbench.run")
-
-
-@dataclass
-class RunConfig:
-    """Everything that defines one run (the CLI fills it).
-
-    Parameters
-    ----------
-    method, dataset, setting : str
-        Registered names.
-    subject : int, optional
-        Subject for ``single-subject`` / ``cross-subject``.
-    dataset_options : dict of str to str
-        ``--dataset-option key=value`` options of the dataset loader (e.g. ``eeg_file=eeg_14_70_std.pth``
-        for ``cvpr40``); recorded in the result, and runs with other options get their own leaderboard.
-    profile : str
-        ``"small"`` (CPU-friendly backbones) or ``"paper"``.
-    seed : int
-        Run seed: training, sampling noise and metric RNGs.
-    data_root, weights_root, cache_dir, runs_dir : Path, optional
-        Roots; defaults from ``EEGBENCH_DATA`` / ``EEGBENCH_WEIGHTS`` / ``EEGBENCH_CACHE`` / ``runs``.
-    overrides : dict of str to str
-        ``--set key=value`` method hyperparameter overrides.
-    backbone_overrides : dict of str to str
-        ``--backbone-set key=value`` overrides of :class:`~eegbench.backbones.SmallProfile` (small
-        profile) or :class:`~eegbench.backbones.sd.PaperSettings` (paper profile: weight folders,
-        ``image_size``, ``encode_batch_size``).
-    n_samples_per_trial, num_inference_steps : int, optional
-        Protocol overrides.
-    max_test_trials : int, optional
-        Score only the first N test trials (quick checks; recorded in the protocol, so such runs
-        never mix with full runs on a leaderboard).
-    sampler : str, optional
-        Protocol sampler for every method (overrides the method config field ``sampler``); None =
-        the method's own published choice.
-    guidance_scale : float, optional
-        Protocol classifier-free guidance scale (overrides the method config field
-        ``guidance_scale``); None = the method's own choice.
-    inception_weights : Path, optional
-        torch-fidelity's standard ``weights-inception-2015-12-05-6726825d.pth`` (standard FID
-        network + standard IS); default: the torch hub cache copy if present, else fid-helper's
-        network for FID/KID and EfficientNet-Lite0 for an honestly labelled IS.
-    classifier_weights : Path, optional
-        torchvision ViT-H/14 state dict for the n-way top-k accuracy (the papers' classifier);
-        default EfficientNet-Lite0.
-    progress : bool
-        Show tqdm progress bars.
-    run_id : str, optional
-        Folder name under ``runs_dir``; default ``<method>_<dataset>_<setting>_seed<seed>_<UTC time>``.
-    checkpoint_every : int, optional
-        Training-checkpoint interval in optimiser steps for every stage (None: four per stage;
-        0: only at the end of each stage).
-    resume : bool
-        Continue the interrupted run ``runs_dir/.partial-<run_id>/`` (see :func:`resume_config`).
-    max_steps : int, optional
-        Cap every training stage at this many optimiser steps (a smoke test before a long GPU
-        job). Recorded in the result; such runs never reach a leaderboard.
-    mixed_precision : {"no", "fp16", "bf16"}, optional
-        accelerate mixed precision of training; frozen backbones are held in that dtype. fp16
-        needs CUDA. None: the launcher's (``accelerate launch --mixed_precision``), else "no".
-    generate_batch_size : int
-        Test trials per ``Method.generate`` call.
-    metrics : tuple of str
-        Metrics scored besides the protocol's own (``--metric NAME``, registry keys, e.g. a
-        plugin's); recorded in the protocol, so such runs get their own leaderboard.
-    """
-
-    method: str = "synapse"
-    dataset: str = "eegnb-n170"
-    setting: str = "multi-subject"
-    subject: int | None = None
-    dataset_options: dict[str, str] = field(default_factory=dict)
-    profile: str = "small"
-    seed: int = 0
-    data_root: Path | None = None
-    weights_root: Path | None = None
-    cache_dir: Path | None = None
-    runs_dir: Path = Path("runs")
-    overrides: dict[str, str] = field(default_factory=dict)
-    backbone_overrides: dict[str, str] = field(default_factory=dict)
-    n_samples_per_trial: int | None = None
-    num_inference_steps: int | None = None
-    max_test_trials: int | None = None
-    sampler: str | None = None
-    guidance_scale: float | None = None
-    inception_weights: Path | None = None
-    classifier_weights: Path | None = None
-    progress: bool = True
-    run_id: str | None = None
-    checkpoint_every: int | None = None
-    resume: bool = False
-    max_steps: int | None = None
-    mixed_precision: str | None = None
-    generate_batch_size: int = 16
-    metrics: tuple[str, ...] = ()
 
 
 def _safe(name: str) -> str:
@@ -258,13 +170,6 @@ def _grid(reference: np.ndarray, generated: np.ndarray, labels: np.ndarray, clas
     grid.save(path)
 
 
-#: RunConfig fields that define a run: ``--resume`` refuses to continue a run with any of them changed.
-IDENTITY_FIELDS = (
-    "method", "dataset", "setting", "subject", "dataset_options", "profile", "seed", "overrides",
-    "backbone_overrides", "n_samples_per_trial", "num_inference_steps", "max_test_trials", "sampler",
-    "guidance_scale", "inception_weights", "classifier_weights", "max_steps", "mixed_precision", "metrics",
-)
-
 #: The run's steps, in order (methods of ``_Run``; ``durations_s`` times load_data,
 #: denoiser_pretrain, fit, generate, metrics and the total).
 RUN_STEPS = ("prepare", "open_folder", "backbones", "fit", "generate", "score", "record")
@@ -319,84 +224,6 @@ def _check_counts(cfg: RunConfig) -> None:
     resolve_mixed_precision(cfg.mixed_precision)
     if cfg.checkpoint_every is not None and int(cfg.checkpoint_every) < 0:
         raise ConfigError(f"--checkpoint-every {cfg.checkpoint_every}: must be ≥ 0 (0: only at the end of each stage)")
-
-
-def _config_record(cfg: RunConfig) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
-
-
-def _partial_dir(runs_dir: Path, run_id: str) -> Path:
-    return Path(runs_dir) / f".partial-{run_id}"
-
-
-def resume_config(run_id: str, runs_dir: Path | str = Path("runs"), given: Mapping[str, Any] | None = None,
-                  *, progress: bool = True, checkpoint_every: int | None = None,
-                  generate_batch_size: int | None = None) -> RunConfig:
-    """The :class:`RunConfig` of an interrupted run, to continue it with :func:`run`.
-
-    Parameters
-    ----------
-    run_id : str
-        Folder name of the run (``runs/.partial-<run_id>/`` must exist).
-    runs_dir : Path
-    given : mapping of str to value, optional
-        RunConfig fields the user stated again (e.g. on the command line): each field of
-        :data:`IDENTITY_FIELDS` must equal the run's own value; ``data_root``, ``weights_root``
-        and ``cache_dir`` replace the stored paths (a changed dataset is still refused, by its
-        split hash).
-    progress : bool
-    checkpoint_every : int, optional
-        New checkpoint interval (not part of the run's identity).
-    generate_batch_size : int, optional
-        New generation batch (not part of the run's identity; samples do not depend on it).
-
-    Returns
-    -------
-    RunConfig
-        With ``resume=True`` and the stored values.
-
-    Raises
-    ------
-    ConfigError
-        If the run finished already, no interrupted run of that id exists, or a given field differs
-        (naming every differing field with both values).
-    """
-    runs_dir = Path(runs_dir)
-    work = _partial_dir(runs_dir, run_id)
-    if (runs_dir / run_id).exists():
-        raise ConfigError(f"--resume {run_id}: the run finished already ({runs_dir / run_id}); nothing to resume")
-    record_file = work / "run.json"
-    if not record_file.is_file():
-        raise ConfigError(f"--resume {run_id}: no interrupted run {work} (with run.json) under --runs-dir {runs_dir}")
-    try:
-        stored = json.loads(record_file.read_text(encoding="utf-8"))["run_config"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"--resume {run_id}: {record_file} is unreadable ({exc})") from None
-    names = {f.name: f for f in dataclasses.fields(RunConfig)}
-    values = {k: v for k, v in stored.items() if k in names}
-    for key in ("data_root", "weights_root", "cache_dir", "inception_weights", "classifier_weights"):
-        if values.get(key) is not None:
-            values[key] = Path(values[key])
-    values["metrics"] = tuple(values.get("metrics") or ())
-    diffs = []  # whole values: a different --set list is one difference, not one per key
-    for key, value in (given or {}).items():
-        if key not in IDENTITY_FIELDS:
-            continue
-        mine = stored.get(key, names[key].default)  # a run from before the field existed had the default
-        theirs = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
-        if theirs != mine:
-            diffs.append(f"{key} (run: {mine!r}, given: {theirs!r})")
-    if diffs:
-        raise ConfigError(f"--resume {run_id}: refused, the run was started with other options: {'; '.join(diffs)}")
-    for key in ("data_root", "weights_root", "cache_dir"):  # the files may have moved: given paths win
-        if (given or {}).get(key) is not None:
-            values[key] = Path(given[key])
-    values.update(runs_dir=runs_dir, run_id=run_id, resume=True, progress=progress)
-    if checkpoint_every is not None:
-        values["checkpoint_every"] = checkpoint_every
-    if generate_batch_size is not None:
-        values["generate_batch_size"] = int(generate_batch_size)
-    return RunConfig(**values)
 
 
 def _differences(stored: Mapping[str, Any], now: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -522,9 +349,9 @@ class _Run:
         self.final_dir = self.runs_dir / self.run_id
         if self.final_dir.exists():
             raise ConfigError(f"run folder {self.final_dir} already exists; pass another --run-id")
-        work = _partial_dir(self.runs_dir, self.run_id)
+        work = partial_dir(self.runs_dir, self.run_id)
         self.config_record = {
-            **_config_record(cfg),
+            **config_record(cfg),
             "data_root": str(self.data_root), "weights_root": str(self.weights_root),
             "cache_dir": str(self.cache_dir),
             "method_config": asdict(self.method_config), "backbones": asdict(self.profile),
@@ -551,7 +378,7 @@ class _Run:
                 shutil.rmtree(work)
             (work / "samples").mkdir(parents=True)
             (work / "reference").mkdir()
-            write_json_atomic(work / "run.json", {"run_id": self.run_id, "run_config": _config_record(cfg),
+            write_json_atomic(work / "run.json", {"run_id": self.run_id, "run_config": config_record(cfg),
                                                   **identity})
         self.accelerator.wait_for_everyone()
         self.work = work

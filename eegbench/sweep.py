@@ -42,6 +42,7 @@ import pandas as pd
 
 from eegbench.errors import ConfigError, EegbenchError
 from eegbench.results import write_json_atomic
+from eegbench.run_config import RUN_ID_FIELDS
 
 log = logging.getLogger("eegbench.sweep")
 
@@ -50,11 +51,6 @@ __all__ = ["EXECUTORS", "SweepRun", "expand", "make_executor", "parse_list", "pa
 
 #: Executors ``--executor`` accepts.
 EXECUTORS = ("local", "slurm", "debug")
-#: RunConfig fields that do not change a run's result (left out of its id).
-_NOT_IDENTITY = ("data_root", "weights_root", "cache_dir", "runs_dir", "inception_weights", "classifier_weights",
-                 "progress", "run_id", "checkpoint_every", "resume", "generate_batch_size")
-
-
 def parse_list(text: str | Sequence[str] | None, what: str) -> list[str]:
     """``"synapse,gwit"`` → ``["synapse", "gwit"]`` (order kept, duplicates dropped).
 
@@ -102,7 +98,7 @@ def run_id_for(cfg) -> str:
     the result (dataset options, profile, ``--set`` / ``--backbone-set``, protocol options,
     mixed precision, ``--max-steps``, extra metrics), not paths, progress or batch sizes.
     """
-    identity = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IDENTITY}
+    identity = {k: v for k, v in asdict(cfg).items() if k in RUN_ID_FIELDS}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
     subject = f"-sub{cfg.subject}" if cfg.subject is not None else ""
     name = f"{cfg.method}_{cfg.dataset}_{cfg.setting}{subject}_seed{cfg.seed}_{digest}"
@@ -259,15 +255,10 @@ def run_job(config: dict[str, Any]) -> dict[str, Any]:
         ``run_id``, ``summary`` (one line of metrics), ``total_s``.
     """
     from eegbench.leaderboard import metrics_summary
-    from eegbench.runner import RunConfig, run
+    from eegbench.run_config import config_from_record
+    from eegbench.runner import run
 
-    fields_ = {f.name: f for f in dataclasses.fields(RunConfig)}
-    kwargs = dict(config)
-    for key in ("data_root", "weights_root", "cache_dir", "runs_dir", "inception_weights", "classifier_weights"):
-        if kwargs.get(key) is not None:
-            kwargs[key] = Path(kwargs[key])
-    kwargs["metrics"] = tuple(kwargs.get("metrics") or ())
-    result = run(RunConfig(**{k: v for k, v in kwargs.items() if k in fields_}))
+    result = run(config_from_record(config))
     summary = metrics_summary(result.get("metrics") or {}, skipped=False) if result else ""
     return {"run_id": result.get("run_id", config.get("run_id")), "summary": summary,
             "total_s": (result.get("durations_s") or {}).get("total")}
