@@ -12,7 +12,6 @@ import abc
 import dataclasses
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from eegbench.files import write_text_atomic
 from eegbench.data import DatasetInfo, EEGDataset
 from eegbench.errors import ConfigError, DataFormatError
 from eegbench.results import INFERENCE_CONVENTION
@@ -87,9 +87,7 @@ class RunContext:
     def _rewrite_train_log(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Replace ``train_log.jsonl`` by ``rows`` (the log as of a restored checkpoint)."""
         path = self.work_dir / "train_log.jsonl"
-        tmp = path.with_name(".train_log.jsonl.tmp")
-        tmp.write_text("".join(json.dumps(dict(r)) + "\n" for r in rows), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(json.dumps(dict(r)) + "\n" for r in rows))
 
     def trainer(self, method: Method):
         """The run's :class:`~eegbench.training.StageTrainer` for ``method``.

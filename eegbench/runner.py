@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from eegbench.files import atomic_write
 from eegbench.backbones import Backbones, SmallProfile, default_weights_root
 from eegbench.datasets import default_cache_dir, default_data_root
 from eegbench.datasets.info import make_loader
@@ -517,9 +518,7 @@ class _Run:
                     row["eeg_from_trial"] = ids[int(permutation[i])]
                 rows.append(row)
         manifest = pd.DataFrame(rows)
-        tmp = manifest_file.with_name(".manifest.csv.tmp")
-        manifest.to_csv(tmp, index=False)
-        os.replace(tmp, manifest_file)
+        atomic_write(manifest_file, lambda fh: fh.write(manifest.to_csv(index=False).encode()))
         return manifest
 
     def score(self) -> None:

@@ -53,6 +53,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from eegbench.files import write_text_atomic
 from eegbench.errors import ConfigError, EegbenchError
 
 __all__ = [
@@ -323,12 +324,6 @@ class _Batches:
 
 
 # ------------------------------------------------------------------------------- file helpers
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:6]}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _module_states(modules: Mapping[str, nn.Module]) -> dict[str, dict[str, torch.Tensor]]:
     # written to disk at once by ``torch.save``: no copy needed
     return {name: {k: v.detach().cpu() for k, v in m.state_dict().items()} for name, m in modules.items()}
@@ -757,7 +752,7 @@ class StageTrainer:
             self._write_dir(target, state, meta)
             pointer = self._pointer(name)
             previous = _read_json(pointer).get("dir") if pointer.is_file() else None
-            _atomic_write_text(pointer, json.dumps({"stage": name, "step": step, "dir": target.name}))
+            write_text_atomic(pointer, json.dumps({"stage": name, "step": step, "dir": target.name}))
             if previous and previous != target.name:
                 shutil.rmtree(self.checkpoint_dir / previous, ignore_errors=True)
         self._barrier()

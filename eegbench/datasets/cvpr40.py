@@ -54,10 +54,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import pickle
 import re
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -68,7 +66,8 @@ import pandas as pd
 
 from eegbench.data import TRIAL_COLUMNS, DatasetInfo, EEGDataset, StimulusSet
 from eegbench.datasets import default_cache_dir, default_data_root
-from eegbench.datasets.eegnb import _atomic_write, sha256_file
+from eegbench.datasets.eegnb import sha256_file
+from eegbench.files import atomic_path, atomic_write
 from eegbench.errors import ConfigError, DataFormatError, DataNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -456,9 +455,7 @@ class CVPR40:
         root = self.cache_root
         root.mkdir(parents=True, exist_ok=True)
         eeg_file, trials_file = f"eeg-{key[:16]}.npy", f"trials-{key[:16]}.csv"
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{eeg_file}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(root / eeg_file) as tmp:  # the EEG file appears last, whole
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                             shape=(len(rows), self.n_chans, self.n_times))
             for j, i in enumerate(tqdm(rows, desc="cvpr40: cropping", unit="trial", leave=False, disable=None)):
@@ -470,15 +467,10 @@ class CVPR40:
                 out[j] = x
             out.flush()
             del out
-            os.chmod(tmp, 0o644)
             sources = {}
             for role, path in (("eeg_file", self.eeg_path), ("split_file", self.split_path)):
                 sources[role] = {**_stat_key(path), "sha256": sha256_file(path)}
-            _atomic_write(root / trials_file, lambda f: f.write(table.to_csv(index=False).encode()))
-            os.replace(tmp, root / eeg_file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            atomic_write(root / trials_file, lambda f: f.write(table.to_csv(index=False).encode()))
         manifest = {
             "key": key, "dataset": self.name, "version": LOADER_VERSION, "params": self._params(),
             "sources": sources, "labels": labels, "n_items": len(items), "n_trials": len(table),
@@ -487,7 +479,7 @@ class CVPR40:
             "eeg_file": eeg_file, "trials_file": trials_file,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "build_s": round(time.perf_counter() - t0, 2),
         }
-        _atomic_write(root / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+        atomic_write(root / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
         for old in [*root.glob("eeg-*.npy"), *root.glob("trials-*.csv")]:
             if old.name not in (eeg_file, trials_file):
                 old.unlink(missing_ok=True)

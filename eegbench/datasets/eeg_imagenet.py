@@ -51,8 +51,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +70,8 @@ from eegbench.datasets.common import (
     recorded_sources,
 )
 from eegbench.datasets.cvpr40 import WNID_NAMES, _is_int, load_pth
-from eegbench.datasets.eegnb import _atomic_write, sha256_file
+from eegbench.datasets.eegnb import sha256_file
+from eegbench.files import atomic_path, atomic_write
 from eegbench.errors import ConfigError, DataFormatError, DataNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -306,9 +305,7 @@ class EEGImageNet2024:
         root = self.cache_root
         root.mkdir(parents=True, exist_ok=True)
         eeg_file, trials_file = f"eeg-{key[:16]}.npy", f"trials-{key[:16]}.csv"
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{eeg_file}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(root / eeg_file) as tmp:  # the EEG file appears last, whole
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                             shape=(len(chosen), self.n_chans, self.n_times))
             for j, (i, it) in enumerate(tqdm(chosen, desc="eeg-imagenet: cropping", unit="trial", leave=False,
@@ -321,19 +318,14 @@ class EEGImageNet2024:
                 out[j] = x
             out.flush()
             del out
-            os.chmod(tmp, 0o644)
-            _atomic_write(root / trials_file, lambda f: f.write(table.to_csv(index=False).encode()))
-            os.replace(tmp, root / eeg_file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            atomic_write(root / trials_file, lambda f: f.write(table.to_csv(index=False).encode()))
         manifest = {"key": key, "dataset": self.name, "version": LOADER_VERSION, "options": vars(self.options),
                     "sources": sources, "classes": classes, "granularity_of": granularity_of,
                     "n_items": len(items), "n_trials": len(table), "n_too_short": len(short),
                     "split_sizes": {p: int((table["split"] == p).sum()) for p in ("train", "val", "test")},
                     "eeg_file": eeg_file, "trials_file": trials_file,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "build_s": round(time.perf_counter() - t0, 2)}
-        _atomic_write(root / f"manifest-{key[:16]}.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+        atomic_write(root / f"manifest-{key[:16]}.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
         return np.load(root / eeg_file, mmap_mode="r", allow_pickle=False), table, manifest
 
     def _read_cache(self, key: str) -> tuple[np.ndarray, pd.DataFrame, dict] | None:

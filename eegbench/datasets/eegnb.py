@@ -39,9 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import time
 import zipfile
 from collections.abc import Mapping
@@ -51,6 +49,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from eegbench.files import atomic_write
 from eegbench.data import TRIAL_COLUMNS, DatasetInfo, EEGDataset, StimulusSet
 from eegbench.datasets import default_cache_dir, default_data_root
 from eegbench.errors import ConfigError, DataFormatError, DataNotFoundError
@@ -78,20 +77,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; cache entries are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _show(value: Any) -> str:
@@ -428,8 +413,8 @@ class EEGNotebooksVisual:
     def _write_cache(self, key: str, sources: Mapping[str, str], eeg: np.ndarray, table: pd.DataFrame) -> None:
         root = self.cache_root
         eeg_file, trials_file = f"eeg-{key[:16]}.npz", f"trials-{key[:16]}.csv"
-        _atomic_write(root / eeg_file, lambda f: np.savez(f, eeg=eeg, key=np.array(key)))
-        _atomic_write(root / trials_file,
+        atomic_write(root / eeg_file, lambda f: np.savez(f, eeg=eeg, key=np.array(key)))
+        atomic_write(root / trials_file,
                       lambda f: f.write(table[list(_CACHED_COLUMNS)].to_csv(index=False).encode()))
         manifest = {
             "key": key,
@@ -444,7 +429,7 @@ class EEGNotebooksVisual:
             "trials_file": trials_file,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        _atomic_write(root / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+        atomic_write(root / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
         for old in [*root.glob("eeg-*.npz"), *root.glob("trials-*.csv")]:
             if old.name not in (eeg_file, trials_file):
                 old.unlink(missing_ok=True)

@@ -23,8 +23,6 @@ import colorsys
 import difflib
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,6 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from eegbench.files import atomic_write
 from eegbench.data import DatasetInfo, EEGDataset, StimulusSet
 from eegbench.datasets import default_cache_dir
 from eegbench.errors import ConfigError
@@ -285,12 +284,4 @@ def _draw_shape(draw, shape: str, cx: float, cy: float, r: float, colour: tuple[
 
 
 def _atomic_save(image, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: image.save(f, format="PNG"))

@@ -71,9 +71,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +82,8 @@ import pandas as pd
 
 from eegbench.data import TRIAL_COLUMNS, DatasetInfo, EEGDataset, StimulusSet
 from eegbench.datasets import default_cache_dir, default_data_root
-from eegbench.datasets.eegnb import _atomic_write, sha256_file
+from eegbench.datasets.eegnb import sha256_file
+from eegbench.files import atomic_path, atomic_write
 from eegbench.datasets.common import (
     check_recorded_sha256,
     load_pickled,
@@ -370,9 +369,7 @@ class ThingsEEG2:
         root = self.cache_root
         root.mkdir(parents=True, exist_ok=True)
         eeg_file, trials_file = f"eeg-{key[:16]}.npy", f"trials-{key[:16]}.csv"
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{eeg_file}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(root / eeg_file) as tmp:  # the EEG file appears last, whole
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                             shape=(len(table), len(ch_names), n_times))
             row = 0
@@ -396,12 +393,7 @@ class ThingsEEG2:
                 del data
             out.flush()
             del out
-            os.chmod(tmp, 0o644)
-            _atomic_write(root / trials_file, lambda f: f.write(table.to_csv(index=False).encode()))
-            os.replace(tmp, root / eeg_file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            atomic_write(root / trials_file, lambda f: f.write(table.to_csv(index=False).encode()))
         manifest = {
             "key": key, "dataset": self.name, "version": LOADER_VERSION, "options": vars(self.options),
             "subjects": subjects, "ch_names": ch_names, "times": [float(x) for x in times],
@@ -410,7 +402,7 @@ class ThingsEEG2:
             "eeg_file": eeg_file, "trials_file": trials_file,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "build_s": round(time.perf_counter() - t0, 2),
         }
-        _atomic_write(root / f"manifest-{key[:16]}.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+        atomic_write(root / f"manifest-{key[:16]}.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
         return np.load(root / eeg_file, mmap_mode="r", allow_pickle=False), table, manifest
 
     def _read_cache(self, key: str) -> tuple[np.ndarray, pd.DataFrame, dict] | None:

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from eegbench.files import atomic_path
 from eegbench.errors import ConfigError, DataFormatError
 
 log = logging.getLogger("eegbench.metrics")
@@ -178,10 +179,8 @@ def _write_cache(path: Path, network: FeatureNetwork, rows: Mapping[str, Mapping
     layers = sorted(set.intersection(*(set(r) for r in rows.values()))) if rows else []
     tensors = {k: torch.stack([rows[d][k] for d in digests]).contiguous() for k in layers}
     meta = {"format": _FORMAT, "network": network.key, "digests": json.dumps(digests)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def network_features(network: FeatureNetwork, images, *, cache_file: Path | None = None, role: str = "images",

@@ -35,13 +35,13 @@ probability that a uniformly random order of the tied candidates puts it in the 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from eegbench.files import atomic_path
 from eegbench.errors import DataFormatError
 from eegbench.metric import Metric, ScoringInputs
 
@@ -244,17 +244,11 @@ def write_retrieval_embeddings(path: Path, eeg: np.ndarray, stimuli: np.ndarray,
     """
     from safetensors.numpy import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file({"eeg": np.ascontiguousarray(eeg, dtype=np.float32),
                    "stimuli": np.ascontiguousarray(stimuli, dtype=np.float32)}, str(tmp),
                   metadata={"stimulus_ids": json.dumps(list(map(str, stimulus_ids))),
                             "trial_ids": json.dumps(list(map(str, trial_ids))), "description": description})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_retrieval_embeddings(path: Path, trial_ids: Sequence[str]) -> dict[str, Any]:
