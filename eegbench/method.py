@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
+from eegbench.preprocessing import channel_statistics  # noqa: F401  (public here too)
 from eegbench.files import write_text_atomic
 from eegbench.data import DatasetInfo, EEGDataset
 from eegbench.errors import ConfigError, DataFormatError
@@ -152,27 +152,6 @@ def apply_overrides(config: Any, overrides: Mapping[str, str]) -> Any:
             raise ConfigError(f"--set {key}={raw}: {exc}") from None
         changes[key] = value
     return dataclasses.replace(config, **changes)
-
-
-def channel_statistics(eeg: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation over trials and time (float64 accumulation).
-
-    Plugins compute them on the training split only, for input standardisation.
-
-    Parameters
-    ----------
-    eeg : numpy.ndarray, shape (n_trials, n_chans, n_times), float32
-        EEG in its dataset unit (V for the eeg-notebooks data).
-
-    Returns
-    -------
-    mean, std : torch.Tensor, shape (n_chans,), float32
-        In the EEG's unit.
-    """
-    # one channel at a time: the float64 temporaries stay n_chans times smaller than the whole array
-    mean = np.array([eeg[:, c].mean(dtype=np.float64) for c in range(eeg.shape[1])])
-    std = np.array([eeg[:, c].std(dtype=np.float64) for c in range(eeg.shape[1])])
-    return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
 
 
 class Method(abc.ABC):

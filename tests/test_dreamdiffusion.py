@@ -305,7 +305,7 @@ def test_fit_losses_finite_and_mbm_decreasing(fitted, data):
     assert [r["step"] for r in ctx.history if "val_diffusion" in r] == [10, 20]
     # normalisation from the training split only
     mean = torch.from_numpy(data[1].eeg.astype(np.float64).mean(axis=(0, 2))).float()
-    assert torch.allclose(method.mae_encoder.eeg_mean, mean, rtol=1e-4, atol=1e-12)
+    assert torch.allclose(method.mae_encoder.standardize.mean, mean, rtol=1e-4, atol=1e-12)
 
 
 def test_ldm_loss_decreases_on_a_tiny_problem(data, backbones, accelerator, tmp_path):
@@ -400,7 +400,7 @@ def test_save_load_round_trip(fitted, data, backbones, tmp_path):
     a = method.generate(eeg, generators=gens(2), n_samples=1, num_inference_steps=2)
     b = fresh.generate(eeg, generators=gens(2), n_samples=1, num_inference_steps=2)
     assert torch.equal(a, b)
-    assert torch.equal(fresh.mae_encoder.eeg_std, method.mae_encoder.eeg_std)
+    assert torch.equal(fresh.mae_encoder.standardize.std, method.mae_encoder.standardize.std)
 
 
 # ----------------------------------------------------------------------------- paper profile

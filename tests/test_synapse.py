@@ -312,8 +312,8 @@ def test_fit_losses_finite_and_decreasing(fitted, data):
     assert len(val1) == 3 and len(val2) == 2 and all(math.isfinite(v) for v in val1 + val2)
     # z-scoring statistics of the training EEG, per channel
     train = data[1]
-    assert torch.allclose(method.eeg_encoder.eeg_mean[:, 0], torch.from_numpy(train.eeg.mean(axis=(0, 2))), atol=1e-9)
-    assert torch.allclose(method.eeg_encoder.eeg_std[:, 0], torch.from_numpy(train.eeg.std(axis=(0, 2))), rtol=1e-4)
+    assert torch.allclose(method.eeg_encoder.standardize.mean, torch.from_numpy(train.eeg.mean(axis=(0, 2))), atol=1e-9)
+    assert torch.allclose(method.eeg_encoder.standardize.std, torch.from_numpy(train.eeg.std(axis=(0, 2))), rtol=1e-4)
     assert not any(p.requires_grad for m in method.components().values() for p in m.parameters())
 
 
@@ -417,7 +417,7 @@ def test_save_load_round_trip(fitted, data, backbones, tmp_path):
     eeg = torch.from_numpy(val.eeg[:2])
     before = other.generate(eeg, generators=gens(2), n_samples=1, num_inference_steps=3)
     other.load(tmp_path / "model")
-    assert torch.equal(other.eeg_encoder.eeg_mean, method.eeg_encoder.eeg_mean)
+    assert torch.equal(other.eeg_encoder.standardize.mean, method.eeg_encoder.standardize.mean)
     ours = method.generate(eeg, generators=gens(2), n_samples=1, num_inference_steps=3)
     theirs = other.generate(eeg, generators=gens(2), n_samples=1, num_inference_steps=3)
     assert torch.equal(ours, theirs)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eegbench.errors import ConfigError
+from eegbench.preprocessing import EEGStandardizer
 from eegbench.training import fp32_recurrent
 
 __all__ = [
@@ -51,47 +52,6 @@ def n_tokens_of(n_times: int, patch_size: int) -> int:
     if patch_size < 1 or n_times < patch_size:
         raise ConfigError(f"brainvis: patch_size={patch_size} must be in [1, n_times={n_times}]")
     return n_times // patch_size
-
-
-class EEGStandardizer(nn.Module):
-    """Per-channel z-scoring with training-set statistics, clamped at ``±clip`` standard deviations.
-
-    Upstream feeds the already standardised EEG-ImageNet file (``eeg_5_95_std.pth``); eegbench's
-    datasets are in V, so the statistics of the training split are stored here (buffers, no
-    parameters) and saved with the model.
-
-    Parameters
-    ----------
-    n_chans : int
-    clip : float
-        Clamp in standard deviations; 0 disables.
-    """
-
-    def __init__(self, n_chans: int, clip: float = 10.0) -> None:
-        super().__init__()
-        self.clip = float(clip)
-        self.register_buffer("mean", torch.zeros(n_chans))
-        self.register_buffer("std", torch.ones(n_chans))
-
-    @torch.no_grad()
-    def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Store per-channel mean and std (same unit as the EEG; std floored at 1e-12)."""
-        self.mean.copy_(mean.to(self.mean))
-        self.std.copy_(std.to(self.std).clamp_min(1e-12))
-
-    def forward(self, eeg: torch.Tensor) -> torch.Tensor:
-        """Standardise EEG.
-
-        Parameters
-        ----------
-        eeg : torch.Tensor, shape (batch, n_chans, n_times), float, in V
-
-        Returns
-        -------
-        torch.Tensor, shape (batch, n_chans, n_times), float32, dimensionless
-        """
-        z = (eeg.float() - self.mean[:, None]) / self.std[:, None]
-        return z.clamp(-self.clip, self.clip) if self.clip > 0 else z
 
 
 class ScaledResidual(nn.Module):

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eegbench.errors import ConfigError, DataFormatError
+from eegbench.preprocessing import EEGStandardizer
 
 __all__ = [
     "ChannelMapper",
@@ -194,8 +195,9 @@ class EEGMAEEncoder(nn.Module):
     pos_embed : nn.Parameter, shape (1, num_patches + 1, dim)
         Fixed sin-cos table (row 0 for the cls token); a parameter with ``requires_grad=False``
         as upstream, so the parameter counts match the published module.
-    eeg_mean, eeg_std : torch.Tensor, shape (n_chans,)
-        Normalisation buffers (V); 0 and 1 until :meth:`set_normalization`.
+    standardize : eegbench.preprocessing.EEGStandardizer
+        Per-channel z-scoring with the training statistics (buffers ``mean``/``std`` in V; 0 and 1
+        until :meth:`set_normalization`).
 
     Raises
     ------
@@ -220,8 +222,7 @@ class EEGMAEEncoder(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches + 1, dim), requires_grad=False)
         self.blocks = nn.ModuleList([_block(dim, num_heads, mlp_ratio) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
-        self.register_buffer("eeg_mean", torch.zeros(n_chans))
-        self.register_buffer("eeg_std", torch.ones(n_chans))
+        self.standardize = EEGStandardizer(n_chans, clip)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -236,8 +237,7 @@ class EEGMAEEncoder(nn.Module):
 
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Store per-channel mean and standard deviation (V), shape (n_chans,); std is floored at 1e-12."""
-        self.eeg_mean.copy_(mean.to(self.eeg_mean))
-        self.eeg_std.copy_(std.to(self.eeg_std).clamp_min(1e-12))
+        self.standardize.set_statistics(mean, std)
 
     def preprocess(self, eeg: torch.Tensor) -> torch.Tensor:
         """Z-score, clamp and resample raw EEG.
@@ -258,9 +258,7 @@ class EEGMAEEncoder(nn.Module):
         if eeg.ndim != 3 or eeg.shape[1] != self.n_chans:
             raise DataFormatError(f"dreamdiffusion encoder: EEG shape {tuple(eeg.shape)}, expected "
                                   f"(batch, {self.n_chans}, n_times)")
-        x = (eeg.float() - self.eeg_mean[None, :, None]) / self.eeg_std[None, :, None]
-        if self.clip > 0:
-            x = x.clamp(-self.clip, self.clip)
+        x = self.standardize(eeg)
         if x.shape[-1] != self.time_len:
             x = F.interpolate(x, size=self.time_len, mode="linear", align_corners=True)
         return x

@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from eegbench.errors import ConfigError
+from eegbench.preprocessing import EEGStandardizer
 from eegbench.training import fp32_recurrent
 
 __all__ = [
     "EEGCondition",
     "EEGConditioningEmbedding",
     "EEGFeatNet",
-    "EEGStandardize",
     "GWITControlNet",
     "OutOfFoldPrompts",
     "SubjectLayers",
@@ -31,39 +31,6 @@ __all__ = [
     "knn_vote",
     "triplet_margin_loss",
 ]
-
-
-class EEGStandardize(nn.Module):
-    """Per-channel z-scoring with training-set statistics, then clipping.
-
-    The small profile's EEG is in volts (~1e-5), the paper's CVPR40 files are already standardised;
-    z-scoring with statistics of the *training* split makes both the same scale. The statistics are
-    buffers (saved with the component, no parameters).
-
-    Parameters
-    ----------
-    n_chans : int
-        Number of EEG channels.
-    clip : float
-        Clamp of the z-scored values in standard deviations; 0 disables.
-    """
-
-    def __init__(self, n_chans: int, clip: float = 10.0) -> None:
-        super().__init__()
-        self.clip = float(clip)
-        self.register_buffer("mean", torch.zeros(n_chans))
-        self.register_buffer("std", torch.ones(n_chans))
-
-    @torch.no_grad()
-    def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Store per-channel mean and std, each float (n_chans,) in the EEG's unit (zero std → 1)."""
-        self.mean.copy_(mean.to(self.mean))
-        self.std.copy_(torch.where(std > 0, std, torch.ones_like(std)).to(self.std))
-
-    def forward(self, eeg: torch.Tensor) -> torch.Tensor:
-        """Standardise EEG (B, n_chans, n_times) float → same shape, float32, unitless."""
-        z = (eeg.float() - self.mean[:, None]) / self.std[:, None]
-        return z.clamp(-self.clip, self.clip) if self.clip > 0 else z
 
 
 class SubjectLayers(nn.Module):
@@ -148,7 +115,7 @@ class EEGConditioningEmbedding(nn.Module):
 
     Steps (GWIT ``controlnet_conditioning_eeg.py``, ``research/methods.md`` §6.1):
 
-    1. standardise (train statistics, see :class:`EEGStandardize`) and zero-pad the time axis on the
+    1. standardise (train statistics, see :class:`~eegbench.preprocessing.EEGStandardizer`) and zero-pad the time axis on the
        right to ``pad_to`` samples (paper 512);
     2. :class:`SubjectLayers` channel mixing;
     3. ``Conv1d(n_chans → c0, k3, no padding)`` + SiLU;
@@ -206,7 +173,7 @@ class EEGConditioningEmbedding(nn.Module):
         self.n_chans, self.n_times, self.pad_to = int(n_chans), int(n_times), int(pad_to)
         self.out_channels, self.latent_size = int(out_channels), int(latent_size)
         self.lengths = lengths
-        self.standardize = EEGStandardize(n_chans, clip)
+        self.standardize = EEGStandardizer(n_chans, clip)
         self.subject_layers = SubjectLayers(n_chans, n_subject_layers)
         self.conv_in = nn.Conv1d(n_chans, base_channels, kernel_size=3)
         blocks: list[nn.Module] = []
@@ -348,7 +315,7 @@ class EEGFeatNet(nn.Module):
         if pooling not in ("last", "mean"):
             raise ValueError(f"EEGFeatNet: pooling={pooling!r}; expected 'last' or 'mean'")
         self.pooling = pooling
-        self.standardize = EEGStandardize(n_chans, clip)
+        self.standardize = EEGStandardizer(n_chans, clip)
         self.lstm = nn.LSTM(n_chans, hidden, num_layers=num_layers, batch_first=True)
         self.fc = nn.Linear(hidden, dim)
         self.register_buffer("bank_features", torch.zeros(0, dim))

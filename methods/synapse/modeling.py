@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eegbench.errors import ConfigError
+from eegbench.preprocessing import EEGStandardizer
 
 __all__ = [
     "AlignmentHeads",
@@ -256,8 +257,9 @@ def _validate_arch(n_chans: int, n_times: int, dims: Sequence[int], down_strides
 class SynapseEEGEncoder(nn.Module):
     """SYNAPSE Stage-1 EEG encoder: EEG trial → token latent ``(n_tokens, latent_dim)``.
 
-    Per-channel z-scoring (buffers ``eeg_mean``/``eeg_std`` in the input unit, set from the
-    training EEG with :meth:`set_normalization`, optionally clamped to ±``clip``) → transpose to
+    Per-channel z-scoring (:class:`~eegbench.preprocessing.EEGStandardizer` ``standardize``, statistics
+    in the input unit set from the training EEG with :meth:`set_normalization`, optionally clamped
+    to ±``clip``) → transpose to
     ``(n_times, n_chans)`` → in-conv ``n_times → dims[0]`` (k=1) → per stage: residual blocks +
     positional embedding + transformer, a 1×1 skip projection to ``latent_dim``, a Linear
     down-sampling over the electrode axis → out-conv ``dims[-1] → latent_dim`` → skip aggregation
@@ -308,8 +310,7 @@ class SynapseEEGEncoder(nn.Module):
         self.n_tokens, self.latent_dim = int(n_tokens), int(latent_dim)
         self.clip = float(clip)
         self.lengths = sequence_lengths(n_chans, down_strides)
-        self.register_buffer("eeg_mean", torch.zeros(n_chans, 1))
-        self.register_buffer("eeg_std", torch.ones(n_chans, 1))
+        self.standardize = EEGStandardizer(n_chans, self.clip, min_std=1e-12)
 
         self.in_conv = Pointwise1d(n_times, dims[0])
         stage_kw = dict(n_layer=n_layer, n_head=n_head, dff_factor=dff_factor, groups=groups, dropout=dropout)
@@ -345,13 +346,12 @@ class SynapseEEGEncoder(nn.Module):
         min_std : float
             Floor of ``std`` (a flat channel would otherwise divide by zero).
         """
-        self.eeg_mean.copy_(mean.reshape(self.n_chans, 1).to(self.eeg_mean))
-        self.eeg_std.copy_(std.reshape(self.n_chans, 1).to(self.eeg_std).clamp_min(min_std))
+        self.standardize.min_std = float(min_std)
+        self.standardize.set_statistics(mean, std)
 
     def normalize(self, eeg: torch.Tensor) -> torch.Tensor:
         """Z-score raw EEG: ``(batch, n_chans, n_times)`` in V → same shape, dimensionless."""
-        z = (eeg.to(self.eeg_mean.dtype) - self.eeg_mean) / self.eeg_std
-        return z.clamp(-self.clip, self.clip) if self.clip > 0 else z
+        return self.standardize(eeg)
 
     def encode_normalized(self, z: torch.Tensor) -> torch.Tensor:
         """Encode z-scored EEG ``(batch, n_chans, n_times)`` → ``(batch, n_tokens, latent_dim)``."""
