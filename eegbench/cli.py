@@ -286,7 +286,7 @@ def _stderr_handler_class():
 
 
 def _cmd_compare(args) -> int:
-    from eegbench.leaderboard import compare
+    from eegbench.reports import compare
     from eegbench.results import load_results
 
     import logging

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from eegbench.errors import DataFormatError
-from eegbench.results import write_bytes_if_changed
+from eegbench.results import read_train_log, run_dir_of, write_bytes_if_changed
 
 __all__ = ["comparison_grid", "leaderboard_figures", "score_figure", "significance_figure", "training_figure"]
 
@@ -143,9 +143,8 @@ def significance_figure(lb, stem: Path) -> list[Path]:
 
 
 def _training_log(result: dict[str, Any]) -> list[dict[str, Any]]:
-    from eegbench.leaderboard import _read_train_log, _run_dir
 
-    log_records = _read_train_log(_run_dir(result))
+    log_records = read_train_log(run_dir_of(result))
     if log_records is not None:
         return log_records
     return result.get("training_log") or result.get("training_history") or []
@@ -203,13 +202,12 @@ def _grid_source(lb) -> tuple[list[tuple[str, Path, dict]], list[str]]:
     All rows come from one subject (the test trials must be the same): the lowest subject for which
     the most methods have samples; within it each method's lowest seed.
     """
-    from eegbench.leaderboard import _run_dir
 
     methods = list(lb.methods) + list(lb.references)
     on_disk: dict[Any, dict[str, tuple]] = {}
     rows = lb.frame.sort_values(["subject", "seed"], na_position="first")
     for _, row in rows.iterrows():
-        run_dir = _run_dir(row["result"])
+        run_dir = run_dir_of(row["result"])
         if run_dir is None or not (run_dir / "samples" / "manifest.csv").is_file():
             continue
         subject = None if pd.isna(row["subject"]) else int(row["subject"])

@@ -1,6 +1,6 @@
 """Leaderboards from run results (``eegbench compare``): tables, statistics, figures, durable results.
 
-What ``compare`` does:
+What ``eegbench compare`` (:func:`eegbench.reports.compare`) does:
 
 1. **Durable results.** Every run that feeds a leaderboard is kept in the repository in compact form
    (:func:`compact_result`: its ``result.json`` without the run-local paths and duplicated config,
@@ -48,13 +48,13 @@ import pandas as pd
 
 from eegbench import stats
 from eegbench.datasets.info import dataset_label
-from eegbench.errors import DataFormatError, EegbenchError
+from eegbench.errors import EegbenchError
 from eegbench.protocol import protocol_differences
 from eegbench.published import published_markdown
-from eegbench.results import DEFAULT_RECIPE_HASH, INFERENCE_CONVENTION, recipe_of, write_bytes_if_changed
+from eegbench.results import DEFAULT_RECIPE_HASH, INFERENCE_CONVENTION, read_train_log, recipe_of, run_dir_of
 
 __all__ = [
-    "METRIC_COLUMNS", "Leaderboard", "compact_result", "compare", "leaderboard_markdown",
+    "METRIC_COLUMNS", "Leaderboard", "compact_result", "leaderboard_markdown",
     "load_committed", "metrics_summary", "results_frame",
 ]
 
@@ -95,31 +95,6 @@ FORMATS = ("markdown", "csv", "json")
 # durable (compact) results
 
 
-def _run_dir(result: dict[str, Any]) -> Path | None:
-    """The run folder a loaded result came from (``None`` for compact or in-memory results)."""
-    path = result.get("_path")
-    if not path or result.get("compact"):
-        return None
-    path = Path(path)
-    if path.parent.parent.name == "evaluations":  # RUN_DIR/evaluations/<hash>/result.json
-        return path.parents[2]
-    return path.parent
-
-
-def _read_train_log(run_dir: Path | None) -> list[dict[str, Any]] | None:
-    if run_dir is None or not (run_dir / "train_log.jsonl").is_file():
-        return None
-    out = []
-    for i, line in enumerate((run_dir / "train_log.jsonl").read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{run_dir / 'train_log.jsonl'}: line {i} is not JSON ({exc.msg})") from None
-    return out
-
-
 def compact_result(result: dict[str, Any]) -> dict[str, Any]:
     """The durable form of a run result, as committed under ``reports/results/``.
 
@@ -152,7 +127,7 @@ def compact_result(result: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("evaluation"), dict):
         for key in ("run_dir", "result_path"):
             out["evaluation"].pop(key, None)
-    history = _read_train_log(_run_dir(result))
+    history = read_train_log(run_dir_of(result))
     out["training_log"] = history if history is not None else copy.deepcopy(result.get("training_history", []))
     source = "evaluation" if result.get("evaluation") else "run"
     out["compact"] = {"format": COMPACT_FORMAT, "run_id": result.get("run_id"), "source": source}
@@ -1346,127 +1321,3 @@ def _merge(local: list[dict], committed: list[dict], replace: bool) -> tuple[lis
     return list(by_key.values()), to_write, to_remove
 
 
-def compare(
-    results: Sequence[dict[str, Any]],
-    out_dir: Path,
-    *,
-    protocol_hash: str | None = None,
-    results_dir: Path | None = None,
-    replace: bool = False,
-    formats: Iterable[str] = ("markdown",),
-    figures: bool = True,
-    seed: int = 0,
-) -> list[Path]:
-    """Build every leaderboard from the committed results plus ``results``; write what changed.
-
-    Parameters
-    ----------
-    results : sequence of dict
-        Loaded local ``result.json`` contents (runs and ``eegbench evaluate`` results; ``_path``
-        locates the run folder for its samples and training log).
-    out_dir : Path
-        Report folder: ``leaderboard-<slug>.{md,csv,json}``, ``figures/``, ``results/<slug>/``.
-    protocol_hash : str, optional
-        Keep only results (local and committed) with this protocol hash (prefix match).
-    results_dir : Path, optional
-        Folder of the durable compact results (default ``out_dir / "results"``).
-    replace : bool
-        Let a local run replace a committed result of the same method/profile/seed/subject/protocol
-        (default: the committed one is kept and the duplicate named in a warning).
-    formats : iterable of str
-        Any of ``markdown`` (with figures and grid), ``csv`` (``leaderboard-<slug>.csv`` cells and
-        ``leaderboard-<slug>-pairs.csv`` tests) and ``json``.
-    figures : bool
-        Draw the figures and the side-by-side grid (markdown only).
-    seed : int
-        Seed of the bootstrap, the Monte-Carlo permutation tests and the grid's trial choice.
-
-    Returns
-    -------
-    list of Path
-        The leaderboard files of every group, per group in the order markdown, csv (cells, pairs),
-        json (written, or already current). Compact results go to ``results_dir``, figures to
-        ``out_dir / "figures"``.
-
-    Raises
-    ------
-    EegbenchError
-        No results (``--max-steps`` smoke-test runs are left out, with a warning); an unknown format;
-        two results of one method/seed/subject under one protocol among the local runs or among the
-        committed ones; or one group mixes protocol hashes (or split hashes for one subject): the
-        message lists the runs per hash, the protocol fields that differ, and how to choose one.
-        Nothing is written then.
-    """
-    formats = list(dict.fromkeys(formats))
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise EegbenchError(f"--format {','.join(unknown) or '(none)'}: expected one or more of {', '.join(FORMATS)}")
-    out_dir = Path(out_dir)
-    results_dir = Path(results_dir) if results_dir is not None else out_dir / "results"
-    committed = load_committed(results_dir)
-    local = list(results)
-    if protocol_hash:
-        local = [r for r in local if r["protocol"]["hash"].startswith(protocol_hash)]
-        committed = [r for r in committed if r["protocol"]["hash"].startswith(protocol_hash)]
-    smoke = [r for r in local if r.get("max_steps")]
-    if smoke:  # --max-steps runs are smoke tests: never ranked
-        log.warning("left out %d --max-steps smoke-test run(s): %s", len(smoke),
-                    ", ".join(str(r["run_id"]) for r in smoke))
-        local = [r for r in local if not r.get("max_steps")]
-        if not local and not committed:
-            raise EegbenchError("only --max-steps smoke-test runs found; they never reach a leaderboard")
-    if not local and not committed:
-        raise EegbenchError("no run results found; run `eegbench run ...` first or pass the runs folder")
-    merged, to_write, to_remove = _merge(local, committed, replace)
-    frame = results_frame(merged)
-    by_hash = {(r["protocol"]["hash"], r["split"]["sha256"]): r for r in merged}
-    boards = []
-    for (dataset, setting), group in frame.groupby(["dataset", "setting"], sort=True):
-        _check_hashes(dataset, setting, group, by_hash)
-        boards.append(build_leaderboard(group, by_hash, seed=seed))
-
-    compacts = {k: compact_result(r) for k, r in to_write.items()}  # reads train logs: may raise, before writing
-    # everything is computed; figures first (a failure there leaves the results and tables as they were),
-    # then the compact results (the inputs of the tables), then the tables
-    fig_paths: dict[str, dict[str, str]] = {}
-    grid_notes: dict[str, str | None] = {}
-    for lb in boards:
-        fig_paths[lb.slug], grid_notes[lb.slug] = {}, None
-        if figures and "markdown" in formats:
-            from eegbench import figures as figs
-
-            fig_paths[lb.slug], grid_notes[lb.slug] = figs.leaderboard_figures(lb, out_dir, seed=seed)
-    written: list[Path] = []
-    if to_write:
-        log.info("adding %d result(s) to %s", len(to_write), results_dir)
-    slug_of = {}
-    for lb in boards:
-        for _, row in lb.frame.iterrows():
-            slug_of[_key(row)] = lb.slug
-    for path in to_remove:
-        path.unlink(missing_ok=True)
-    for k in to_write:
-        path = results_dir / slug_of[k] / _compact_name(k)
-        write_bytes_if_changed(path, (json.dumps(compacts[k], indent=1, default=str) + "\n").encode())
-    for lb in boards:
-        grid_note = grid_notes[lb.slug]
-        stem = f"leaderboard-{lb.slug}"
-        if "markdown" in formats:
-            path = out_dir / f"{stem}.md"
-            write_bytes_if_changed(path, leaderboard_markdown(lb, figures=fig_paths[lb.slug], grid_note=grid_note).encode())
-            written.append(path)
-        if "csv" in formats:
-            for path, df in ((out_dir / f"{stem}.csv", export_rows(lb)),
-                             (out_dir / f"{stem}-pairs.csv", export_pairs(lb))):
-                write_bytes_if_changed(path, df.to_csv(index=False).encode())
-                written.append(path)
-        if "json" in formats:
-            path = out_dir / f"{stem}.json"
-            write_bytes_if_changed(path, (json.dumps(export_json(lb, fig_paths[lb.slug]), indent=1, default=str)
-                                     + "\n").encode())
-            written.append(path)
-    if "markdown" in formats:  # a numeric dataset option swept over leaderboards (e.g. snr_db): its curves
-        from eegbench.curves import write_curves
-
-        written += write_curves(boards, out_dir, figures=figures)
-    return written

@@ -18,7 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from eegbench.errors import EegbenchError
+from eegbench.errors import DataFormatError, EegbenchError
 from eegbench.files import write_bytes_if_changed, write_json_atomic  # noqa: F401  (public here too)
 
 #: Version of the convention of ``parameters.inference_total`` (:func:`eegbench.method.count_parameters`):
@@ -284,3 +284,35 @@ def recipe_of(result: Mapping[str, Any]) -> dict[str, Any]:
 #: Hash of the default recipe of a single-process full-precision run without overrides.
 DEFAULT_RECIPE_HASH = recipe_record(method_config={}, overrides=(), backbones={}, backbone_overrides=(),
                                     mixed_precision="no", processes=1)["hash"]
+
+
+def run_dir_of(result: dict[str, Any]) -> Path | None:
+    """The run folder a loaded result came from (``None`` for compact or in-memory results)."""
+    path = result.get("_path")
+    if not path or result.get("compact"):
+        return None
+    path = Path(path)
+    if path.parent.parent.name == "evaluations":  # RUN_DIR/evaluations/<hash>/result.json
+        return path.parents[2]
+    return path.parent
+
+
+def read_train_log(run_dir: Path | None) -> list[dict[str, Any]] | None:
+    """The rows of ``run_dir/train_log.jsonl`` (None without a run folder or log).
+
+    Raises
+    ------
+    DataFormatError
+        For a line that is not JSON (names the file and line).
+    """
+    if run_dir is None or not (run_dir / "train_log.jsonl").is_file():
+        return None
+    out = []
+    for i, line in enumerate((run_dir / "train_log.jsonl").read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{run_dir / 'train_log.jsonl'}: line {i} is not JSON ({exc.msg})") from None
+    return out

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from eegbench.cli import main
-from eegbench.leaderboard import compare, load_committed
+from eegbench.leaderboard import load_committed
+from eegbench.reports import compare
 from eegbench.results import load_results, write_json_atomic
 from eegbench.stats import holm, paired_test
 

@@ -126,7 +126,7 @@ def _runs(tmp_path, monkeypatch, methods, **dataset_options):
 
 
 def _board(tmp_path):
-    from eegbench.leaderboard import compare
+    from eegbench.reports import compare
     from eegbench.results import load_results
 
     compare(load_results([tmp_path / "runs"]), tmp_path / "reports", protocol_hash=None, results_dir=tmp_path / "reports" / "results",

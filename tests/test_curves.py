@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from eegbench.curves import curve_groups, write_curves
-from eegbench.leaderboard import build_leaderboard, compare, results_frame
+from eegbench.leaderboard import build_leaderboard, results_frame
+from eegbench.reports import compare
 from test_compare import result
 
 N = 40

@@ -20,7 +20,7 @@ from eegbench.errors import (
     WeightsNotFoundError,
 )
 from eegbench.evaluate import evaluate_run, find_inception_weights, reference_cache_name
-from eegbench.leaderboard import compare
+from eegbench.reports import compare
 from eegbench.protocol import EvalProtocol
 from eegbench.results import load_results, write_json_atomic
 

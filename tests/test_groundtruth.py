@@ -199,7 +199,7 @@ def _runs(tmp_path, monkeypatch, variant: str, cache):
 def _board(tmp_path, variant):
     import json
 
-    from eegbench.leaderboard import compare
+    from eegbench.reports import compare
     from eegbench.results import load_results
 
     compare(load_results([tmp_path / "runs"]), tmp_path / "reports", results_dir=tmp_path / "reports" / "results",

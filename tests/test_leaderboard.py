@@ -7,7 +7,7 @@ import json
 import pytest
 
 from eegbench.errors import EegbenchError
-from eegbench.leaderboard import compare
+from eegbench.reports import compare
 from eegbench.results import load_results, write_json_atomic
 
 

@@ -118,7 +118,7 @@ def test_protocol_metric_list_is_hashed_and_extended_by_metric_flag(plugins):
 def test_leaderboard_takes_a_plugin_metrics_label_and_direction_from_the_results(tmp_path):
     from test_compare import result, write_run
 
-    from eegbench.leaderboard import compare
+    from eegbench.reports import compare
     from eegbench.results import load_results
 
     runs = tmp_path / "runs"
