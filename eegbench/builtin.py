@@ -117,3 +117,11 @@ def eegbench_register_backbones(registry):
                        ("clip-l14", "paper: CLIP ViT-L/14 transformers folder <root>/clip-vit-large-patch14 "
                                     "(DreamDiffusion image, BrainVis text teacher)")):
         registry.add(key, "eegbench.backbones.sd:StableDiffusionBackbones", summary=what)
+
+
+@hookimpl
+def eegbench_register_profiles(registry):
+    registry.add("small", "eegbench.backbones.profiles:SmallBackboneProfile",
+                 summary="CPU: TAEF2 + a small UNet pretrained once per dataset + EfficientNet-Lite0 + MiniLM")
+    registry.add("paper", "eegbench.backbones.profiles:PaperBackboneProfile",
+                 summary="published: Stable Diffusion / CLIP from local folders (GPU), 4 samples, published steps")

@@ -130,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let local runs replace committed results of the same method/profile/seed/subject/protocol")
     p.add_argument("--no-figures", action="store_true", help="markdown without figures and grid")
 
-    p = sub.add_parser("ls", help="list registered methods, datasets, settings, metrics or backbones")
-    p.add_argument("kind", choices=["methods", "datasets", "settings", "metrics", "backbones"])
+    p = sub.add_parser("ls", help="list registered methods, datasets, settings, metrics, backbones or profiles")
+    p.add_argument("kind", choices=["methods", "datasets", "settings", "metrics", "backbones", "profiles"])
 
     p = sub.add_parser("data", help="describe a dataset (info) or check its files (verify)")
     p.add_argument("action", choices=["info", "verify", "ceiling"],
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--method", default=None, help="registered method name")
     g.add_argument("--all", action="store_true", help="every registered method (those that cannot be built "
                    "at the profile are listed on stderr and left out)")
-    p.add_argument("--profile", default="paper", choices=["paper", "small"],
+    p.add_argument("--profile", default="paper",
                    help="paper: published sizes on CVPR40 facts; small: the CPU profile on N170 facts (default: paper)")
     p.add_argument("--set", dest="overrides", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="override a method hyperparameter, e.g. --set global_attn=false (repeatable)")
@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("weights", help="check the local weight folders a profile's methods need")
     p.add_argument("action", choices=["check"], help="check: list what each method needs, found or missing, "
                    "with sizes (exit 2 when anything needed is missing)")
-    p.add_argument("--profile", default="paper", choices=["paper", "small"], help="profile (default: paper)")
+    p.add_argument("--profile", default="paper", help="profile (default: paper)")
     p.add_argument("--method", default=None, help="only this method (default: every registered method)")
     p.add_argument("--weights-root", type=Path, default=None,
                    help="folder holding local weights (default: $EEGBENCH_WEIGHTS or ../shared/weights)")

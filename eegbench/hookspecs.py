@@ -68,6 +68,17 @@ def eegbench_register_backbones(registry: Registry) -> None:
     """
 
 
+@hookspec
+def eegbench_register_profiles(registry: Registry) -> None:
+    """Register backbone profiles (``--profile NAME``): subclasses of
+    :class:`eegbench.backbones.profiles.BackboneProfile`, which build a run's backbones, check its
+    weights, set the protocol's defaults and describe the profile to ``eegbench params`` /
+    ``eegbench weights check``.
+
+    :param registry: the profile registry.
+    """
+
+
 # --- Run lifecycle: observers; return values are ignored ----------------------------------------
 
 

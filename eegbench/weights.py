@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from eegbench.errors import ConfigError
 
 __all__ = ["check_weights", "format_weight_rows"]
 
@@ -30,7 +29,8 @@ def check_weights(plugins, *, profile: str = "paper", method: str | None = None,
     Parameters
     ----------
     plugins : eegbench.plugins.PluginSet
-    profile : {"paper", "small"}
+    profile : str
+        A registered profile (``small``, ``paper``; :mod:`eegbench.backbones.profiles`).
     method : str, optional
         Only this registered method (default: every one with that profile).
     weights_root : Path, optional
@@ -53,31 +53,13 @@ def check_weights(plugins, *, profile: str = "paper", method: str | None = None,
     """
     from eegbench.backbones import default_weights_root
 
+    from eegbench.backbones.profiles import get_profile
+
     root = Path(weights_root) if weights_root is not None else default_weights_root()
     names = [method] if method else sorted(plugins.methods.names())
-    rows: list[dict[str, Any]] = []
-    if profile == "small":
-        folder = root / "taef2"
-        files = ("taef2_encoder.pth", "taef2_decoder.pth")
-        missing = [f for f in files if not (folder / f).is_file()]
-        size = sum((folder / f).stat().st_size for f in files if (folder / f).is_file())
-        for name in names:
-            plugins.methods.get(name)
-            rows.append({"method": name, "key": "taef2", "role": "vae", "folder": str(folder),
-                         "found": not missing, "missing": missing, "bytes": size})
-        return rows
-    if profile != "paper":
-        raise ConfigError(f"--profile {profile}: unknown; known: paper, small")
-    from eegbench.backbones.sd import needed_weights, paper_settings
-
-    settings = paper_settings(backbone_overrides)
-    for name in names:
-        cls = plugins.methods.get(name)
-        if not getattr(cls, "paper_backbone", "") and method is None:
-            continue  # a plugin without a paper profile
-        for row in needed_weights(cls, weights_root=root, settings=settings):
-            rows.append({"method": name, **row})
-    return rows
+    classes = {name: plugins.methods.get(name) for name in names}  # an unknown method fails here
+    return get_profile(profile, plugins).weight_rows(classes, weights_root=root, backbone_overrides=backbone_overrides,
+                                                     only_named=method is not None)
 
 
 def format_weight_rows(rows: list[dict[str, Any]]) -> str:

@@ -22,7 +22,13 @@ def _module_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        type_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                     and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
+                     for n in ast.walk(block)}  # imports for annotations only are not runtime imports
+        for node in ast.walk(tree):
+            if id(node) in type_only:
+                continue
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):

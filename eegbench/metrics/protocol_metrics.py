@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from eegbench.metric import Metric, ScoringInputs
+from eegbench.metric import Metric
+from eegbench.scoring import ScoringInputs
 
 __all__ = ["FID", "IS", "KID", "NWayTopK", "PixCorr", "ProbeAccuracy", "SSIM", "TwoWayEfficientNet",
            "TwoWayInception", "trial_ids_sha256"]

@@ -43,7 +43,8 @@ import numpy as np
 
 from eegbench.files import atomic_path
 from eegbench.errors import DataFormatError
-from eegbench.metric import Metric, ScoringInputs
+from eegbench.metric import Metric
+from eegbench.scoring import ScoringInputs
 
 __all__ = ["RETRIEVAL_FILE", "RETRIEVAL_METRICS", "ClassRetrievalTop1", "ClassRetrievalTop5", "ImageRetrievalTop1",
            "ImageRetrievalTop5", "Retrieval2Way", "Retrieval4Way", "class_retrieval", "image_retrieval",
