@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from eegbench.datasets.info import dataset_label, make_loader
+from eegbench.datasets.info import make_loader
 from eegbench.errors import (
     ConfigError,
     DataFormatError,
@@ -35,7 +35,7 @@ from eegbench.errors import (
 )
 from eegbench.protocol import EvalProtocol
 from eegbench.results import RunResult
-from eegbench.scoring import ScoringContext, score_images  # noqa: F401  (score_images: public here too)
+from eegbench.scoring import ScoringContext, reference_cache_name, score_images  # noqa: F401  (public here too)
 
 log = logging.getLogger("eegbench.evaluate")
 
@@ -209,32 +209,6 @@ def _read_png(path: Path, size: int | None) -> np.ndarray:
     return arr
 
 
-def reference_cache_name(dataset: str, version: str, options: dict[str, Any] | None, split_sha256: str,
-                         n_reference: int, image_size: int) -> str:
-    """File-safe name of the cached reference-image statistics of one dataset/split/size.
-
-    Parameters
-    ----------
-    dataset, version : str
-        Dataset name and loader version.
-    options : dict or None
-        The run's dataset loader options (part of the name when given, since they can change the images).
-    split_sha256 : str
-        Split hash (first 16 hex digits are used).
-    n_reference : int
-        Number of reference images.
-    image_size : int
-        Image edge length, pixels.
-
-    Returns
-    -------
-    str
-        e.g. ``eegnb-n170-1-39643a9a3683a05c-583-64px-ref``; the same inputs give the same name in
-        ``eegbench run`` and ``eegbench evaluate``.
-    """
-    return _safe(f"{dataset_label(dataset, options)}-{version}-{split_sha256[:16]}-{n_reference}-{image_size}px-ref")
-
-
 def _training_stimuli(result: dict, data_root: Path | None, cache_dir: Path, plugins):
     """Reload the run's dataset and split; return (train images, labels, info) or a skip reason."""
     config = result.get("config") or {}
@@ -382,20 +356,16 @@ def evaluate_run(
         image_embedder = EfficientNetLite0Features.from_package().eval().requires_grad_(False)
     train_images, train_labels, info, reason = _training_stimuli(result, data_root, cache_dir, plugins)
     wnids = tuple(result["dataset"].get("wnids") or (info.wnids if info is not None else ()))
-    n_classes = len(result["dataset"]["class_names"])
     ds = result["dataset"]
-    context = ScoringContext(  # one context: the run's images and every control's share networks and features
-        reference=reference, protocol=protocol, labels=labels, trial_ids=trial_order, n_classes=n_classes,
-        wnids=wnids, train_images=train_images, train_labels=train_labels, image_embedder=image_embedder,
-        cache_dir=cache_dir / "fidelity",
-        reference_cache_name=reference_cache_name(ds["name"], ds.get("version", ""), ds.get("options"),
-                                                  result["split"]["sha256"], len(reference), size),
-        inception_weights=inception_weights, classifier=classifier, classifier_weights=classifier_weights,
-        progress=progress, generated_cache_dir=run_dir / "features", image_ids=image_ids,
-        stimulus_level=ds.get("stimulus_level") or getattr(info, "stimulus_level", "class"), plugins=plugins,
+    context = ScoringContext.for_run(  # the run's own builder: its images and every control's in one context
+        dataset={**result["dataset"], "wnids": list(wnids),
+                 "stimulus_level": ds.get("stimulus_level") or getattr(info, "stimulus_level", "class")},
+        split_sha256=result["split"]["sha256"], protocol=protocol, reference=reference, labels=labels,
+        trial_ids=trial_order, image_ids=image_ids, train_images=train_images, train_labels=train_labels,
+        image_embedder=image_embedder, cache_dir=cache_dir, features_dir=run_dir / "features",
+        inception_weights=inception_weights, classifier_weights=classifier_weights, classifier=classifier,
+        progress=progress, plugins=plugins, retrieval=retrieval,
         skip_reasons={} if reason is None else {"training_stimuli": reason},  # why the training stimuli are missing
-        **({} if retrieval is None else {"eeg_embeddings": retrieval["eeg"], "stimulus_embeddings": retrieval["stimuli"],
-                                         "stimulus_ids": retrieval["stimulus_ids"]}),
     )
     metrics = context.score(generated)
     controls = copy.deepcopy(result.get("controls") or {})

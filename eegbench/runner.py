@@ -34,16 +34,16 @@ import torch
 from tqdm.auto import tqdm
 
 from eegbench.files import atomic_write
-from eegbench.backbones import Backbones, SmallProfile, default_weights_root
+from eegbench.backbones import default_weights_root
 from eegbench.datasets import default_cache_dir, default_data_root
 from eegbench.datasets.info import make_loader
 from eegbench.config import check_sampler
 from eegbench.errors import ConfigError, EegbenchError
-from eegbench.evaluate import find_inception_weights, reference_cache_name, resolve_protocol, score_images
+from eegbench.evaluate import find_inception_weights, resolve_protocol
 from eegbench.hostalloc import keep_freed_memory
 from eegbench.method import RunContext, apply_overrides, count_parameters
 from eegbench.metrics.retrieval import RETRIEVAL_FILE, write_retrieval_embeddings
-from eegbench.protocol import PAPER_PROTOCOL, EvalProtocol, image_seed
+from eegbench.protocol import EvalProtocol, image_seed
 from eegbench.results import SCHEMA_VERSION, RunResult, environment_info, recipe_record, write_json_atomic
 from eegbench.run_config import (  # noqa: F401  (RunConfig, IDENTITY_FIELDS and resume_config: public here too)
     IDENTITY_FIELDS,
@@ -171,9 +171,9 @@ def _grid(reference: np.ndarray, generated: np.ndarray, labels: np.ndarray, clas
     grid.save(path)
 
 
-#: The run's steps, in order (methods of ``_Run``; ``durations_s`` times load_data,
-#: denoiser_pretrain, fit, generate, metrics and the total).
-RUN_STEPS = ("prepare", "open_folder", "backbones", "fit", "generate", "score", "record")
+#: The run's stages, in order (functions of this module, each returning its typed result:
+#: :class:`Prepared`, :class:`Fitted`, :class:`Samples`, :class:`Scores`, the result dict).
+RUN_STEPS = ("prepare", "open_run", "fit", "generate", "score", "record")
 
 #: ``--mixed-precision`` choices (accelerate's names) and the dtype frozen backbones are held in.
 MIXED_PRECISION = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -198,19 +198,6 @@ def _attach_captions(dataset, split, captions_file: str | None) -> dict[str, Any
                          for i, keep in zip(trials["image_id"], fit_rows)]
     digest = hashlib.sha256(Path(captions_file).read_bytes()).hexdigest()
     return {"source": "file", "path": str(captions_file), "sha256": digest, "n_images": len(images)}
-
-
-def _check_taef2(weights_root: Path) -> None:
-    """Fail fast if the small profile's TAEF2 weights are missing."""
-    taef2 = weights_root / "taef2"
-    missing = [str(taef2 / f) for f in ("taef2_encoder.pth", "taef2_decoder.pth") if not (taef2 / f).is_file()]
-    if missing:
-        from eegbench.errors import WeightsNotFoundError
-
-        raise WeightsNotFoundError(
-            f"missing weights {', '.join(missing)}; set --weights-root or EEGBENCH_WEIGHTS to the folder "
-            "holding taef2/ (the TAEF2 autoencoder from github.com/madebyollin/taesd)"
-        )
 
 
 def _check_counts(cfg: RunConfig) -> None:
@@ -256,452 +243,534 @@ def _fingerprint(method, accelerator) -> dict[str, Any]:
     return {"sha256": digests[0], "per_process": digests, "processes_agree": len(set(digests)) == 1}
 
 
-class _Run:
-    """One run as named steps (:data:`RUN_STEPS`), shared by a fresh run and ``--resume``."""
+# ---------------------------------------------------------------------------------------------- stage results
+@dataclass
+class Control:
+    """One EEG control of a run (``result["controls"][key]``): trial ``i`` is generated from the EEG of
+    trial ``permutation[i]`` with trial ``i``'s image seeds.
 
-    def __init__(self, cfg: RunConfig, plugins) -> None:
-        from eegbench.plugins import get_plugin_manager
+    Attributes
+    ----------
+    key : str
+        ``"shuffled_eeg"`` (within subject) or ``"block_shuffled_eeg"`` (within recording block).
+    folder : str
+        Its samples folder in the run folder.
+    permutation : numpy.ndarray, shape (T,), int64
+    within : {"subject", "block"}
+    stage : str
+        Suffix of its ``durations_s`` entries (``generate_<stage>``, ``metrics_<stage>``).
+    """
 
-        self.cfg = cfg
-        self.plugins = plugins or get_plugin_manager()
-        self.timer = _Timer()
-        self.t_start = time.perf_counter()
-        self.handler: logging.Handler | None = None
-        self.work: Path | None = None
-        self.main = True
+    key: str
+    folder: str
+    permutation: np.ndarray
+    within: str
+    stage: str
 
-    # ------------------------------------------------------------------ prepare
-    def prepare(self) -> None:
-        """Names, options, weights, protocol, data and split; nothing is written yet."""
-        cfg, plugins = self.cfg, self.plugins
-        _check_counts(cfg)
-        self.mixed_precision = resolve_mixed_precision(cfg.mixed_precision)
-        check_sampler(cfg.sampler)
-        self.method_cls = plugins.methods.get(cfg.method)
-        self.data_root = Path(cfg.data_root or default_data_root())
-        self.cache_dir = Path(cfg.cache_dir or default_cache_dir())
-        self.dataset_options = {str(k): str(v) for k, v in sorted(cfg.dataset_options.items())}
-        loader = make_loader(cfg.dataset, self.data_root, self.cache_dir, self.dataset_options, plugins=plugins)
-        setting_fn = plugins.settings.get(cfg.setting)
-        method_config = apply_overrides(self.method_cls.default_config(cfg.profile), cfg.overrides)
-        self.method_config = apply_protocol_to_config(method_config, self.method_cls.name, sampler=cfg.sampler,
-                                                      guidance_scale=cfg.guidance_scale)
-        self.weights_root = Path(cfg.weights_root or default_weights_root())
-        if cfg.profile == "paper":
-            # the weight folders are checked, and the image size read from their configs, before any data loads
-            from eegbench.backbones.sd import paper_settings, paper_backbones_for
 
-            self.profile = paper_settings(cfg.backbone_overrides)
-            self.paper_meta = paper_backbones_for(self.method_cls, weights_root=self.weights_root,
-                                                  settings=self.profile, class_names=(), device="meta")
-            image_size = self.paper_meta.image_size
-        elif cfg.profile == "small":
-            self.profile = apply_overrides(SmallProfile(), cfg.backbone_overrides)
-            image_size = self.profile.image_size
-            _check_taef2(self.weights_root)
-        else:
-            raise ConfigError(f"--profile {cfg.profile}: unknown; known: small, paper")
-        # scoring weights are checked before any data is loaded (a bad file fails fast)
-        self.inception_weights = find_inception_weights(cfg.inception_weights)
-        defaults = PAPER_PROTOCOL if cfg.profile == "paper" else {
-            "n_samples_per_trial": EvalProtocol.n_samples_per_trial,
-            "num_inference_steps": EvalProtocol.num_inference_steps}
-        self.protocol = resolve_protocol(
-            EvalProtocol(
-                n_samples_per_trial=(defaults["n_samples_per_trial"] if cfg.n_samples_per_trial is None
-                                     else int(cfg.n_samples_per_trial)),
-                image_size=image_size,
-                num_inference_steps=(defaults["num_inference_steps"] if cfg.num_inference_steps is None
-                                     else int(cfg.num_inference_steps)),
-                sampler=cfg.sampler,
-                guidance_scale=None if cfg.guidance_scale is None else float(cfg.guidance_scale),
-                max_test_trials=None if cfg.max_test_trials is None else int(cfg.max_test_trials),
-                metrics=protocol_metrics(cfg.metrics, plugins),
-                seed=cfg.seed,
-            ),
-            inception_weights=self.inception_weights, classifier_weights=cfg.classifier_weights,
+@dataclass
+class Prepared:
+    """Stage 1: a run that passed every check, with its data, split, protocol, folder and backbones.
+
+    :func:`prepare` fills the checked configuration (nothing is written); :func:`open_run` adds the
+    accelerator, the partial run folder, the controls and the backbones.
+    """
+
+    cfg: RunConfig
+    plugins: Any
+    method_cls: type
+    method_config: Any
+    profile: Any  # eegbench.backbones.profiles.BackboneProfile
+    settings: Any  # the profile's settings (SmallProfile / PaperSettings)
+    protocol: EvalProtocol
+    generation: dict[str, Any]
+    dataset: Any
+    split: Any
+    data_root: Path
+    weights_root: Path
+    cache_dir: Path
+    dataset_options: dict[str, str]
+    mixed_precision: str
+    inception_weights: Path | None
+    captions_record: dict[str, Any]
+    timer: _Timer
+    t_start: float
+    # open_run
+    accelerator: Any = None
+    run_id: str = ""
+    runs_dir: Path = Path("runs")
+    final_dir: Path | None = None
+    work: Path | None = None
+    main: bool = True
+    progress: bool = False
+    config_record: dict[str, Any] = field(default_factory=dict)
+    handler: logging.Handler | None = None
+    train: Any = None
+    val: Any = None
+    test: Any = None
+    control_reason: str | None = None
+    controls: list[Control] = field(default_factory=list)
+    backbones: Any = None
+    train_images: np.ndarray | None = None
+    train_image_labels: np.ndarray | None = None
+
+    def scoring_context(self, retrieval: dict[str, Any] | None, reference: np.ndarray):
+        """The run's one :class:`~eegbench.scoring.ScoringContext` (the same builder as ``evaluate``'s)."""
+        from eegbench.scoring import ScoringContext
+
+        return ScoringContext.for_run(
+            dataset=dataset_record(self.dataset, self.dataset_options), split_sha256=self.split.sha256,
+            protocol=self.protocol, reference=reference, labels=self.test.labels,
+            trial_ids=list(self.test.trials["trial_id"]), image_ids=list(self.test.trials["image_id"]),
+            train_images=self.train_images, train_labels=self.train_image_labels,
+            image_embedder=self.profile.scoring_embedder(self.backbones, self.accelerator.device),
+            cache_dir=self.cache_dir, features_dir=self.work / "features",
+            inception_weights=self.inception_weights, classifier_weights=self.cfg.classifier_weights,
+            progress=self.progress, plugins=self.plugins, retrieval=retrieval,
         )
-        self.generation = generation_record(self.method_cls, self.protocol)  # before the data: fails fast
-        with self.timer("load_data"):
-            self.dataset = loader.load()
-            self.split = setting_fn(self.dataset, subject=cfg.subject)
-        self.protocol = dataset_protocol(self.protocol, self.dataset.info, plugins)
-        if not self.split.test:
-            raise ConfigError(f"setting {cfg.setting!r} produced an empty test split")
-        self.captions_record = _attach_captions(self.dataset, self.split, self.dataset_options.get("captions"))
-
-    # ------------------------------------------------------------------ the run folder
-    def open_folder(self) -> None:
-        """Create ``runs/.partial-<run_id>/`` (or reopen it for ``--resume``) and start the log."""
-        from accelerate.utils import broadcast_object_list, set_seed
-
-        cfg = self.cfg
-        self.accelerator = _make_accelerator(self.mixed_precision)
-        self.main = self.accelerator.is_main_process
-        self.progress = cfg.progress and self.main
-        set_seed(cfg.seed)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        subject_tag = f"-sub{cfg.subject}" if cfg.subject is not None else ""
-        run_id = [cfg.run_id or _safe(f"{cfg.method}_{cfg.dataset}_{cfg.setting}{subject_tag}_seed{cfg.seed}_{stamp}")]
-        if self.accelerator.num_processes > 1:
-            broadcast_object_list(run_id)
-        self.run_id = run_id[0]
-        self.runs_dir = Path(cfg.runs_dir)
-        self.final_dir = self.runs_dir / self.run_id
-        if self.final_dir.exists():
-            raise ConfigError(f"run folder {self.final_dir} already exists; pass another --run-id")
-        work = partial_dir(self.runs_dir, self.run_id)
-        self.config_record = {
-            **config_record(cfg),
-            "data_root": str(self.data_root), "weights_root": str(self.weights_root),
-            "cache_dir": str(self.cache_dir),
-            "method_config": asdict(self.method_config), "backbones": asdict(self.profile),
-        }
-        identity = {"method_config": asdict(self.method_config), "backbones": asdict(self.profile),
-                    "protocol_hash": self.protocol.hash(), "split_sha256": self.split.sha256}
-        identity = json.loads(json.dumps(identity, default=list))  # as stored (tuples → lists)
-        interrupted = (work / "run.json").is_file()
-        self.accelerator.wait_for_everyone()  # every process looks before the main one writes
-        if cfg.resume:
-            record_file = work / "run.json"
-            if not record_file.is_file():
-                raise ConfigError(f"--resume {self.run_id}: no interrupted run {work}")
-            stored = json.loads(record_file.read_text(encoding="utf-8"))
-            diffs = _differences({k: stored.get(k) for k in identity}, identity)
-            if diffs:
-                raise ConfigError(f"--resume {self.run_id}: refused, the run's config/protocol/split differ from "
-                                  f"what this checkout computes: {'; '.join(diffs)}")
-        elif interrupted:
-            raise ConfigError(f"{work} holds an interrupted run; continue it with --resume {self.run_id} "
-                              f"(or delete that folder to start again)")
-        elif self.main:
-            if work.exists():  # a folder that never got its run.json holds nothing to keep
-                shutil.rmtree(work)
-            (work / "samples").mkdir(parents=True)
-            (work / "reference").mkdir()
-            write_json_atomic(work / "run.json", {"run_id": self.run_id, "run_config": config_record(cfg),
-                                                  **identity})
-        self.accelerator.wait_for_everyone()
-        self.work = work
-        if self.main:
-            self.handler = _setup_file_logging(work)
-        log.info("run %s%s: method=%s dataset=%s setting=%s split=%s sizes=%s", self.run_id,
-                 " (resumed)" if cfg.resume else "", cfg.method, cfg.dataset, cfg.setting, self.split.sha256[:12],
-                 self.split.sizes())
-        self.plugins.pm.hook.eegbench_run_start(config=self.config_record, run_dir=work)
-        dataset = self.dataset
-        self.train, self.val, self.test = (dataset.subset(ids) for ids in (self.split.train, self.split.val,
-                                                                            self.split.test))
-        if self.protocol.max_test_trials:
-            self.test = self.test.subset(list(self.test.trials["trial_id"][: self.protocol.max_test_trials]))
-        self.permutation = self.block_permutation = None
-        self.control_reason = control_skip_reason(self.method_cls, self.protocol, len(self.test))
-        if self.control_reason is None:
-            self.permutation = control_permutation(self.test.subjects, cfg.seed)
-            if "block" in self.test.trials.columns:  # the dataset marks recording blocks
-                self.block_permutation = block_control_permutation(self.test.subjects,
-                                                                   self.test.trials["block"].to_numpy(), cfg.seed)
-
-    # ------------------------------------------------------------------ steps
-    def backbones(self) -> None:
-        """Shared backbones; the denoiser is pretrained once per dataset and cached (file-locked)."""
-        dataset, profile = self.dataset, self.profile
-        train_image_ids = sorted(set(self.train.trials["image_id"]))
-        self.train_images = dataset.stimuli.load_many(train_image_ids, self.protocol.image_size)
-        self.train_image_labels = np.array([dataset.stimuli.labels[i] for i in train_image_ids])
-        if self.cfg.profile == "paper":
-            from eegbench.backbones.sd import paper_backbones_for
-
-            with self.timer("load_backbones"):
-                self.bb = paper_backbones_for(self.method_cls, weights_root=self.weights_root, settings=profile,
-                                              class_names=dataset.info.class_names, device=self.accelerator.device,
-                                              dtype=MIXED_PRECISION[self.mixed_precision], progress=self.progress)
-                self.bb.prepare_denoiser()
-            return
-        self.bb = Backbones(self.cfg.profile, weights_root=self.weights_root, cache_dir=self.cache_dir,
-                            device=self.accelerator.device, settings=profile, progress=self.progress)
-        with self.timer("denoiser_pretrain"):
-            # the main process pretrains (or loads) first; the others then load its cached copy
-            for turn in (True, False):
-                if self.main is turn:
-                    self.bb.prepare_denoiser(self.train_images, self.train_image_labels, dataset.info.class_names,
-                                             dataset_key=f"{dataset.info.name}-{dataset.info.version}", seed=0)
-                self.accelerator.wait_for_everyone()
-
-    def fit(self) -> None:
-        """Fit the method (stage checkpoints under ``train_state/``), then save it to ``checkpoint/``."""
-        from accelerate.utils import set_seed
-
-        cfg, work = self.cfg, self.work
-        set_seed(cfg.seed)
-        self.method = self.method_cls(self.method_config, info=self.dataset.info, backbones=self.bb,
-                                      device=self.accelerator.device)
-        self.ctx = RunContext(accelerator=self.accelerator, seed=cfg.seed, work_dir=work, progress=self.progress,
-                              logger=log, checkpoint_dir=work / "train_state", checkpoint_every=cfg.checkpoint_every,
-                              max_steps=cfg.max_steps)
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        done = work / "checkpoint" / "fit.json"
-        with self.timer("fit"):
-            if cfg.resume and done.is_file():
-                self.method.load(work / "checkpoint")
-                self.ctx.history[:] = json.loads(done.read_text(encoding="utf-8"))["history"]
-                log.info("fit finished before; loaded %s", work / "checkpoint")
-            else:
-                self.method.fit(self.train, self.val, self.ctx)
-                if self.main:
-                    self.method.save(work / "checkpoint")
-                    write_json_atomic(done, {"history": self.ctx.history})
-                self.accelerator.wait_for_everyone()
-        self.peak_fit = _peak_rss_mb()
-        self.fit_fingerprint = _fingerprint(self.method, self.accelerator)
 
 
-    def generate(self) -> None:
-        """Samples of every test trial (sharded over processes), manifest, references, grid; then the
-        shuffled-EEG control's samples (same model, trials and image seeds; EEG permuted within subject)."""
-        from PIL import Image
+@dataclass
+class Fitted:
+    """Stage 2: the fitted method (saved in ``checkpoint/``), its training log and fingerprint."""
 
-        work, protocol, test, info = self.work, self.protocol, self.test, self.dataset.info
-        with self.timer("generate"):
-            manifest = self._samples("samples", None)
-        if self.control_reason is None:
-            with self.timer("generate_shuffled"):
-                self.shuffled_manifest = self._samples(SHUFFLED_SAMPLES, self.permutation)
-        if self.block_permutation is not None:
-            with self.timer("generate_block_shuffled"):
-                self.block_manifest = self._samples(BLOCK_SHUFFLED_SAMPLES, self.block_permutation)
-        if not self.main:
-            return
-        test_ids = list(test.trials["trial_id"])
-        self.ref_images = test.images(protocol.image_size)
-        for tid, img in zip(test_ids, self.ref_images):
-            Image.fromarray(img.transpose(1, 2, 0)).save(work / "reference" / f"{_safe(tid)}.png")
-        self.generated = _read_samples(work, manifest)  # (n_test, n_samples, 3, H, W)
-        _grid(self.ref_images, self.generated, test.labels, info.class_names, work / "grid.png")
-        if self.control_reason is None:
-            self.generated_shuffled = _read_samples(work, self.shuffled_manifest)
-        if self.block_permutation is not None:
-            self.generated_block_shuffled = _read_samples(work, self.block_manifest)
+    method: Any
+    ctx: RunContext
+    peak_rss_mb: float
+    fingerprint: dict[str, Any]
 
-    def _samples(self, folder: str, permutation: np.ndarray | None) -> pd.DataFrame | None:
-        """Generate (or, on resume, reuse) one sample folder; the main process writes its manifest.
 
-        ``permutation`` None: each trial's own EEG; else trial ``i`` is generated from the EEG of
-        trial ``permutation[i]`` (the shuffled-EEG control), with trial ``i``'s image seeds.
-        """
-        work, protocol, test, info = self.work, self.protocol, self.test, self.dataset.info
-        manifest_file = work / folder / "manifest.csv"
-        if self.cfg.resume and manifest_file.is_file():  # a resumed run reuses samples that were all written
-            manifest = pd.read_csv(manifest_file, dtype={"trial_id": str})
-            if all((work / p).is_file() for p in manifest["path"]):
-                log.info("samples generated before; reusing %s", manifest_file)
-                return manifest
-        if self.main:
-            (work / folder).mkdir(exist_ok=True)
-        self.accelerator.wait_for_everyone()
-        gen_paths = _generate(self.method, test, protocol, work, self.accelerator, self.progress,
-                              steps=self.generation["num_inference_steps"],
-                              batch_size=self.cfg.generate_batch_size, folder=folder, eeg_rows=permutation)
-        self.accelerator.wait_for_everyone()
-        if not self.main:
-            return None
-        ids = list(test.trials["trial_id"])
-        rows = []
-        for i, (tid, lab, sub, iid) in enumerate(
-                test.trials[["trial_id", "label", "subject", "image_id"]].itertuples(index=False)):
-            for k in range(protocol.n_samples_per_trial):
-                row = {"trial_id": tid, "sample_index": k, "label": int(lab), "class_name": info.class_names[lab],
-                       "subject": int(sub), "image_id": iid, "path": str(gen_paths[tid][k].relative_to(work)),
-                       "reference_path": f"reference/{_safe(tid)}.png"}
-                if permutation is not None:
-                    row["eeg_from_trial"] = ids[int(permutation[i])]
-                rows.append(row)
-        manifest = pd.DataFrame(rows)
-        atomic_write(manifest_file, lambda fh: fh.write(manifest.to_csv(index=False).encode()))
-        return manifest
+@dataclass
+class Samples:
+    """Stage 3: the generated images of the run and of each control, and the reference images.
 
-    def score(self) -> None:
-        """Every protocol metric of the generated images (core-owned; identical for every method), the
-        same for the shuffled-EEG control, the EEG decoding ceiling and the method's own EEG classifier."""
-        kwargs = dict(inception_weights=self.inception_weights, classifier_weights=self.cfg.classifier_weights,
-                      dataset_options=self.dataset_options, features_dir=self.work / "features",
-                      plugins=self.plugins)
+    ``images`` maps ``"samples"`` and each control's key to uint8 (T, S, 3, H, W) in test-trial
+    order; ``reference`` is uint8 (T, 3, H, W). Empty on processes other than the main one.
+    """
 
-        self.retrieval = None
-        if _needs_embeddings(self.protocol, self.plugins):  # only where a metric reads them (retrieval)
-            with self.timer("embed_retrieval"):
-                self.retrieval = _retrieval_embeddings(self.method, self.test, self.work, self.accelerator.device,
-                                                       self.cfg.generate_batch_size)
+    images: dict[str, np.ndarray]
+    reference: np.ndarray | None
 
-        def score_of(images, permutation=None):
-            return _score(images, self.ref_images, self.test, self.train_images, self.train_image_labels,
-                          self.dataset, self.split, self.protocol, self._scoring_embedder(), self.cache_dir,
-                          self.progress, retrieval=self.retrieval, eeg_rows=permutation, **kwargs)
 
-        with self.timer("metrics"):
-            self.metrics = score_of(self.generated)
-        self.controls: dict[str, Any] = {}
-        if "shuffled-eeg" in self.protocol.controls:
-            if self.control_reason is not None:
-                self.controls["shuffled_eeg"] = {"skipped": self.control_reason}
-            else:
-                with self.timer("metrics_shuffled"):
-                    shuffled = score_of(self.generated_shuffled, self.permutation)
-                self.controls["shuffled_eeg"] = {
-                    **permutation_record(self.permutation, self.test, self.cfg.seed),
-                    "samples": SHUFFLED_SAMPLES, "manifest": f"{SHUFFLED_SAMPLES}/manifest.csv", "metrics": shuffled,
-                }
-            if self.block_permutation is not None:
-                with self.timer("metrics_block_shuffled"):
-                    within = score_of(self.generated_block_shuffled, self.block_permutation)
-                self.controls["block_shuffled_eeg"] = {
-                    **permutation_record(self.block_permutation, self.test, self.cfg.seed, within="block"),
-                    "samples": BLOCK_SHUFFLED_SAMPLES, "manifest": f"{BLOCK_SHUFFLED_SAMPLES}/manifest.csv",
-                    "metrics": within,
-                }
-        with self.timer("eeg_decoding"):
-            self.eeg_decoding = _decoding_record(self.train, self.test, self.dataset.info.n_classes)
-            self.own_classifier = _own_classifier_record(self.method, self.test, self.accelerator.device,
-                                                         self.cfg.generate_batch_size)
+@dataclass
+class Scores:
+    """Stage 4: every protocol metric of the run and its controls, retrieval embeddings, EEG decoding."""
 
-    def _changed_overrides(self) -> list[str]:
-        """The ``--set`` keys whose value differs from the method's default (a ``--set`` that restates
-        a default leaves the recipe at its default)."""
-        default = asdict(self.method_cls.default_config(self.cfg.profile))
-        resolved = asdict(self.method_config)
-        return [k for k in self.cfg.overrides if resolved.get(k) != default.get(k)]
+    metrics: dict[str, Any]
+    controls: dict[str, Any]
+    retrieval: dict[str, Any] | None
+    eeg_decoding: dict[str, Any]
+    own_classifier: dict[str, Any] | None
 
-    def _scoring_embedder(self):
-        """The protocol's image features (EfficientNet-Lite0) for the probe, whatever the profile."""
-        if self.cfg.profile == "small":
-            return self.bb.image_embedder  # the same network, already loaded
-        from eegbench.backbones.embedders import EfficientNetLite0Features
 
-        return EfficientNetLite0Features.from_package().to(self.accelerator.device).eval().requires_grad_(False)
+def dataset_record(dataset, options: Mapping[str, str]) -> dict[str, Any]:
+    """``result["dataset"]``: what a result says about its dataset (also what scoring reads from it)."""
+    info = dataset.info
+    return {"name": info.name, "version": info.version, "n_chans": info.n_chans, "n_times": info.n_times,
+            "sfreq": info.sfreq, "unit": info.unit, "class_names": list(info.class_names), "n_trials": len(dataset),
+            "wnids": list(getattr(info, "wnids", ()) or ()),
+            "stimulus_level": getattr(info, "stimulus_level", "class"), "options": dict(options),
+            **({"data_card": info.description, "licence": info.licence, "split_source": dataset.split_source}
+               if getattr(info, "description", "") else {})}
 
-    def record(self) -> dict[str, Any]:
-        """Write ``result.json`` and move the folder into place (main process only)."""
-        cfg, dataset, method_cls = self.cfg, self.dataset, self.method_cls
-        parameters = count_parameters(self.method)
-        self.timer.durations["total"] = round(time.perf_counter() - self.t_start, 3)
-        self.timer.resources["process"] = _usage_since(None)  # the whole process so far, imports included
-        env = environment_info(self.accelerator)
-        self.plugins.pm.hook.eegbench_update_environment_info(info=env)
-        den = self.bb.denoiser
-        result = {
-            "schema_version": SCHEMA_VERSION,
-            "run_id": self.run_id,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "method": {"name": method_cls.name, "version": method_cls.version, "paper": method_cls.paper,
-                       "profile": cfg.profile, "config": asdict(self.method_config),
-                       "role": getattr(method_cls, "role", "method"),
-                       "reads_eeg": bool(getattr(method_cls, "reads_eeg", True)),
-                       "reads_test_labels": bool(getattr(method_cls, "reads_test_labels", False))},
-            "dataset": {"name": dataset.info.name, "version": dataset.info.version,
-                        "n_chans": dataset.info.n_chans, "n_times": dataset.info.n_times,
-                        "sfreq": dataset.info.sfreq, "unit": dataset.info.unit,
-                        "class_names": list(dataset.info.class_names), "n_trials": len(dataset),
-                        "wnids": list(getattr(dataset.info, "wnids", ()) or ()),
-                        "stimulus_level": getattr(dataset.info, "stimulus_level", "class"),
-                        "options": self.dataset_options,
-                        **({"data_card": dataset.info.description, "licence": dataset.info.licence,
-                            "split_source": dataset.split_source}
-                           if getattr(dataset.info, "description", "") else {})},
-            "split": self.split.to_dict(),
-            "protocol": {**self.protocol.to_dict(), "hash": self.protocol.hash()},
-            "seed": cfg.seed,
-            "metrics": self.metrics,
-            "controls": self.controls,
-            "eeg_decoding": self.eeg_decoding,
-            "method_eeg_classifier": self.own_classifier,
-            "parameters": parameters,
-            "durations_s": self.timer.durations,
-            "stage_resources": self.timer.resources,
-            "peak_memory_mb": {"rss_after_fit": round(self.peak_fit, 1), "rss_total": round(_peak_rss_mb(), 1),
-                               **({"cuda_max_allocated": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
-                                  if torch.cuda.is_available() else {})},
-            "backbones": {"profile": cfg.profile, **asdict(self.profile),
-                          **(self.bb.describe() if hasattr(self.bb, "describe") else {}),
-                          "denoiser_train_seconds": getattr(den, "train_seconds", None),
-                          "denoiser_loaded_from_cache": bool(getattr(den, "loaded_from_cache", False))},
-            "captions": self.captions_record,
-            "generation": self.generation,
-            "recipe": recipe_record(method_config=asdict(self.method_config), overrides=self._changed_overrides(),
-                                    backbones=asdict(self.profile), backbone_overrides=cfg.backbone_overrides,
-                                    mixed_precision=self.mixed_precision,
-                                    processes=int(self.accelerator.num_processes)),
-            "retrieval": None if self.retrieval is None else {
-                "embedding": getattr(self.method, "embedding_description", "") or f"{method_cls.name}.embed_eeg",
-                "dim": int(self.retrieval["eeg"].shape[1]), "n_candidates": len(self.retrieval["stimulus_ids"]),
-                "file": RETRIEVAL_FILE},
-            "max_steps": cfg.max_steps,
-            "mixed_precision": self.mixed_precision,
-            "training_history": self.ctx.history[-50:],
-            "fit_fingerprint": self.fit_fingerprint,
-            "resumed": bool(cfg.resume),
-            "processes": int(self.accelerator.num_processes),
-            "environment": env,
-            "config": self.config_record,
-            "artifacts": {"samples": "samples", "manifest": "samples/manifest.csv", "reference": "reference",
-                          **({"samples_shuffled": SHUFFLED_SAMPLES,
-                              "manifest_shuffled": f"{SHUFFLED_SAMPLES}/manifest.csv"}
-                             if self.control_reason is None else {}),
-                          **({"samples_block_shuffled": BLOCK_SHUFFLED_SAMPLES,
-                              "manifest_block_shuffled": f"{BLOCK_SHUFFLED_SAMPLES}/manifest.csv"}
-                             if self.block_permutation is not None else {}),
-                          **({"retrieval_embeddings": RETRIEVAL_FILE} if self.retrieval is not None else {}),
-                          "grid": "grid.png", "features": "features", "checkpoint": "checkpoint", "log": "log.txt",
-                          "train_log": "train_log.jsonl"},
-        }
-        work = self.work
-        RunResult.from_dict(result, source=f"run {self.run_id}").write(work / "result.json")
-        shutil.rmtree(work / "train_state", ignore_errors=True)  # the fitted method is in checkpoint/
-        self._close_log()
-        os.replace(work, self.final_dir)
-        result["run_dir"] = str(self.final_dir)
-        self.plugins.pm.hook.eegbench_run_end(result=result, run_dir=self.final_dir)
-        return result
 
-    # ------------------------------------------------------------------ failure
-    def _close_log(self) -> None:
-        if self.handler is not None:
-            logging.getLogger("eegbench").removeHandler(self.handler)
-            self.handler.close()
-            self.handler = None
+# ---------------------------------------------------------------------------------------------- stages
+def prepare(cfg: RunConfig, plugins=None) -> Prepared:
+    """Names, options, weights, protocol, data and split, checked; nothing is written.
 
-    def resumable(self) -> bool:
-        """Whether the partial folder holds trained state worth keeping (stage checkpoints or a fit)."""
-        work = self.work
-        if work is None or not work.exists():
-            return False
-        state = work / "train_state"
-        return (work / "checkpoint" / "fit.json").is_file() or (state.is_dir() and any(
-            p.name.endswith((".final", ".json")) for p in state.iterdir()))
+    Raises
+    ------
+    EegbenchError
+        Unknown names, bad options, missing data or weights (before any data loads where the problem
+        is known up front), an empty test split.
+    """
+    from eegbench.backbones.profiles import get_profile
+    from eegbench.plugins import get_plugin_manager
 
-    def fail(self, exc: BaseException) -> None:
-        """Keep a partial folder that can be resumed (and say how); remove one that holds nothing."""
-        self._close_log()
-        if not self.main or self.work is None or not self.work.exists():
-            return
-        if self.resumable():
-            log.error("run %s failed (%s: %s); trained state kept in %s", self.run_id, type(exc).__name__, exc,
-                      self.work)
-            print(f"eegbench: run {self.run_id} stopped; its trained state is kept in {self.work}; continue it "
-                  f"with: eegbench run --resume {self.run_id} --runs-dir {self.runs_dir}", file=sys.stderr)
-        elif not self.cfg.resume:
-            shutil.rmtree(self.work, ignore_errors=True)
+    plugins = plugins or get_plugin_manager()
+    timer, t_start = _Timer(), time.perf_counter()
+    _check_counts(cfg)
+    mixed_precision = resolve_mixed_precision(cfg.mixed_precision)
+    check_sampler(cfg.sampler)
+    method_cls = plugins.methods.get(cfg.method)
+    data_root = Path(cfg.data_root or default_data_root())
+    cache_dir = Path(cfg.cache_dir or default_cache_dir())
+    dataset_options = {str(k): str(v) for k, v in sorted(cfg.dataset_options.items())}
+    loader = make_loader(cfg.dataset, data_root, cache_dir, dataset_options, plugins=plugins)
+    setting_fn = plugins.settings.get(cfg.setting)
+    profile = get_profile(cfg.profile, plugins)
+    method_config = apply_overrides(method_cls.default_config(cfg.profile), cfg.overrides)
+    method_config = apply_protocol_to_config(method_config, method_cls.name, sampler=cfg.sampler,
+                                             guidance_scale=cfg.guidance_scale)
+    weights_root = Path(cfg.weights_root or default_weights_root())
+    settings = profile.settings(cfg.backbone_overrides)
+    image_size = profile.check(method_cls, weights_root=weights_root, settings=settings)
+    # scoring weights are checked before any data is loaded (a bad file fails fast)
+    inception_weights = find_inception_weights(cfg.inception_weights)
+    defaults = profile.protocol_defaults
+    protocol = resolve_protocol(
+        EvalProtocol(
+            n_samples_per_trial=(defaults["n_samples_per_trial"] if cfg.n_samples_per_trial is None
+                                 else int(cfg.n_samples_per_trial)),
+            image_size=image_size,
+            num_inference_steps=(defaults["num_inference_steps"] if cfg.num_inference_steps is None
+                                 else int(cfg.num_inference_steps)),
+            sampler=cfg.sampler,
+            guidance_scale=None if cfg.guidance_scale is None else float(cfg.guidance_scale),
+            max_test_trials=None if cfg.max_test_trials is None else int(cfg.max_test_trials),
+            metrics=protocol_metrics(cfg.metrics, plugins),
+            seed=cfg.seed,
+        ),
+        inception_weights=inception_weights, classifier_weights=cfg.classifier_weights,
+    )
+    generation = generation_record(method_cls, protocol)  # before the data: fails fast
+    with timer("load_data"):
+        dataset = loader.load()
+        split = setting_fn(dataset, subject=cfg.subject)
+    protocol = dataset_protocol(protocol, dataset.info, plugins)
+    if not split.test:
+        raise ConfigError(f"setting {cfg.setting!r} produced an empty test split")
+    captions_record = _attach_captions(dataset, split, dataset_options.get("captions"))
+    return Prepared(cfg=cfg, plugins=plugins, method_cls=method_cls, method_config=method_config, profile=profile,
+                    settings=settings, protocol=protocol, generation=generation, dataset=dataset, split=split,
+                    data_root=data_root, weights_root=weights_root, cache_dir=cache_dir,
+                    dataset_options=dataset_options, mixed_precision=mixed_precision,
+                    inception_weights=inception_weights, captions_record=captions_record, timer=timer,
+                    t_start=t_start)
+
+
+def open_run(p: Prepared) -> Prepared:
+    """Create ``runs/.partial-<run_id>/`` (or reopen it for ``--resume``), start the log, choose the
+    controls and make the backbones ready (the denoiser pretrained once per dataset and cached).
+
+    Raises
+    ------
+    ConfigError
+        The run folder exists; an interrupted run of that id exists (without ``--resume``); a
+        ``--resume`` whose config, protocol or split differ from what this checkout computes.
+    """
+    from accelerate.utils import broadcast_object_list, set_seed
+
+    cfg = p.cfg
+    p.accelerator = _make_accelerator(p.mixed_precision)
+    p.main = p.accelerator.is_main_process
+    p.progress = cfg.progress and p.main
+    set_seed(cfg.seed)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    subject_tag = f"-sub{cfg.subject}" if cfg.subject is not None else ""
+    run_id = [cfg.run_id or _safe(f"{cfg.method}_{cfg.dataset}_{cfg.setting}{subject_tag}_seed{cfg.seed}_{stamp}")]
+    if p.accelerator.num_processes > 1:
+        broadcast_object_list(run_id)
+    p.run_id = run_id[0]
+    p.runs_dir = Path(cfg.runs_dir)
+    p.final_dir = p.runs_dir / p.run_id
+    if p.final_dir.exists():
+        raise ConfigError(f"run folder {p.final_dir} already exists; pass another --run-id")
+    work = partial_dir(p.runs_dir, p.run_id)
+    p.config_record = {
+        **config_record(cfg),
+        "data_root": str(p.data_root), "weights_root": str(p.weights_root), "cache_dir": str(p.cache_dir),
+        "method_config": asdict(p.method_config), "backbones": asdict(p.settings),
+    }
+    identity = {"method_config": asdict(p.method_config), "backbones": asdict(p.settings),
+                "protocol_hash": p.protocol.hash(), "split_sha256": p.split.sha256}
+    identity = json.loads(json.dumps(identity, default=list))  # as stored (tuples → lists)
+    interrupted = (work / "run.json").is_file()
+    p.accelerator.wait_for_everyone()  # every process looks before the main one writes
+    if cfg.resume:
+        record_file = work / "run.json"
+        if not record_file.is_file():
+            raise ConfigError(f"--resume {p.run_id}: no interrupted run {work}")
+        stored = json.loads(record_file.read_text(encoding="utf-8"))
+        diffs = _differences({k: stored.get(k) for k in identity}, identity)
+        if diffs:
+            raise ConfigError(f"--resume {p.run_id}: refused, the run's config/protocol/split differ from "
+                              f"what this checkout computes: {'; '.join(diffs)}")
+    elif interrupted:
+        raise ConfigError(f"{work} holds an interrupted run; continue it with --resume {p.run_id} "
+                          f"(or delete that folder to start again)")
+    elif p.main:
+        if work.exists():  # a folder that never got its run.json holds nothing to keep
+            shutil.rmtree(work)
+        (work / "samples").mkdir(parents=True)
+        (work / "reference").mkdir()
+        write_json_atomic(work / "run.json", {"run_id": p.run_id, "run_config": config_record(cfg), **identity})
+    p.accelerator.wait_for_everyone()
+    p.work = work
+    if p.main:
+        p.handler = _setup_file_logging(work)
+    log.info("run %s%s: method=%s dataset=%s setting=%s split=%s sizes=%s", p.run_id,
+             " (resumed)" if cfg.resume else "", cfg.method, cfg.dataset, cfg.setting, p.split.sha256[:12],
+             p.split.sizes())
+    p.plugins.pm.hook.eegbench_run_start(config=p.config_record, run_dir=work)
+    dataset = p.dataset
+    p.train, p.val, p.test = (dataset.subset(ids) for ids in (p.split.train, p.split.val, p.split.test))
+    if p.protocol.max_test_trials:
+        p.test = p.test.subset(list(p.test.trials["trial_id"][: p.protocol.max_test_trials]))
+    p.control_reason = control_skip_reason(p.method_cls, p.protocol, len(p.test))
+    if p.control_reason is None:
+        p.controls.append(Control("shuffled_eeg", SHUFFLED_SAMPLES, control_permutation(p.test.subjects, cfg.seed),
+                                  "subject", "shuffled"))
+        if "block" in p.test.trials.columns:  # the dataset marks recording blocks
+            p.controls.append(Control("block_shuffled_eeg", BLOCK_SHUFFLED_SAMPLES,
+                                      block_control_permutation(p.test.subjects, p.test.trials["block"].to_numpy(),
+                                                                cfg.seed), "block", "block_shuffled"))
+    # the shared backbones of the profile (registered factory); the denoiser is made ready once per dataset
+    train_image_ids = sorted(set(p.train.trials["image_id"]))
+    p.train_images = dataset.stimuli.load_many(train_image_ids, p.protocol.image_size)
+    p.train_image_labels = np.array([dataset.stimuli.labels[i] for i in train_image_ids])
+    p.backbones = p.profile.make_backbones(
+        p.method_cls, weights_root=p.weights_root, cache_dir=p.cache_dir, settings=p.settings,
+        class_names=dataset.info.class_names, device=p.accelerator.device, dtype=MIXED_PRECISION[p.mixed_precision],
+        progress=p.progress, train_images=p.train_images, train_labels=p.train_image_labels,
+        dataset_key=f"{dataset.info.name}-{dataset.info.version}", accelerator=p.accelerator, timer=p.timer)
+    return p
+
+
+def fit(p: Prepared) -> Fitted:
+    """Fit the method (stage checkpoints under ``train_state/``), then save it to ``checkpoint/``;
+    a resumed run whose fit finished loads it instead."""
+    from accelerate.utils import set_seed
+
+    cfg, work = p.cfg, p.work
+    set_seed(cfg.seed)
+    method = p.method_cls(p.method_config, info=p.dataset.info, backbones=p.backbones, device=p.accelerator.device)
+    ctx = RunContext(accelerator=p.accelerator, seed=cfg.seed, work_dir=work, progress=p.progress, logger=log,
+                     checkpoint_dir=work / "train_state", checkpoint_every=cfg.checkpoint_every,
+                     max_steps=cfg.max_steps)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    done = work / "checkpoint" / "fit.json"
+    with p.timer("fit"):
+        if cfg.resume and done.is_file():
+            method.load(work / "checkpoint")
+            ctx.history[:] = json.loads(done.read_text(encoding="utf-8"))["history"]
+            log.info("fit finished before; loaded %s", work / "checkpoint")
+        else:
+            method.fit(p.train, p.val, ctx)
+            if p.main:
+                method.save(work / "checkpoint")
+                write_json_atomic(done, {"history": ctx.history})
+            p.accelerator.wait_for_everyone()
+    return Fitted(method=method, ctx=ctx, peak_rss_mb=_peak_rss_mb(), fingerprint=_fingerprint(method, p.accelerator))
+
+
+def generate(p: Prepared, fitted: Fitted) -> Samples:
+    """Samples of every test trial (sharded over processes) and of each control (same model, trials
+    and image seeds; EEG permuted), manifests, reference PNGs and the grid."""
+    from PIL import Image
+
+    work, protocol, test, info = p.work, p.protocol, p.test, p.dataset.info
+    manifests = {}
+    with p.timer("generate"):
+        manifests["samples"] = _samples(p, fitted, "samples", None)
+    for control in p.controls:
+        with p.timer(f"generate_{control.stage}"):
+            manifests[control.key] = _samples(p, fitted, control.folder, control.permutation)
+    if not p.main:
+        return Samples(images={}, reference=None)
+    test_ids = list(test.trials["trial_id"])
+    reference = test.images(protocol.image_size)
+    for tid, img in zip(test_ids, reference):
+        Image.fromarray(img.transpose(1, 2, 0)).save(work / "reference" / f"{_safe(tid)}.png")
+    images = {name: _read_samples(work, manifest) for name, manifest in manifests.items()}  # (T, S, 3, H, W)
+    _grid(reference, images["samples"], test.labels, info.class_names, work / "grid.png")
+    return Samples(images=images, reference=reference)
+
+
+def _samples(p: Prepared, fitted: Fitted, folder: str, permutation: np.ndarray | None) -> pd.DataFrame | None:
+    """Generate (or, on resume, reuse) one sample folder; the main process writes its manifest.
+
+    ``permutation`` None: each trial's own EEG; else trial ``i`` is generated from the EEG of
+    trial ``permutation[i]`` (a control), with trial ``i``'s image seeds.
+    """
+    work, protocol, test, info = p.work, p.protocol, p.test, p.dataset.info
+    manifest_file = work / folder / "manifest.csv"
+    if p.cfg.resume and manifest_file.is_file():  # a resumed run reuses samples that were all written
+        manifest = pd.read_csv(manifest_file, dtype={"trial_id": str})
+        if all((work / path).is_file() for path in manifest["path"]):
+            log.info("samples generated before; reusing %s", manifest_file)
+            return manifest
+    if p.main:
+        (work / folder).mkdir(exist_ok=True)
+    p.accelerator.wait_for_everyone()
+    gen_paths = _generate(fitted.method, test, protocol, work, p.accelerator, p.progress,
+                          steps=p.generation["num_inference_steps"], batch_size=p.cfg.generate_batch_size,
+                          folder=folder, eeg_rows=permutation)
+    p.accelerator.wait_for_everyone()
+    if not p.main:
+        return None
+    ids = list(test.trials["trial_id"])
+    rows = []
+    for i, (tid, lab, sub, iid) in enumerate(
+            test.trials[["trial_id", "label", "subject", "image_id"]].itertuples(index=False)):
+        for k in range(protocol.n_samples_per_trial):
+            row = {"trial_id": tid, "sample_index": k, "label": int(lab), "class_name": info.class_names[lab],
+                   "subject": int(sub), "image_id": iid, "path": str(gen_paths[tid][k].relative_to(work)),
+                   "reference_path": f"reference/{_safe(tid)}.png"}
+            if permutation is not None:
+                row["eeg_from_trial"] = ids[int(permutation[i])]
+            rows.append(row)
+    manifest = pd.DataFrame(rows)
+    atomic_write(manifest_file, lambda fh: fh.write(manifest.to_csv(index=False).encode()))
+    return manifest
+
+
+def score(p: Prepared, fitted: Fitted, samples: Samples) -> Scores:
+    """Every protocol metric of the generated images and of each control's (core-owned; identical for
+    every method; one :class:`~eegbench.scoring.ScoringContext`), the EEG decoding ceiling and the
+    method's own EEG classifier (main process only)."""
+    retrieval = None
+    if _needs_embeddings(p.protocol, p.plugins):  # only where a metric reads them (retrieval)
+        with p.timer("embed_retrieval"):
+            retrieval = _retrieval_embeddings(fitted.method, p.test, p.work, p.accelerator.device,
+                                              p.cfg.generate_batch_size)
+    context = p.scoring_context(retrieval, samples.reference)
+    with p.timer("metrics"):
+        metrics = context.score(samples.images["samples"])
+    controls: dict[str, Any] = {}
+    if "shuffled-eeg" in p.protocol.controls:
+        if p.control_reason is not None:
+            controls["shuffled_eeg"] = {"skipped": p.control_reason}
+        for control in p.controls:
+            with p.timer(f"metrics_{control.stage}"):
+                scored = context.score(samples.images[control.key], eeg_rows=control.permutation)
+            controls[control.key] = {
+                **permutation_record(control.permutation, p.test, p.cfg.seed, within=control.within),
+                "samples": control.folder, "manifest": f"{control.folder}/manifest.csv", "metrics": scored,
+            }
+    with p.timer("eeg_decoding"):
+        eeg_decoding = _decoding_record(p.train, p.test, p.dataset.info.n_classes)
+        own = _own_classifier_record(fitted.method, p.test, p.accelerator.device, p.cfg.generate_batch_size)
+    return Scores(metrics=metrics, controls=controls, retrieval=retrieval, eeg_decoding=eeg_decoding,
+                  own_classifier=own)
+
+
+def _changed_overrides(p: Prepared) -> list[str]:
+    """The ``--set`` keys whose value differs from the method's default (a ``--set`` that restates
+    a default leaves the recipe at its default)."""
+    default = asdict(p.method_cls.default_config(p.cfg.profile))
+    resolved = asdict(p.method_config)
+    return [k for k in p.cfg.overrides if resolved.get(k) != default.get(k)]
+
+
+def record(p: Prepared, fitted: Fitted, samples: Samples, scores: Scores) -> dict[str, Any]:
+    """Write ``result.json`` (a :class:`~eegbench.results.RunResult`) and move the folder into place
+    (main process only); returns the result with ``run_dir``."""
+    cfg, method_cls = p.cfg, p.method_cls
+    parameters = count_parameters(fitted.method)
+    p.timer.durations["total"] = round(time.perf_counter() - p.t_start, 3)
+    p.timer.resources["process"] = _usage_since(None)  # the whole process so far, imports included
+    env = environment_info(p.accelerator)
+    p.plugins.pm.hook.eegbench_update_environment_info(info=env)
+    den = p.backbones.denoiser
+    names = {c.key: c for c in p.controls}
+    shuffled, block = names.get("shuffled_eeg"), names.get("block_shuffled_eeg")
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": p.run_id,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "method": {"name": method_cls.name, "version": method_cls.version, "paper": method_cls.paper,
+                   "profile": cfg.profile, "config": asdict(p.method_config),
+                   "role": getattr(method_cls, "role", "method"),
+                   "reads_eeg": bool(getattr(method_cls, "reads_eeg", True)),
+                   "reads_test_labels": bool(getattr(method_cls, "reads_test_labels", False))},
+        "dataset": dataset_record(p.dataset, p.dataset_options),
+        "split": p.split.to_dict(),
+        "protocol": {**p.protocol.to_dict(), "hash": p.protocol.hash()},
+        "seed": cfg.seed,
+        "metrics": scores.metrics,
+        "controls": scores.controls,
+        "eeg_decoding": scores.eeg_decoding,
+        "method_eeg_classifier": scores.own_classifier,
+        "parameters": parameters,
+        "durations_s": p.timer.durations,
+        "stage_resources": p.timer.resources,
+        "peak_memory_mb": {"rss_after_fit": round(fitted.peak_rss_mb, 1), "rss_total": round(_peak_rss_mb(), 1),
+                           **({"cuda_max_allocated": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+                              if torch.cuda.is_available() else {})},
+        "backbones": {"profile": cfg.profile, **asdict(p.settings),
+                      **(p.backbones.describe() if hasattr(p.backbones, "describe") else {}),
+                      "denoiser_train_seconds": getattr(den, "train_seconds", None),
+                      "denoiser_loaded_from_cache": bool(getattr(den, "loaded_from_cache", False))},
+        "captions": p.captions_record,
+        "generation": p.generation,
+        "recipe": recipe_record(method_config=asdict(p.method_config), overrides=_changed_overrides(p),
+                                backbones=asdict(p.settings), backbone_overrides=cfg.backbone_overrides,
+                                mixed_precision=p.mixed_precision, processes=int(p.accelerator.num_processes)),
+        "retrieval": None if scores.retrieval is None else {
+            "embedding": getattr(fitted.method, "embedding_description", "") or f"{method_cls.name}.embed_eeg",
+            "dim": int(scores.retrieval["eeg"].shape[1]), "n_candidates": len(scores.retrieval["stimulus_ids"]),
+            "file": RETRIEVAL_FILE},
+        "max_steps": cfg.max_steps,
+        "mixed_precision": p.mixed_precision,
+        "training_history": fitted.ctx.history[-50:],
+        "fit_fingerprint": fitted.fingerprint,
+        "resumed": bool(cfg.resume),
+        "processes": int(p.accelerator.num_processes),
+        "environment": env,
+        "config": p.config_record,
+        "artifacts": {"samples": "samples", "manifest": "samples/manifest.csv", "reference": "reference",
+                      **({"samples_shuffled": SHUFFLED_SAMPLES, "manifest_shuffled": f"{SHUFFLED_SAMPLES}/manifest.csv"}
+                         if shuffled is not None else {}),
+                      **({"samples_block_shuffled": BLOCK_SHUFFLED_SAMPLES,
+                          "manifest_block_shuffled": f"{BLOCK_SHUFFLED_SAMPLES}/manifest.csv"}
+                         if block is not None else {}),
+                      **({"retrieval_embeddings": RETRIEVAL_FILE} if scores.retrieval is not None else {}),
+                      "grid": "grid.png", "features": "features", "checkpoint": "checkpoint", "log": "log.txt",
+                      "train_log": "train_log.jsonl"},
+    }
+    work = p.work
+    RunResult.from_dict(result, source=f"run {p.run_id}").write(work / "result.json")
+    shutil.rmtree(work / "train_state", ignore_errors=True)  # the fitted method is in checkpoint/
+    _close_log(p)
+    os.replace(work, p.final_dir)
+    result["run_dir"] = str(p.final_dir)
+    p.plugins.pm.hook.eegbench_run_end(result=result, run_dir=p.final_dir)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- failure
+def _close_log(p: Prepared) -> None:
+    if p.handler is not None:
+        logging.getLogger("eegbench").removeHandler(p.handler)
+        p.handler.close()
+        p.handler = None
+
+
+def _resumable(work: Path | None) -> bool:
+    """Whether a partial folder holds trained state worth keeping (stage checkpoints or a fit)."""
+    if work is None or not work.exists():
+        return False
+    state = work / "train_state"
+    return (work / "checkpoint" / "fit.json").is_file() or (state.is_dir() and any(
+        f.name.endswith((".final", ".json")) for f in state.iterdir()))
+
+
+def _fail(p: Prepared, exc: BaseException) -> None:
+    """Keep a partial folder that can be resumed (and say how); remove one that holds nothing."""
+    _close_log(p)
+    if not p.main or p.work is None or not p.work.exists():
+        return
+    if _resumable(p.work):
+        log.error("run %s failed (%s: %s); trained state kept in %s", p.run_id, type(exc).__name__, exc, p.work)
+        print(f"eegbench: run {p.run_id} stopped; its trained state is kept in {p.work}; continue it "
+              f"with: eegbench run --resume {p.run_id} --runs-dir {p.runs_dir}", file=sys.stderr)
+    elif not p.cfg.resume:
+        shutil.rmtree(p.work, ignore_errors=True)
 
 
 def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
     """Train, generate and score one method on one dataset/setting; write the run folder.
 
-    The run is a sequence of named steps (:data:`RUN_STEPS`: prepare → backbones → fit → generate →
-    score → record) shared by a fresh run and ``cfg.resume``. Training checkpoints go to
-    ``runs/.partial-<run_id>/train_state/``; a run that fails or is killed after training started
-    keeps its partial folder, and ``eegbench run --resume <run_id>`` continues it (finished stages
-    skipped, the current stage from its last checkpoint, a finished fit loaded, finished samples
-    reused) with the same results as an uninterrupted run.
+    The run is a pipeline of typed stage results, shared by a fresh run and ``cfg.resume``::
+
+        prepare → Prepared → open_run → fit → Fitted → generate → Samples → score → Scores → record → result
+
+    Training checkpoints go to ``runs/.partial-<run_id>/train_state/``; a run that fails or is
+    killed after training started keeps its partial folder, and ``eegbench run --resume <run_id>``
+    continues it (finished stages skipped, the current stage from its last checkpoint, a finished
+    fit loaded, finished samples reused) with the same results as an uninterrupted run.
 
     Parameters
     ----------
@@ -723,19 +792,18 @@ def run(cfg: RunConfig, *, plugins=None) -> dict[str, Any]:
     """
     if not torch.cuda.is_available():
         keep_freed_memory()  # CPU run: reuse freed activation buffers instead of faulting pages in again
-    r = _Run(cfg, plugins)
-    r.prepare()  # bad input fails here, before anything is written
+    prepared = prepare(cfg, plugins)  # bad input fails here, before anything is written
     try:
-        for step in RUN_STEPS[1:-2]:  # open_folder, backbones, fit, generate
-            getattr(r, step)()
-        r.accelerator.wait_for_everyone()
-        if not r.main:
-            r._close_log()
+        open_run(prepared)
+        fitted = fit(prepared)
+        samples = generate(prepared, fitted)
+        prepared.accelerator.wait_for_everyone()
+        if not prepared.main:
+            _close_log(prepared)
             return {}
-        r.score()
-        return r.record()
+        return record(prepared, fitted, samples, score(prepared, fitted, samples))
     except BaseException as exc:
-        r.fail(exc)
+        _fail(prepared, exc)
         raise
 
 
@@ -829,34 +897,6 @@ def apply_protocol_to_config(config: Any, method_name: str, *, sampler: str | No
     if hasattr(new, "validate"):
         new.validate()
     return new
-
-
-def _score(generated, ref_images, test, train_images, train_labels, dataset, split, protocol, image_embedder,
-           cache_dir: Path, progress: bool, *, inception_weights: Path | None = None,
-           classifier_weights: Path | None = None, dataset_options: dict[str, str] | None = None,
-           features_dir: Path | None = None, plugins=None, retrieval: dict[str, Any] | None = None,
-           eeg_rows: np.ndarray | None = None) -> dict[str, Any]:
-    """Every protocol metric (:func:`eegbench.evaluate.score_images`) of one run's images.
-
-    ``retrieval`` holds the method's embeddings (:func:`_retrieval_embeddings`); with ``eeg_rows``
-    (a control's permutation) trial ``i`` gets the EEG embedding of trial ``eeg_rows[i]``.
-    """
-    eeg_emb = stim_emb = stim_ids = None
-    if retrieval is not None:
-        eeg_emb = retrieval["eeg"] if eeg_rows is None else retrieval["eeg"][np.asarray(eeg_rows)]
-        stim_emb, stim_ids = retrieval["stimuli"], retrieval["stimulus_ids"]
-    return score_images(
-        generated, ref_images, protocol=protocol, labels=test.labels,
-        trial_ids=list(test.trials["trial_id"]), n_classes=dataset.info.n_classes,
-        wnids=tuple(getattr(dataset.info, "wnids", ()) or ()), train_images=train_images, train_labels=train_labels,
-        image_embedder=image_embedder, cache_dir=cache_dir / "fidelity",
-        reference_cache_name=reference_cache_name(dataset.info.name, dataset.info.version, dataset_options,
-                                                  split.sha256, len(ref_images), protocol.image_size),
-        inception_weights=inception_weights, classifier_weights=classifier_weights, progress=progress,
-        generated_cache_dir=features_dir, image_ids=list(test.trials["image_id"]),
-        stimulus_level=getattr(dataset.info, "stimulus_level", "class"), plugins=plugins,
-        eeg_embeddings=eeg_emb, stimulus_embeddings=stim_emb, stimulus_ids=stim_ids,
-    )
 
 
 def _needs_embeddings(protocol: EvalProtocol, plugins) -> bool:

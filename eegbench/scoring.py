@@ -17,6 +17,7 @@ what its :meth:`~eegbench.metric.Metric.compute` reads.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,39 @@ from eegbench.metrics import fidelity, isc, nway
 from eegbench.metrics.features import FeatureNetwork, network_features
 from eegbench.protocol import EvalProtocol
 
-__all__ = ["ScoringContext", "ScoringInputs", "score_images"]
+__all__ = ["ScoringContext", "ScoringInputs", "reference_cache_name", "score_images"]
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
+
+
+def reference_cache_name(dataset: str, version: str, options: dict[str, Any] | None, split_sha256: str,
+                         n_reference: int, image_size: int) -> str:
+    """File-safe name of the cached reference-image statistics of one dataset/split/size.
+
+    Parameters
+    ----------
+    dataset, version : str
+        Dataset name and loader version.
+    options : dict or None
+        The run's dataset loader options (part of the name when given, since they can change the images).
+    split_sha256 : str
+        Split hash (first 16 hex digits are used).
+    n_reference : int
+        Number of reference images.
+    image_size : int
+        Image edge length, pixels.
+
+    Returns
+    -------
+    str
+        e.g. ``eegnb-n170-1-39643a9a3683a05c-583-64px-ref``; the same inputs give the same name in
+        ``eegbench run`` and ``eegbench evaluate``.
+    """
+    from eegbench.datasets.info import dataset_label
+
+    return _safe(f"{dataset_label(dataset, options)}-{version}-{split_sha256[:16]}-{n_reference}-{image_size}px-ref")
 
 
 @dataclass
@@ -314,6 +347,60 @@ class ScoringContext:
         self.stimulus_ids = [str(i) for i in self.stimulus_ids] if self.stimulus_ids is not None else []
         self.cache_dir = Path(self.cache_dir)
         self.metrics = [get_metric(self.plugins, key) for key in self.protocol.metrics]  # unknown names fail first
+
+    @classmethod
+    def for_run(cls, *, dataset: dict[str, Any], split_sha256: str, protocol, reference: np.ndarray, labels,
+                trial_ids: Sequence[str], image_ids: Sequence[str], train_images: np.ndarray | None,
+                train_labels: np.ndarray | None, image_embedder, cache_dir: Path, features_dir: Path,
+                inception_weights: Path | None = None, classifier_weights: Path | None = None, classifier=None,
+                progress: bool = True, plugins=None, retrieval: dict[str, Any] | None = None,
+                skip_reasons: dict[str, str] | None = None) -> ScoringContext:
+        """The scoring context of one run, built the same way by ``eegbench run`` and ``eegbench evaluate``.
+
+        Parameters
+        ----------
+        dataset : dict
+            The result's ``dataset`` record (:func:`eegbench.runner.dataset_record`: name, version,
+            options, class names, WNIDs, stimulus level).
+        split_sha256 : str
+            The split hash (names the cached reference features).
+        protocol : EvalProtocol
+            Resolved protocol.
+        reference : numpy.ndarray, shape (T, 3, H, W), uint8
+            The ground-truth image of each test trial.
+        labels, trial_ids, image_ids
+            Of the test trials, length T.
+        train_images, train_labels
+            The training stimuli (the probe), or None when unavailable (then ``skip_reasons`` may
+            say why).
+        image_embedder : callable
+            The probe's frozen features (EfficientNet-Lite0).
+        cache_dir : Path
+            The metric cache root (reference and training features under ``cache_dir/fidelity``).
+        features_dir : Path
+            The run's ``features/`` folder (generated-image features).
+        inception_weights, classifier_weights, classifier, progress, plugins
+            See :class:`ScoringInputs`.
+        retrieval : dict, optional
+            The method's embeddings: ``eeg`` (T, D), ``stimuli`` (N, D), ``stimulus_ids``.
+        skip_reasons : dict, optional
+            Need → reason, replacing :data:`~eegbench.metric.NEEDS`' generic text.
+        """
+        return cls(
+            reference=reference, protocol=protocol, labels=labels, trial_ids=list(trial_ids),
+            image_ids=list(image_ids), n_classes=len(dataset["class_names"]), wnids=tuple(dataset.get("wnids") or ()),
+            stimulus_level=dataset.get("stimulus_level") or "class", train_images=train_images,
+            train_labels=train_labels, image_embedder=image_embedder, cache_dir=Path(cache_dir) / "fidelity",
+            reference_cache_name=reference_cache_name(dataset["name"], dataset.get("version", ""),
+                                                      dataset.get("options"), split_sha256, len(reference),
+                                                      int(protocol.image_size)),
+            generated_cache_dir=features_dir, inception_weights=inception_weights,
+            classifier_weights=classifier_weights, classifier=classifier, progress=progress, plugins=plugins,
+            skip_reasons=dict(skip_reasons or {}),
+            **({} if retrieval is None else {"eeg_embeddings": retrieval["eeg"],
+                                             "stimulus_embeddings": retrieval["stimuli"],
+                                             "stimulus_ids": retrieval["stimulus_ids"]}),
+        )
 
     def inputs(self, generated: np.ndarray, *, eeg_rows: np.ndarray | None = None) -> ScoringInputs:
         """The :class:`ScoringInputs` of one image set (sharing this context's networks and features).

@@ -109,11 +109,11 @@ class _Plugin:
 
 
 def _runs(tmp_path, monkeypatch, methods, **dataset_options):
-    from eegbench import runner
+    from eegbench.backbones.profiles import SmallBackboneProfile
     from eegbench.plugins import get_plugin_manager
     from eegbench.runner import RunConfig, run
 
-    monkeypatch.setattr(runner, "Backbones", RenderingBackbones)
+    monkeypatch.setattr(SmallBackboneProfile, "backbones_class", RenderingBackbones)
     plugins = get_plugin_manager(extra_plugins=[_Plugin])
     options = {"n_trials": "32", **{k: str(v) for k, v in dataset_options.items()}}
     out = {}

@@ -180,14 +180,14 @@ def run_cache(tmp_path_factory):
 
 
 def _runs(tmp_path, monkeypatch, variant: str, cache):
-    from eegbench import runner
+    from eegbench.backbones.profiles import SmallBackboneProfile
     from eegbench.plugins import get_plugin_manager
     from eegbench.runner import RunConfig, run
     from test_controls import RenderingBackbones, _Plugin
 
     from conftest import WEIGHTS_ROOT
 
-    monkeypatch.setattr(runner, "Backbones", RenderingBackbones)
+    monkeypatch.setattr(SmallBackboneProfile, "backbones_class", RenderingBackbones)
     plugins = get_plugin_manager(extra_plugins=[_Plugin])
     return run(RunConfig(method="lda-prompt", dataset="eegnb-groundtruth",
                          dataset_options={"snr_db": "0", "variant": variant}, data_root=DATA_ROOT,

@@ -324,17 +324,15 @@ def test_shared_unet_loads_only_when_used_and_controlnet_starts_from_fp32(weight
 def test_paper_profile_protocol_is_four_samples_and_each_methods_published_steps(method, steps, weights, cvpr40,
                                                                                    tmp_path):
     from eegbench.protocol import EvalProtocol
-    from eegbench.runner import RunConfig, _Run, generation_record
+    from eegbench.runner import RunConfig, generation_record, prepare
 
     cfg = RunConfig(method=method, profile="paper", dataset="cvpr40", data_root=cvpr40, weights_root=weights,
                     cache_dir=tmp_path / "cache", runs_dir=tmp_path / "runs")
-    run = _Run(cfg, None)
-    run.prepare()
+    run = prepare(cfg)
     assert run.protocol.n_samples_per_trial == 4 and run.protocol.num_inference_steps is None
     assert run.generation == {"num_inference_steps": steps, "source": "published"}
     assert run.protocol.hash() != EvalProtocol().hash()  # never mixed with the small profile's 20 steps / 2 samples
-    given = _Run(RunConfig(**{**cfg.__dict__, "num_inference_steps": 7, "n_samples_per_trial": 1}), None)
-    given.prepare()
+    given = prepare(RunConfig(**{**cfg.__dict__, "num_inference_steps": 7, "n_samples_per_trial": 1}))
     assert given.generation == {"num_inference_steps": 7, "source": "protocol"}
     reference = get_plugin_manager().methods.get("class-prior")
     with pytest.raises(ConfigError, match="declares no published_steps; pass --steps N"):

@@ -120,7 +120,7 @@ def test_a_failure_while_scoring_keeps_the_fit_and_resume_rescores(base, tmp_pat
     def broken(*a, **k):
         raise RuntimeError("scoring exploded")
 
-    monkeypatch.setattr(runner, "_score", broken)
+    monkeypatch.setattr(runner, "score", broken)
     with pytest.raises(RuntimeError, match="exploded"):
         runner.run(cfg)
     work = base / "runs" / ".partial-scorefail"

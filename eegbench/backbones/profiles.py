@@ -69,14 +69,33 @@ class BackboneProfile:
         """
         raise NotImplementedError
 
-    def build(self, method_cls, *, weights_root: Path, cache_dir: Path, settings: Any, class_names,
-              device: torch.device, dtype: torch.dtype, progress: bool):
-        """The run's backbones (what a method may call; :mod:`eegbench.backbones.protocol`)."""
-        raise NotImplementedError
+    def make_backbones(self, method_cls, *, weights_root: Path, cache_dir: Path, settings: Any, class_names,
+                       device: torch.device, dtype: torch.dtype, progress: bool, train_images, train_labels,
+                       dataset_key: str, accelerator, timer):
+        """The run's backbones, ready to use (what a method may call; :mod:`eegbench.backbones.protocol`).
 
-    def prepare(self, backbones, *, train_images, train_labels, class_names, dataset_key: str, accelerator,
-                timer) -> None:
-        """Make the denoiser ready (pretrain or load the shared one; the main process first)."""
+        Parameters
+        ----------
+        method_cls : type
+            The method (its ``paper_backbone`` picks the published base model).
+        weights_root, cache_dir : Path
+        settings : dataclass
+            From :meth:`settings`.
+        class_names : sequence of str
+        device : torch.device
+        dtype : torch.dtype
+            Frozen backbones are held in this dtype (``--mixed-precision``).
+        progress : bool
+        train_images : numpy.ndarray, shape (M, 3, H, W), uint8
+            Training stimuli (the small profile pretrains its shared denoiser on them).
+        train_labels : numpy.ndarray, shape (M,), int
+        dataset_key : str
+            ``<dataset>-<version>``: part of the shared denoiser's cache key.
+        accelerator : accelerate.Accelerator
+            The main process prepares first; the others load its cached result.
+        timer : callable
+            ``timer(stage)`` context manager recording ``durations_s[stage]``.
+        """
         raise NotImplementedError
 
     def scoring_embedder(self, backbones, device: torch.device):
@@ -124,6 +143,9 @@ class SmallBackboneProfile(BackboneProfile):
     """The CPU profile: TAEF2 + the shared small denoiser + EfficientNet-Lite0 + MiniLM (design.md)."""
 
     name = "small"
+    #: The class :meth:`build` instantiates (default :class:`eegbench.backbones.Backbones`; tests swap in
+    #: backbones with a stand-in denoiser).
+    backbones_class: ClassVar[type | None] = None
 
     @property
     def protocol_defaults(self):  # type: ignore[override]
@@ -150,13 +172,12 @@ class SmallBackboneProfile(BackboneProfile):
             )
         return int(settings.image_size)
 
-    def build(self, method_cls, *, weights_root, cache_dir, settings, class_names, device, dtype, progress):
+    def make_backbones(self, method_cls, *, weights_root, cache_dir, settings, class_names, device, dtype, progress,
+                       train_images, train_labels, dataset_key, accelerator, timer):
         from eegbench.backbones import Backbones
 
-        return Backbones(self.name, weights_root=weights_root, cache_dir=cache_dir, device=device, settings=settings,
-                         progress=progress)
-
-    def prepare(self, backbones, *, train_images, train_labels, class_names, dataset_key, accelerator, timer):
+        backbones = (self.backbones_class or Backbones)(self.name, weights_root=weights_root, cache_dir=cache_dir,
+                                                        device=device, settings=settings, progress=progress)
         with timer("denoiser_pretrain"):
             # the main process pretrains (or loads) first; the others then load its cached copy
             for turn in (True, False):
@@ -164,6 +185,7 @@ class SmallBackboneProfile(BackboneProfile):
                     backbones.prepare_denoiser(train_images, train_labels, class_names, dataset_key=dataset_key,
                                                seed=0)
                 accelerator.wait_for_everyone()
+        return backbones
 
     def scoring_embedder(self, backbones, device):
         return backbones.image_embedder  # the same network, already loaded
@@ -210,15 +232,15 @@ class PaperBackboneProfile(BackboneProfile):
                                    device="meta")
         return int(meta.image_size)
 
-    def build(self, method_cls, *, weights_root, cache_dir, settings, class_names, device, dtype, progress):
+    def make_backbones(self, method_cls, *, weights_root, cache_dir, settings, class_names, device, dtype, progress,
+                       train_images, train_labels, dataset_key, accelerator, timer):
         from eegbench.backbones.sd import paper_backbones_for
 
-        return paper_backbones_for(method_cls, weights_root=weights_root, settings=settings,
-                                   class_names=class_names, device=device, dtype=dtype, progress=progress)
-
-    def prepare(self, backbones, *, train_images, train_labels, class_names, dataset_key, accelerator, timer):
         with timer("load_backbones"):
+            backbones = paper_backbones_for(method_cls, weights_root=weights_root, settings=settings,
+                                            class_names=class_names, device=device, dtype=dtype, progress=progress)
             backbones.prepare_denoiser()
+        return backbones
 
     def meta_backbones(self, method_cls, *, weights_root=None, backbone_overrides=None, class_names=()):
         from eegbench.backbones import default_weights_root
