@@ -16,11 +16,14 @@ stage from ``result.json`` where the code records it), and throughput:
 and checks that the two codes score the same images with the same numbers (both train the same way,
 so their samples are bit-identical; FID, KID, IS and probe accuracy must agree to float tolerance).
 
-Budgets: ``EEGBENCH_BENCH_SCALE=full`` runs the job as the README's command does (about 35 minutes
-for the four runs on 2 cores); the default ``quick`` scale shortens every training stage and scores
-64 test trials (a few minutes). Run::
+Budgets: ``EEGBENCH_BENCH_SCALE=full`` runs the job as the README's command does (about 45 minutes
+for the four runs on 2 cores; ``EEGBENCH_BENCH_TURNS=empty`` runs only the empty-cache pair, as on a
+fresh machine); the default ``quick`` scale shortens every training stage and scores 64 test trials
+(a few minutes). Every metric of the run and of its controls must be bit-identical between old and
+new. Run::
 
     pytest benchmarks/test_main_job_speed.py --benchmark-enable -s
+    EEGBENCH_BENCH_SCALE=full EEGBENCH_BENCH_TURNS=empty pytest benchmarks/test_main_job_speed.py --benchmark-enable -s
     EEGBENCH_BENCH_SCALE=full EEGBENCH_BENCH_OLD_REV=<rev> pytest benchmarks/test_main_job_speed.py --benchmark-enable -s
 
 The table is printed and written to ``benchmarks/results/main-job-<scale>.md`` (and the raw figures
@@ -45,12 +48,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("EEGBENCH_DATA") or REPO.parent / "shared" / "data")
 WEIGHTS_ROOT = Path(os.environ.get("EEGBENCH_WEIGHTS") or REPO.parent / "shared" / "weights")
-#: The last commit before the speed work of issue 12 (override with EEGBENCH_BENCH_OLD_REV).
-OLD_REV = os.environ.get("EEGBENCH_BENCH_OLD_REV", "111cc6a")
+#: The last commit before issue 26 (typed stages, one scoring context, scoring batch); the issue-12
+#: comparison used 111cc6a (override with EEGBENCH_BENCH_OLD_REV).
+OLD_REV = os.environ.get("EEGBENCH_BENCH_OLD_REV", "b0a5550")
+#: Which cache turns to run: "empty" (a fresh machine: README command 1), "cached" (a second method).
+TURNS = tuple(t.strip() for t in os.environ.get("EEGBENCH_BENCH_TURNS", "empty,cached").split(",") if t.strip())
 SCALE = os.environ.get("EEGBENCH_BENCH_SCALE", "quick")
 QUICK = ["--set", "stage1_steps=150", "--set", "stage2_steps=150", "--backbone-set", "denoiser_steps=150",
          "--max-test-trials", "64"]
-STAGES = ("load_data", "denoiser_pretrain", "fit", "generate", "metrics", "total")
+STAGES = ("load_data", "denoiser_pretrain", "fit", "generate", "generate_shuffled", "metrics", "metrics_shuffled",
+          "total")
 METRICS = ("fid", "kid", "is_effnet_lite0", "probe_accuracy")
 
 pytestmark = [
@@ -103,6 +110,9 @@ def _run(label: str, pythonpath: Path | None, cache: Path, runs: Path, run_id: s
         "process": {"cpu_user_s": after.ru_utime - before.ru_utime, "cpu_sys_s": after.ru_stime - before.ru_stime,
                     "minor_faults": after.ru_minflt - before.ru_minflt},
         "metrics": {k: (result["metrics"].get(k) or {}).get("value") for k in METRICS},
+        "all_metrics": {name: {k: v.get("value") for k, v in metrics.items()} for name, metrics in
+                        [("samples", result["metrics"])] + [(c, r.get("metrics") or {}) for c, r in
+                                                             (result.get("controls") or {}).items()]},
         "n_generated": result["metrics"]["fid"]["n_gen"],
         "steps": {"denoiser_pretrain": int(result["backbones"].get("denoiser_steps", 0)),
                   "fit": sum(int(v) for k, v in result["method"]["config"].items()
@@ -119,7 +129,7 @@ def _rate(r: dict, stage: str) -> float | None:
     if stage in ("denoiser_pretrain", "fit"):
         n = r["steps"][stage]
         return None if not n or (stage == "denoiser_pretrain" and r["loaded_denoiser"]) else n / sec
-    if stage in ("generate", "metrics"):
+    if stage.startswith(("generate", "metrics")):
         return r["n_generated"] / sec
     return None
 
@@ -135,7 +145,8 @@ def _table(pairs: list[tuple[str, dict, dict]]) -> str:
             if a is None or b is None:
                 continue
             ra, rb = _rate(old, stage), _rate(new, stage)
-            thr = f"{ra:.2f} → {rb:.2f} {unit[stage]}" if ra and rb else ""
+            thr = f"{ra:.2f} → {rb:.2f} {unit[stage.split('_')[0] if stage != 'denoiser_pretrain' else stage]}" \
+                if ra and rb else ""
             ua, ub = old["stage_resources"].get(stage), new["stage_resources"].get(stage)
             kernel = (f"{ua['cpu_sys_s']:.0f} s / {ua['minor_faults'] / 1e6:.2f} M → "
                       f"{ub['cpu_sys_s']:.0f} s / {ub['minor_faults'] / 1e6:.2f} M") if ua and ub else ""
@@ -158,12 +169,12 @@ def test_main_job_old_vs_new(benchmark):
             for label, path in (("old", old_path), ("new", None)):
                 cache = work / f"cache-{label}"
                 (work / f"runs-{label}").mkdir()
-                for turn in ("empty", "cached"):
+                for turn in TURNS:
                     runs[(label, turn)] = _run(f"{label}/{turn}", path, cache, work / f"runs-{label}",
                                                f"{label}-{turn}")
 
         benchmark.pedantic(all_runs, rounds=1, iterations=1)
-        pairs = [(turn, runs[("old", turn)], runs[("new", turn)]) for turn in ("empty", "cached")]
+        pairs = [(turn, runs[("old", turn)], runs[("new", turn)]) for turn in TURNS]
         table = _table(pairs)
         print(f"\nmain job, scale={SCALE}, old={OLD_REV} vs new (this checkout)\n{table}")
         for turn, old, new in pairs:
@@ -181,9 +192,9 @@ def test_main_job_old_vs_new(benchmark):
             encoding="utf-8")
         (out / f"main-job-{SCALE}.json").write_text(
             json.dumps({f"{k[0]}/{k[1]}": v for k, v in runs.items()}, indent=1), encoding="utf-8")
-        for turn, old, new in pairs:  # the same images are scored the same way
-            for key in METRICS:
-                assert new["metrics"][key] == pytest.approx(old["metrics"][key], rel=1e-4, abs=1e-6), (turn, key)
-        assert runs[("new", "cached")]["loaded_denoiser"] and runs[("old", "cached")]["loaded_denoiser"]
+        for turn, old, new in pairs:  # same seed, same machine: the same numbers, bit for bit
+            assert new["all_metrics"] == old["all_metrics"], turn
+        if "cached" in TURNS:
+            assert runs[("new", "cached")]["loaded_denoiser"] and runs[("old", "cached")]["loaded_denoiser"]
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -41,9 +41,6 @@ log = logging.getLogger("eegbench.evaluate")
 
 __all__ = ["NWAY_KEY", "evaluate_run", "find_inception_weights", "resolve_protocol", "score_images"]
 
-#: Images per TF-Inception forward pass: on a CPU small batches keep every activation buffer small
-#: enough to be reused (see :mod:`eegbench.hostalloc`); its features do not depend on the batch.
-_INCEPTION_BATCH = 64 if torch.cuda.is_available() else 8
 #: Result-metric key of the n-way top-k accuracy.
 NWAY_KEY = "nway_topk"
 _MANIFEST_COLUMNS = ("trial_id", "sample_index", "label", "subject", "path", "reference_path")

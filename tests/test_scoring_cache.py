@@ -132,3 +132,17 @@ def test_second_scoring_runs_no_network_and_gives_the_same_numbers(tmp_path, mon
     assert seen == [] and embed.seen == 8 + 4 + 4
     for key in ("fid", "kid", "is", "probe_accuracy"):
         assert second[key]["value"] == first[key]["value"], key
+
+
+def test_tf_inception_features_do_not_depend_on_the_batch_size():
+    """The scoring batch (``eegbench.scoring.FEATURE_BATCH``) is a speed choice only: the FID network's
+    pool3 features of an image are the same bits whichever batch it is computed in."""
+    from eegbench.metrics import fidelity
+    from eegbench.scoring import FEATURE_BATCH
+
+    x = torch.from_numpy(images(FEATURE_BATCH + 3, seed=4, size=64))
+    out = {}
+    for batch in (5, FEATURE_BATCH):
+        net, layer, _ = fidelity.fid_network(fidelity.FIDHELPER_EXTRACTOR, None, batch_size=batch)
+        out[batch] = network_features(net, x, progress=False)[layer]
+    assert out[5].shape == (len(x), 2048) and torch.equal(out[5], out[FEATURE_BATCH])
