@@ -21,7 +21,8 @@ from torch import nn
 
 from eegbench.config import at_least, greater_than, sampler_field, validate_fields
 from eegbench.errors import ConfigError
-from eegbench.method import Method, channel_statistics
+from eegbench.method import Method
+from eegbench.preprocessing import EEGStandardizer, channel_statistics
 from eegbench.training import Stage, diffusion_target, stimulus_latents
 
 
@@ -61,17 +62,12 @@ class EEGTokenEncoder(nn.Module):
     def __init__(self, n_chans: int, n_times: int, n_tokens: int, dim: int) -> None:
         super().__init__()
         self.n_tokens, self.dim = n_tokens, dim
-        self.register_buffer("mean", torch.zeros(n_chans))  # buffers are saved with the weights
-        self.register_buffer("std", torch.ones(n_chans))
+        self.standardize = EEGStandardizer(n_chans)  # the core's z-scoring; its statistics are saved buffers
         self.proj = nn.Linear(n_chans * n_times, n_tokens * dim)
         self.norm = nn.LayerNorm(dim)
 
-    def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        self.mean.copy_(mean)
-        self.std.copy_(std.clamp_min(1e-12))
-
     def forward(self, eeg: torch.Tensor) -> torch.Tensor:
-        x = (eeg - self.mean[:, None]) / self.std[:, None]
+        x = self.standardize(eeg)
         return self.norm(self.proj(x.flatten(1)).view(len(eeg), self.n_tokens, self.dim))
 
 
@@ -139,7 +135,7 @@ class EEGTokens(Method):
     def fit(self, train, val, ctx) -> None:
         self.check_fit_data(train, val)
         mean, std = channel_statistics(train.eeg)  # the training split only
-        self.encoder.set_statistics(mean.to(self.device), std.to(self.device))
+        self.encoder.standardize.set_statistics(mean.to(self.device), std.to(self.device))
         ctx.trainer(self).run_stage("train", self.config.steps, lambda: self._stage(train, val))
 
     def _stage(self, train, val) -> Stage:
