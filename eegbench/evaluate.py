@@ -34,7 +34,7 @@ from eegbench.errors import (
     WeightsNotFoundError,
 )
 from eegbench.protocol import EvalProtocol
-from eegbench.results import RunResult
+from eegbench.results import RunResult, read_samples_manifest
 from eegbench.scoring import ScoringContext, reference_cache_name, score_images  # noqa: F401  (public here too)
 
 log = logging.getLogger("eegbench.evaluate")
@@ -43,7 +43,6 @@ __all__ = ["NWAY_KEY", "evaluate_run", "find_inception_weights", "resolve_protoc
 
 #: Result-metric key of the n-way top-k accuracy.
 NWAY_KEY = "nway_topk"
-_MANIFEST_COLUMNS = ("trial_id", "sample_index", "label", "subject", "path", "reference_path")
 
 
 def _safe(name: str) -> str:
@@ -160,18 +159,7 @@ def _load_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     manifest_file = run_dir / result.get("artifacts", {}).get("manifest", "samples/manifest.csv")
     if not manifest_file.is_file():
         raise DataNotFoundError(f"{manifest_file} is missing: the run's samples cannot be re-scored")
-    return result, _read_manifest(manifest_file)
-
-
-def _read_manifest(manifest_file: Path) -> pd.DataFrame:
-    try:
-        manifest = pd.read_csv(manifest_file, dtype={"trial_id": str, "image_id": str})
-    except (OSError, ValueError) as exc:
-        raise DataFormatError(f"{manifest_file}: not a readable manifest ({exc})") from None
-    missing = [c for c in _MANIFEST_COLUMNS if c not in manifest.columns]
-    if missing or manifest.empty:
-        raise DataFormatError(f"{manifest_file}: missing columns {missing} or no rows")
-    return manifest
+    return result, read_samples_manifest(manifest_file)
 
 
 def _manifest_images(run_dir: Path, manifest: pd.DataFrame, n: int, size: int):
@@ -328,7 +316,7 @@ def evaluate_run(
         control_file = run_dir / record["manifest"]
         if not control_file.is_file():
             raise DataNotFoundError(f"{control_file} is missing: the run's {name} control cannot be re-scored")
-        control_manifest = _read_manifest(control_file)
+        control_manifest = read_samples_manifest(control_file)
         control_images[name], *_ = _manifest_images(run_dir, control_manifest, n, size)
         if "eeg_from_trial" in control_manifest.columns:  # the donor trial of each trial's EEG
             donor = control_manifest.drop_duplicates("trial_id").set_index("trial_id")["eeg_from_trial"].astype(str)

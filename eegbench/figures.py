@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from eegbench.errors import DataFormatError
-from eegbench.results import read_train_log, run_dir_of, write_bytes_if_changed
+from eegbench.results import read_samples_manifest, read_train_log, run_dir_of, write_bytes_if_changed
 
 __all__ = ["comparison_grid", "leaderboard_figures", "score_figure", "significance_figure", "training_figure"]
 
@@ -249,7 +249,7 @@ def comparison_grid(sources: list[tuple[str, Path, dict]], png: Path, *, n_trial
     """
     from PIL import Image
 
-    manifests = [pd.read_csv(d / "samples" / "manifest.csv", dtype={"trial_id": str}) for _, d, _ in sources]
+    manifests = [read_samples_manifest(d / "samples" / "manifest.csv") for _, d, _ in sources]
     common = set(manifests[0].loc[manifests[0]["sample_index"] == 0, "trial_id"])
     for m in manifests[1:]:
         common &= set(m.loc[m["sample_index"] == 0, "trial_id"])

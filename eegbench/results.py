@@ -316,3 +316,39 @@ def read_train_log(run_dir: Path | None) -> list[dict[str, Any]] | None:
         except json.JSONDecodeError as exc:
             raise DataFormatError(f"{run_dir / 'train_log.jsonl'}: line {i} is not JSON ({exc.msg})") from None
     return out
+
+
+#: Columns every samples manifest (``samples/manifest.csv`` and each control's) has.
+MANIFEST_COLUMNS = ("trial_id", "sample_index", "label", "subject", "path", "reference_path")
+
+
+def read_samples_manifest(path: Path):
+    """A run's samples manifest (``samples/manifest.csv``, a control's ``samples_shuffled/manifest.csv``).
+
+    Parameters
+    ----------
+    path : Path
+        The CSV written by ``eegbench run``: one row per generated image (``trial_id``,
+        ``sample_index``, ``label``, ``subject``, ``image_id``, ``path`` relative to the run folder,
+        ``reference_path``; a control's also ``eeg_from_trial``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Trial and image ids as str.
+
+    Raises
+    ------
+    DataFormatError
+        For an unreadable file, a missing column or no rows (names the file).
+    """
+    import pandas as pd
+
+    try:
+        manifest = pd.read_csv(path, dtype={"trial_id": str, "image_id": str, "eeg_from_trial": str})
+    except (OSError, ValueError) as exc:
+        raise DataFormatError(f"{path}: not a readable manifest ({exc})") from None
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing or manifest.empty:
+        raise DataFormatError(f"{path}: missing columns {missing} or no rows")
+    return manifest

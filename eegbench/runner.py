@@ -44,7 +44,14 @@ from eegbench.hostalloc import keep_freed_memory
 from eegbench.method import RunContext, apply_overrides, count_parameters
 from eegbench.metrics.retrieval import RETRIEVAL_FILE, write_retrieval_embeddings
 from eegbench.protocol import EvalProtocol, image_seed
-from eegbench.results import SCHEMA_VERSION, RunResult, environment_info, recipe_record, write_json_atomic
+from eegbench.results import (
+    SCHEMA_VERSION,
+    RunResult,
+    environment_info,
+    read_samples_manifest,
+    recipe_record,
+    write_json_atomic,
+)
 from eegbench.run_config import (  # noqa: F401  (RunConfig, IDENTITY_FIELDS and resume_config: public here too)
     IDENTITY_FIELDS,
     RunConfig,
@@ -587,7 +594,7 @@ def _samples(p: Prepared, fitted: Fitted, folder: str, permutation: np.ndarray |
     work, protocol, test, info = p.work, p.protocol, p.test, p.dataset.info
     manifest_file = work / folder / "manifest.csv"
     if p.cfg.resume and manifest_file.is_file():  # a resumed run reuses samples that were all written
-        manifest = pd.read_csv(manifest_file, dtype={"trial_id": str})
+        manifest = read_samples_manifest(manifest_file)
         if all((work / path).is_file() for path in manifest["path"]):
             log.info("samples generated before; reusing %s", manifest_file)
             return manifest
