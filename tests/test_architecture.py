@@ -101,3 +101,27 @@ def test_run_config_and_cli_parser_do_not_import_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_denoiser_protocol_declares_every_sample_keyword_the_methods_use():
+    """``Denoiser.sample`` (what a method may call) names every keyword the built-in methods and the
+    references pass, and the implementation takes exactly those."""
+    import inspect
+
+    from eegbench.backbones.denoiser import LatentDiffusionDenoiser
+    from eegbench.backbones.protocol import Denoiser
+
+    declared = list(inspect.signature(Denoiser.sample).parameters)
+    assert declared == list(inspect.signature(LatentDiffusionDenoiser.sample).parameters)
+    assert not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(Denoiser.sample).parameters.values())
+    used = set()
+    import eegbench_methods
+
+    methods_dir = Path(eegbench_methods.__file__).resolve().parent
+    sources = list(methods_dir.rglob("*.py")) + [PACKAGE / "references.py"]
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "sample" \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id in ("den", "denoiser"):
+                used |= {k.arg for k in node.keywords if k.arg}
+    assert used and used <= set(declared), sorted(used - set(declared))

@@ -140,9 +140,40 @@ class Denoiser(Protocol):
 
     def sample(self, context: torch.Tensor, generators: Sequence[torch.Generator], num_inference_steps: int = 25,
                guidance_scale: float = 1.0, unet: Any = None,
-               extra_context: Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None = None,
-               **kwargs: Any) -> torch.Tensor:
-        """Images (B, 3, image_size, image_size) uint8 from contexts (B, L, cross_attention_dim)."""
+               extra_context: Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None = None, *,
+               null_context: torch.Tensor | None = None, return_latents: bool = False, sampler: str = "ddim",
+               init_latents: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
+        """Images from contexts with a diffusers sampler and optional classifier-free guidance.
+
+        Parameters
+        ----------
+        context : torch.Tensor, shape (B, L, cross_attention_dim), float
+        generators : sequence of torch.Generator, length B
+            Image ``i``'s noise comes from ``generators[i]`` only (reproducible whatever the batch).
+        num_inference_steps : int
+        guidance_scale : float
+            ``v = v_null + w (v_cond − v_null)``; 1 disables the unconditional pass.
+        unet : diffusers.UNet2DConditionModel, optional
+            A method's fine-tuned copy (default: the shared UNet).
+        extra_context : mapping or callable, optional
+            Extra UNet keywords (``class_labels``, ControlNet residuals, ...), or ``f(latent_input, t)``
+            returning them at every step.
+        null_context : torch.Tensor, shape (B, L, cross_attention_dim), optional
+            Unconditional context (default :meth:`null_context`).
+        return_latents : bool
+            Return the final scaled latents instead of images.
+        sampler : str
+            ``"ddim"``, ``"plms"``, ``"unipc"`` or ``"dpm-solver++"``.
+        init_latents : torch.Tensor, shape (B, latent_channels, latent_size, latent_size), optional
+            Image-to-image from these scaled latents, noised to ``strength``.
+        strength : float
+            Fraction in (0, 1] of the schedule run from ``init_latents``.
+
+        Returns
+        -------
+        torch.Tensor, shape (B, 3, image_size, image_size), uint8
+            (or float32 latents with ``return_latents``).
+        """
         ...
 
 
