@@ -233,9 +233,9 @@ def _cmd_sweep(args) -> int:
         subjects = "all" if lists["subject"].strip() == "all" else [
             int(s) for s in parse_list(lists["subject"], "subject") if _int_or_fail(s, "--subject")]
     runs = run_sweep(
-        base, methods=parse_list(lists["method"] or base.method, "method"),
-        seeds=parse_seeds(lists["seed"] if lists["seed"] is not None else base.seed),
-        settings=parse_list(lists["setting"] or base.setting, "setting"), subjects=subjects, executor=args.executor,
+        base, methods=parse_list(base.method if lists["method"] is None else lists["method"], "method"),
+        seeds=parse_seeds(base.seed if lists["seed"] is None else lists["seed"]),
+        settings=parse_list(base.setting if lists["setting"] is None else lists["setting"], "setting"), subjects=subjects, executor=args.executor,
         jobs=args.jobs, name=args.name, resume=args.resume_sweep, retry_failed=args.retry_failed, dry_run=args.dry_run,
         slurm={"partition": args.slurm_partition, "gpus_per_node": args.slurm_gpus_per_node,
                "cpus_per_task": args.slurm_cpus_per_task, "mem_gb": args.slurm_mem_gb,

@@ -222,15 +222,15 @@ class RunConfig:
         factory=dict, flag="--backbone-set", group=_PROTOCOL, kind="pairs", metavar="KEY=VALUE",
         help="override a backbone setting, e.g. --backbone-set denoiser_steps=100 (small) or --backbone-set "
              "sd21=/path/to/stable-diffusion-2-1 (paper; see `eegbench weights check`)")
-    n_samples_per_trial: int | None = _opt(None, flag="--n-samples", group=_PROTOCOL, type=int,
+    n_samples_per_trial: int | None = _opt(None, flag="--n-samples", group=_PROTOCOL, type=int, metavar="N",
                                            help="images per test trial (protocol)",
                                            default_text=f"small: {EvalProtocol.n_samples_per_trial}; "
                                                         f"paper: {PAPER_PROTOCOL['n_samples_per_trial']}")
-    num_inference_steps: int | None = _opt(None, flag="--steps", group=_PROTOCOL, type=int,
+    num_inference_steps: int | None = _opt(None, flag="--steps", group=_PROTOCOL, type=int, metavar="N",
                                            help="sampler steps (protocol)",
                                            default_text=f"small: {EvalProtocol.num_inference_steps}; "
                                                         "paper: each method's published steps")
-    max_test_trials: int | None = _opt(None, flag="--max-test-trials", group=_PROTOCOL, type=int,
+    max_test_trials: int | None = _opt(None, flag="--max-test-trials", group=_PROTOCOL, type=int, metavar="N",
                                        help="score only the first N test trials (quick checks; recorded in the "
                                             "protocol hash)", default_text="")
     sampler: str | None = _opt(None, flag="--sampler", group=_PROTOCOL,

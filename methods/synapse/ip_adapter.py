@@ -25,10 +25,16 @@ from eegbench._compat import ensure_torchvision
 from eegbench.errors import ConfigError
 
 ensure_torchvision()  # diffusers' model imports pull transformers → torchvision
-from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0  # noqa: E402
+from diffusers.models.attention_processor import AttnProcessor2_0, IPAdapterAttnProcessor2_0  # noqa: E402
 from diffusers.models.embeddings import ImageProjection  # noqa: E402
 
 __all__ = ["DecoupledCrossAttnProcessor", "EEGAdaptationHead", "EEGIPAdapter", "cross_attention_layers"]
+
+
+def _attr(obj, dotted: str):
+    for part in dotted.split("."):
+        obj = getattr(obj, part, None)
+    return obj
 
 
 class EEGAdaptationHead(ImageProjection):
@@ -81,6 +87,11 @@ class DecoupledCrossAttnProcessor(IPAdapterAttnProcessor2_0):
     """
 
     def __init__(self, attn, num_tokens: int, scale: float = 1.0) -> None:
+        unsupported = [name for name in ("to_k.bias", "to_v.bias", "norm_q", "norm_k")
+                       if _attr(attn, name) is not None]
+        if unsupported:  # diffusers' processor has no bias on to_k_ip/to_v_ip and applies no q/k norm
+            raise ConfigError(f"synapse: the IP-Adapter processor does not support attention layers with "
+                              f"{', '.join(unsupported)}")
         super().__init__(hidden_size=attn.to_k.out_features, cross_attention_dim=attn.to_k.in_features,
                          num_tokens=(int(num_tokens),), scale=float(scale))
         with torch.no_grad():
@@ -111,7 +122,9 @@ class DecoupledCrossAttnProcessor(IPAdapterAttnProcessor2_0):
         ValueError
             If the context has no more than ``num_tokens`` tokens.
         """
-        if encoder_hidden_states is not None and not isinstance(encoder_hidden_states, tuple):
+        if encoder_hidden_states is None:  # no context: plain attention (diffusers' processor needs one)
+            return AttnProcessor2_0()(attn, hidden_states, None, attention_mask, temb)
+        if not isinstance(encoder_hidden_states, tuple):
             n = self.num_tokens[0]
             if encoder_hidden_states.shape[1] <= n:
                 raise ValueError(f"decoupled cross-attention: context has {encoder_hidden_states.shape[1]} tokens, "
