@@ -138,6 +138,7 @@ def _board(tmp_path):
     return cells, md.read_text(), board
 
 
+@pytest.mark.e2e  # the longest end-to-end runs: `python -m pytest -m e2e` (CI runs them)
 @pytest.mark.slow
 def test_strong_class_signal_beats_its_shuffled_control_and_the_class_prior_and_stays_under_the_oracle(
         tmp_path, monkeypatch):

@@ -211,6 +211,7 @@ def _board(tmp_path, variant):
 
 
 @needs_real_data
+@pytest.mark.e2e  # the longest end-to-end runs: `python -m pytest -m e2e` (CI runs them)
 @pytest.mark.slow
 def test_a_method_reading_the_drift_is_flagged_and_one_reading_the_response_is_not(tmp_path, monkeypatch,
                                                                                     run_cache):
@@ -239,6 +240,7 @@ def test_a_method_reading_the_drift_is_flagged_and_one_reading_the_response_is_n
 
 
 @needs_real_data
+@pytest.mark.e2e  # the longest end-to-end runs: `python -m pytest -m e2e` (CI runs them)
 @pytest.mark.slow
 def test_a_short_synapse_run_at_high_snr_beats_its_shuffled_control(tmp_path, run_cache):
     """The built-in reference method, with a reduced budget (200 + 400 steps), on 64 test trials at 10 dB.

@@ -195,7 +195,8 @@ def test_captions_file_errors_name_the_file(tmp_path):
 
 # ---------------------------------------------------------------------------- end to end
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["synapse", "dreamdiffusion", "brainvis", "gwit"])
+@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.e2e) for m in ("synapse", "dreamdiffusion",
+                                                                                      "brainvis")] + ["gwit"])
 def test_paper_run_end_to_end_with_max_steps(method, weights, cvpr40, tmp_path, capsys):
     runs = tmp_path / "runs"
     args = ["run", "--method", method, "--profile", "paper", "--dataset", "cvpr40", "--data-root", str(cvpr40),
@@ -242,6 +243,7 @@ def test_paper_run_end_to_end_with_max_steps(method, weights, cvpr40, tmp_path, 
     np.testing.assert_array_equal(np.asarray(Image.open(sample)).shape, (512, 512, 3))
 
 
+@pytest.mark.e2e  # the longest end-to-end runs: `python -m pytest -m e2e` (CI runs them)
 @pytest.mark.slow
 def test_mixed_precision_bf16_holds_frozen_backbones_in_bf16(weights, cvpr40, tmp_path, capsys):
     """bf16 autocast works on CPU: the same path as fp16 on CUDA (frozen bf16 UNet/VAE/text encoder,

@@ -62,6 +62,7 @@ def base(tmp_path_factory):
     return root
 
 
+@pytest.mark.e2e  # the longest end-to-end runs: `python -m pytest -m e2e` (CI runs them)
 def test_sigkill_in_stage2_then_resume_gives_the_uninterrupted_metrics(base):
     """Killed with SIGKILL after Stage 2's first checkpoint, ``--resume`` skips Stage 1, continues
     Stage 2 from its last checkpoint and ends with the same weights, metrics and training log."""
@@ -143,6 +144,7 @@ def test_zero_or_negative_counts_are_one_line_errors(flag, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.e2e  # the longest end-to-end runs: `python -m pytest -m e2e` (CI runs them)
 def test_two_runs_at_once_on_one_empty_cache_train_the_denoiser_once(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-m", "eegbench", *_args(tmp_path, f"p{i}", "shared"), "--seed", str(i)],
                               cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -157,6 +159,7 @@ def test_two_runs_at_once_on_one_empty_cache_train_the_denoiser_once(tmp_path):
     assert not [p for p in (tmp_path / "shared").rglob("*") if p.name.startswith(".tmp")]
 
 
+@pytest.mark.e2e  # the longest end-to-end runs: `python -m pytest -m e2e` (CI runs them)
 def test_torchrun_two_processes_one_result_same_parameters_on_both_ranks(base):
     """Two CPU processes (gloo DDP): one result file, the ranks hold identical parameters after fit,
     and the metrics stay near the 1-process run of the same recipe and seed (the global batch is
@@ -184,6 +187,7 @@ def test_torchrun_two_processes_one_result_same_parameters_on_both_ranks(base):
     assert two["metrics"]["fid"]["n_gen"] == one["metrics"]["fid"]["n_gen"] == 12
 
 
+@pytest.mark.e2e  # the longest end-to-end runs: `python -m pytest -m e2e` (CI runs them)
 def test_torchrun_run_killed_in_stage2_resumes_to_the_uninterrupted_two_process_result(base):
     """The same kill-and-resume with two processes: every process's RNG state and the sampler's own
     generator (which accelerate adds with several processes) are checkpointed, so the resumed

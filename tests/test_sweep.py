@@ -148,6 +148,7 @@ def test_debug_executor_runs_land_where_compare_reads_them(tmp_path, capsys):
 
 
 @needs_real_data
+@pytest.mark.e2e  # the longest end-to-end runs: `python -m pytest -m e2e` (CI runs them)
 @pytest.mark.slow
 def test_a_killed_local_sweep_rerun_skips_what_was_done(tmp_path):
     """Three local runs one at a time; the sweep is killed once the first has finished; run again it

@@ -25,7 +25,8 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(CASES))
+@pytest.fixture(scope="module", params=[pytest.param(name, marks=pytest.mark.e2e) if name == "eeg-imagenet" else name
+                                        for name in sorted(CASES)])  # eeg-imagenet: `pytest -m e2e` (CI)
 def run(request, tmp_path_factory):
     name = request.param
     write, options = CASES[name]
