@@ -136,7 +136,9 @@ def test_second_scoring_runs_no_network_and_gives_the_same_numbers(tmp_path, mon
 
 def test_tf_inception_features_do_not_depend_on_the_batch_size():
     """The scoring batch (``eegbench.scoring.FEATURE_BATCH``) is a speed choice only: the FID network's
-    pool3 features of an image are the same bits whichever batch it is computed in."""
+    pool3 features of an image do not depend on the batch it is computed in (the per-image feature
+    cache relies on it). Bit-equal on the machines measured; compared to float rounding here, since
+    convolution kernels may pick another algorithm for another batch size on another CPU."""
     from eegbench.metrics import fidelity
     from eegbench.scoring import FEATURE_BATCH
 
@@ -145,4 +147,5 @@ def test_tf_inception_features_do_not_depend_on_the_batch_size():
     for batch in (5, FEATURE_BATCH):
         net, layer, _ = fidelity.fid_network(fidelity.FIDHELPER_EXTRACTOR, None, batch_size=batch)
         out[batch] = network_features(net, x, progress=False)[layer]
-    assert out[5].shape == (len(x), 2048) and torch.equal(out[5], out[FEATURE_BATCH])
+    assert out[5].shape == (len(x), 2048)
+    torch.testing.assert_close(out[5], out[FEATURE_BATCH], rtol=1e-4, atol=1e-5)
