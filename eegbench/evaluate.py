@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,10 +42,6 @@ __all__ = ["NWAY_KEY", "evaluate_run", "find_inception_weights", "resolve_protoc
 
 #: Result-metric key of the n-way top-k accuracy.
 NWAY_KEY = "nway_topk"
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
 
 
 def find_inception_weights(explicit: Path | str | None = None) -> Path | None:
